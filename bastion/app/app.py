@@ -1,0 +1,214 @@
+"""The native ``App``: routes to ``async def`` handlers on the loop and ``def`` ones on the pool."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from bastion.app.request import Request, SyncRequest
+from bastion.app.response import JSONResponse, Response, StreamingResponse
+from bastion.app.routing import Router
+from bastion.engine.body import ClientDisconnected
+from bastion.engine.eager import run_eagerly
+from bastion.engine.exchange import Exchange, ThreadWriter
+
+if TYPE_CHECKING:
+    from bastion.engine.server import ServerState
+
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+
+_TEXT = [("content-type", "text/plain; charset=utf-8")]
+_NOT_FOUND = b"404 Not Found\n"
+_METHOD_NOT_ALLOWED = b"405 Method Not Allowed\n"
+_BUSY = b"503 Service Unavailable: all workers are busy\n"
+_STREAMED = object()
+
+
+class App:
+    """A set of routes; pass it to ``bastion run module:app`` or :func:`bastion.engine.run`.
+
+    ``async def`` handlers run on the event loop and must not block; plain ``def`` handlers run
+    on the bounded thread pool and may. A handler returns a :class:`Response`,
+    :class:`StreamingResponse`, ``bytes``/``str`` (200) or a ``dict``/``list`` (JSON).
+    """
+
+    def __init__(self) -> None:
+        self.router = Router()
+        self._state: ServerState | None = None
+        self._read_timeout = 30.0
+
+    # registering routes -----------------------------------------------------------------------
+
+    def route(self, path: str, methods: Iterable[str] = ("GET",)) -> Callable[[Endpoint], Endpoint]:
+        def register(endpoint: Endpoint) -> Endpoint:
+            is_async = inspect.iscoroutinefunction(endpoint)
+            self.router.add(path, list(methods), _Endpoint(endpoint, is_async))
+            return endpoint
+
+        return register
+
+    def get(self, path: str) -> Callable[[Endpoint], Endpoint]:
+        return self.route(path, ["GET"])
+
+    def post(self, path: str) -> Callable[[Endpoint], Endpoint]:
+        return self.route(path, ["POST"])
+
+    def put(self, path: str) -> Callable[[Endpoint], Endpoint]:
+        return self.route(path, ["PUT"])
+
+    def patch(self, path: str) -> Callable[[Endpoint], Endpoint]:
+        return self.route(path, ["PATCH"])
+
+    def delete(self, path: str) -> Callable[[Endpoint], Endpoint]:
+        return self.route(path, ["DELETE"])
+
+    def options(self, path: str) -> Callable[[Endpoint], Endpoint]:
+        return self.route(path, ["OPTIONS"])
+
+    # the engine's side ------------------------------------------------------------------------
+
+    async def startup(self, state: ServerState) -> None:
+        self._state = state
+        self._read_timeout = state.config.body_timeout
+
+    def handle(self, exchange: Exchange) -> None:
+        head = exchange.head
+        found = self.router.match(head.path)
+        if found is None:
+            exchange.respond(404, _TEXT, _NOT_FOUND)
+            return
+        route, params = found
+        endpoint = route.endpoints.get(head.method)
+        if endpoint is None and head.method == "HEAD":
+            endpoint = route.endpoints.get("GET")
+        if endpoint is None:
+            allow = ("allow", ", ".join(route.allowed()))
+            exchange.respond(405, [*_TEXT, allow], _METHOD_NOT_ALLOWED)
+            return
+        if endpoint.is_async:
+            run_eagerly(
+                exchange.loop,
+                endpoint.fn(Request(exchange, params)),
+                lambda result, error: self._finish(exchange, result, error),
+            )
+        else:
+            request = SyncRequest(exchange, params, self._read_timeout)
+            self._submit(
+                exchange,
+                lambda: self._call_blocking(endpoint.fn, request, exchange),
+                lambda result, error: self._finish(exchange, result, error),
+            )
+
+    def _submit(
+        self,
+        exchange: Exchange,
+        job: Callable[[], Any],
+        done: Callable[[Any, BaseException | None], None],
+    ) -> None:
+        state = self._state
+        assert state is not None, "App.startup() was not run"
+        if not state.pool.try_submit(job, done):
+            state.stats.count_error("pool-full")
+            exchange.respond(503, [*_TEXT, ("retry-after", "1")], _BUSY)
+
+    def _finish(self, exchange: Exchange, result: Any, error: BaseException | None) -> None:
+        if error is not None:
+            exchange.fail(error)
+            return
+        if result is _STREAMED:
+            return
+        try:
+            if isinstance(result, Response):
+                exchange.respond(result.status, result.headers, result.body)
+            elif isinstance(result, StreamingResponse):
+                self._start_stream(exchange, result)
+            else:
+                response = _coerce(result)
+                exchange.respond(response.status, response.headers, response.body)
+        except Exception as exc:
+            exchange.fail(exc)
+
+    def _start_stream(self, exchange: Exchange, response: StreamingResponse) -> None:
+        content = response.content
+        if isinstance(content, AsyncIterable):
+            run_eagerly(
+                exchange.loop,
+                _stream_async(exchange, response, content),
+                lambda _, error: exchange.fail(error) if error is not None else None,
+            )
+        else:
+            self._submit(
+                exchange,
+                lambda: _stream_blocking(exchange, response, content),
+                lambda _, error: exchange.fail(error) if error is not None else None,
+            )
+
+    @staticmethod
+    def _call_blocking(fn: Callable[..., Any], request: SyncRequest, exchange: Exchange) -> Any:
+        result = fn(request)
+        if isinstance(result, StreamingResponse) and not isinstance(result.content, AsyncIterable):
+            _stream_blocking(exchange, result, result.content)
+            return _STREAMED
+        return result
+
+
+class _Endpoint:
+    __slots__ = ("fn", "is_async")
+
+    def __init__(self, fn: Callable[..., Any], is_async: bool) -> None:
+        self.fn = fn
+        self.is_async = is_async
+
+
+def _coerce(result: Any) -> Response:
+    if isinstance(result, (bytes, str)):
+        return Response(result)
+    if isinstance(result, (dict, list)):
+        return JSONResponse(result)
+    if result is None:
+        return Response(b"", status=204)
+    raise TypeError(f"a handler returned {type(result).__name__}, not a Response")
+
+
+def _as_bytes(chunk: bytes | str) -> bytes:
+    return chunk.encode("utf-8") if isinstance(chunk, str) else chunk
+
+
+async def _stream_async(
+    exchange: Exchange, response: StreamingResponse, content: AsyncIterable[bytes | str]
+) -> None:
+    exchange.start(response.status, response.headers, response.content_length)
+    async for chunk in content:
+        exchange.write(_as_bytes(chunk))
+        await exchange.drain()
+    exchange.end()
+
+
+def _stream_blocking(
+    exchange: Exchange, response: StreamingResponse, content: Iterable[bytes | str]
+) -> None:
+    """Runs on a pool thread: produce each piece here, hand it to the loop to send."""
+    writer = ThreadWriter(exchange)
+    exchange.call_threadsafe(
+        _start_or_fail, exchange, response.status, response.headers, response.content_length
+    )
+    try:
+        for chunk in content:
+            if exchange.finished:
+                raise ClientDisconnected("response abandoned")
+            writer.write(_as_bytes(chunk))
+    finally:
+        close = getattr(content, "close", None)
+        if close is not None:
+            close()
+    exchange.call_threadsafe(exchange.end)
+
+
+def _start_or_fail(
+    exchange: Exchange, status: int, headers: list[tuple[str, str]], length: int | None
+) -> None:
+    try:
+        exchange.start(status, headers, length)
+    except Exception as exc:
+        exchange.fail(exc)

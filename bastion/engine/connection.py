@@ -1,0 +1,405 @@
+"""One ``asyncio.Protocol`` per client connection: parse, dispatch in order, write, time out.
+
+Requests on a connection are handled one at a time, in order; pipelined requests wait in a
+bounded queue (reading pauses when it is full). Writes made while a batch of received bytes is
+being processed are coalesced into one ``write``, so 16 pipelined requests answered at once
+leave in one send. Deadlines are plain numbers compared by the server's periodic sweep: no
+timer is created per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from bastion.engine.body import BodyStream, ClientDisconnected
+from bastion.engine.exchange import Exchange
+from bastion.http import ProtocolError, RequestHead, RequestParser, error_response
+from bastion.http.errors import RequestTimeout
+
+if TYPE_CHECKING:
+    from bastion.engine.server import ServerState
+
+logger = logging.getLogger("bastion.error")
+
+# What the read-side deadline currently guards.
+_WAIT_NONE = 0
+_WAIT_HEAD = 1
+_WAIT_BODY = 2
+_WAIT_IDLE = 3
+
+
+class HTTPConnection(asyncio.Protocol):
+    __slots__ = (
+        "state",
+        "loop",
+        "stats",
+        "transport",
+        "parser",
+        "client",
+        "server_address",
+        "scheme",
+        "current",
+        "queue",
+        "_receiving",
+        "_out",
+        "_pumping",
+        "_close_after_flush",
+        "write_paused",
+        "_reading_paused",
+        "_pause_reasons",
+        "_writable_callbacks",
+        "closing",
+        "closed",
+        "wait_kind",
+        "deadline",
+        "write_deadline",
+        "write_timeout",
+        "_pending_error",
+        "_eof",
+    )
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self.loop = state.loop
+        self.stats = state.stats
+        self.transport: asyncio.Transport | None = None
+        self.parser = RequestParser(self, state.config.limits)
+        self.client: tuple[str, int] | None = None
+        self.server_address: tuple[str, int] | None = None
+        self.scheme = "http"
+        self.current: Exchange | None = None
+        self.queue: deque[Exchange] = deque()
+        self._receiving: Exchange | None = None
+        self._out: list[bytes] | None = None
+        self._pumping = False
+        self._close_after_flush = False
+        self.write_paused = False
+        self._reading_paused = False
+        self._pause_reasons = 0
+        self._writable_callbacks: list[Callable[[], None]] = []
+        self.closing = False
+        self.closed = False
+        self.wait_kind = _WAIT_HEAD
+        self.deadline = 0.0
+        self.write_deadline = 0.0
+        self.write_timeout = state.config.write_timeout
+        self._pending_error: ProtocolError | None = None
+        self._eof = False
+
+    # asyncio.Protocol -----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        state = self.state
+        self.stats.connections_opened += 1
+        state.connections.add(self)
+        peer = transport.get_extra_info("peername")
+        self.client = _address(peer)
+        self.server_address = _address(transport.get_extra_info("sockname"))
+        if transport.get_extra_info("sslcontext") is not None:
+            self.scheme = "https"
+        self.deadline = state.now + state.config.header_timeout
+        if len(state.connections) > state.config.max_connections:
+            self.stats.count_error("connection-limit")
+            logger.warning("connection limit (%d) reached", state.config.max_connections)
+            self._refuse(503, "too many connections")
+        elif state.draining:
+            self._refuse(503, "server is shutting down")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.closing = True
+        self.stats.connections_closed += 1
+        self.state.connections.discard(self)
+        disconnected = ClientDisconnected("client disconnected")
+        for exchange in (self.current, *self.queue):
+            if exchange is not None and exchange._body is not None:
+                exchange._body.abort(disconnected)
+        self.queue.clear()
+        self._release_writers()
+        handler_lost = getattr(self.state.handler, "connection_lost", None)
+        if handler_lost is not None and self.current is not None:
+            handler_lost(self.current)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        if self.wait_kind == _WAIT_IDLE:
+            self.wait_kind = _WAIT_HEAD
+            self.deadline = self.state.now + self.state.config.header_timeout
+        out: list[bytes] = []
+        self._out = out
+        try:
+            self.parser.feed(data)
+        except ProtocolError as error:
+            self._protocol_error(error)
+        finally:
+            self._out = None
+            if out:
+                self.transport.write(b"".join(out) if len(out) > 1 else out[0])  # type: ignore[union-attr]
+            if self._close_after_flush:
+                self._close()
+
+    def eof_received(self) -> bool | None:
+        # A half-closed client may still read our responses to requests it already sent.
+        self._eof = True
+        if self.current is None and not self.queue:
+            self._close()
+        return True
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self.write_deadline = self.state.now + self.write_timeout
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self.write_deadline = 0.0
+        self._release_writers()
+
+    def _release_writers(self) -> None:
+        callbacks, self._writable_callbacks = self._writable_callbacks, []
+        for callback in callbacks:
+            callback()
+
+    # sink for the parser --------------------------------------------------------------------
+
+    def on_request(self, head: RequestHead) -> None:
+        self.stats.requests += 1
+        exchange = Exchange(self, head)
+        self._receiving = exchange
+        if head.has_body:
+            self.wait_kind = _WAIT_BODY
+            self.deadline = self.state.now + self.state.config.body_timeout
+        else:
+            self.wait_kind = _WAIT_NONE
+        self.queue.append(exchange)
+        if self.current is None:
+            self._pump()
+        elif len(self.queue) >= self.state.config.max_pipelined:
+            self._pause_reading(1)
+
+    def on_body(self, data: bytes) -> None:
+        exchange = self._receiving
+        if exchange is None or exchange.finished:
+            return  # the rest of a body the handler chose not to read
+        self.deadline = self.state.now + self.state.config.body_timeout
+        if exchange.body.feed(data):
+            self._pause_reading(2)
+
+    def on_request_end(self) -> None:
+        exchange = self._receiving
+        self._receiving = None
+        if exchange is not None and exchange._body is not None:
+            exchange._body.finish()
+        if self.wait_kind == _WAIT_BODY:
+            self.wait_kind = _WAIT_NONE
+
+    # dispatch ---------------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        """Start queued requests one after another; a loop, not recursion, for pipelines."""
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            while self.current is None and self.queue and not self.closing:
+                exchange = self.current = self.queue.popleft()
+                if len(self.queue) < self.state.config.max_pipelined:
+                    self._resume_reading(1)
+                self._dispatch(exchange)
+        finally:
+            self._pumping = False
+
+    def _dispatch(self, exchange: Exchange) -> None:
+        if self.state.observed:
+            exchange.start_time = self.loop.time()
+        try:
+            self.state.handler.handle(exchange)
+        except Exception as error:
+            exchange.fail(error)
+
+    def exchange_done(self, exchange: Exchange, abort: bool = False) -> None:
+        """Called by the exchange once its response is complete (or abandoned)."""
+        stats = self.stats
+        if exchange.status:
+            stats.count_response(exchange.status)
+        if self.state.observed:
+            duration = self.loop.time() - exchange.start_time
+            for observe in stats.request_observers:
+                observe(exchange, duration)
+        if exchange is not self.current:
+            return
+        self.current = None
+        if abort or not exchange.keep_alive:
+            error = self._pending_error
+            if error is not None and not abort:
+                self.stats.count_response(error.status)
+                self.write(
+                    error_response(error.status, error.detail, date_line=self.state.date_line)
+                )
+            self._close()
+            return
+        if exchange is self._receiving and exchange._body is not None:
+            # The handler answered without reading the whole (small) body: skip the rest.
+            exchange._body.abort(ClientDisconnected("response already sent"))
+        if not self.queue and self.wait_kind == _WAIT_NONE and self._receiving is None:
+            self.wait_kind = _WAIT_IDLE
+            self.deadline = self.state.now + self.state.config.keepalive_timeout
+        if (self.state.draining or self._eof) and not self.queue:
+            self._close()
+            return
+        self._pump()
+
+    # writing ------------------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        out = self._out
+        if out is not None:
+            out.append(data)
+        elif not self.closed:
+            self.transport.write(data)  # type: ignore[union-attr]
+
+    def server_lines(self) -> bytes:
+        return self.state.server_lines
+
+    async def drain(self) -> None:
+        if self.closed:
+            raise ClientDisconnected("client disconnected")
+        if not self.write_paused:
+            return
+        waiter: asyncio.Future[None] = self.loop.create_future()
+
+        def wake() -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        self._writable_callbacks.append(wake)
+        await waiter
+        if self.closed:
+            raise ClientDisconnected("client disconnected")
+
+    def when_writable(self, callback: Callable[[], None]) -> None:
+        if self.write_paused and not self.closed:
+            self._writable_callbacks.append(callback)
+        else:
+            callback()
+
+    def new_body_stream(self, exchange: Exchange) -> BodyStream:
+        return BodyStream(self.loop, lambda: self._resume_reading(2), exchange.send_continue)
+
+    # flow control and closing -----------------------------------------------------------------
+
+    def _pause_reading(self, reason: int) -> None:
+        self._pause_reasons |= reason
+        if not self._reading_paused and not self.closed:
+            self._reading_paused = True
+            self.transport.pause_reading()  # type: ignore[union-attr]
+
+    def _resume_reading(self, reason: int) -> None:
+        self._pause_reasons &= ~reason
+        if self._reading_paused and not self._pause_reasons and not self.closing:
+            self._reading_paused = False
+            if self.wait_kind == _WAIT_BODY:
+                self.deadline = self.state.now + self.state.config.body_timeout
+            self.transport.resume_reading()  # type: ignore[union-attr]
+
+    def _protocol_error(self, error: ProtocolError) -> None:
+        self.stats.count_error(f"protocol-{error.status}")
+        client = self.client[0] if self.client else "-"
+        logger.info("refused request from %s: %d %s", client, error.status, error.detail)
+        self.parser = _DeadParser()  # type: ignore[assignment]
+        self.closing = True
+        self.queue.clear()
+        if self.current is None:
+            self.stats.count_response(error.status)
+            self.write(error_response(error.status, error.detail, date_line=self.state.date_line))
+            self._close()
+        else:
+            # Let the request in progress answer first, then close; its own response goes out
+            # before the error so the client can tell which request failed.
+            exchange = self.current
+            if exchange is self._receiving and exchange._body is not None:
+                exchange._body.abort(ClientDisconnected("request body was malformed"))
+            self._pending_error = error
+
+    def _refuse(self, status: int, detail: str) -> None:
+        self.closing = True
+        self.stats.count_response(status)
+        self.transport.write(  # type: ignore[union-attr]
+            error_response(status, detail, date_line=self.state.date_line).replace(
+                b"\r\n\r\n", b"\r\nretry-after: 1\r\n\r\n", 1
+            )
+        )
+        self._close()
+
+    def _close(self) -> None:
+        self.closing = True
+        if self._out is not None:
+            self._close_after_flush = True
+            return
+        if not self.closed and self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def check_deadlines(self, now: float) -> None:
+        """Called by the server's sweep; closes a connection whose current wait has expired."""
+        if self.write_deadline and now >= self.write_deadline:
+            self.stats.count_error("timeout-write")
+            logger.info("closing connection: client stopped reading for %.0fs", self.write_timeout)
+            self.abort()
+            return
+        kind = self.wait_kind
+        if kind == _WAIT_NONE or now < self.deadline or self.closing:
+            return
+        if kind == _WAIT_IDLE or (kind == _WAIT_HEAD and not self.parser.in_request):
+            self._close()  # idle keep-alive, or a connection that never sent a byte
+        elif self._reading_paused and kind == _WAIT_BODY:
+            return  # we stopped reading; the client is not the slow one
+        elif self.current is None or kind == _WAIT_BODY:
+            what = "head" if kind == _WAIT_HEAD else "body"
+            self.stats.count_error(f"timeout-{what}")
+            self._timeout(RequestTimeout(f"request {what} not received in time"))
+
+    def _timeout(self, error: RequestTimeout) -> None:
+        logger.info("%s from %s", error.detail, self.client[0] if self.client else "-")
+        exchange = self.current
+        if exchange is not None and not exchange.started:
+            if exchange._body is not None:
+                exchange._body.abort(error)
+            exchange.keep_alive = False
+            exchange.finished = True
+            self.current = None
+        self.closing = True
+        if exchange is None or not exchange.started:
+            self.stats.count_response(408)
+            self.write(error_response(408, error.detail, date_line=self.state.date_line))
+        self._close()
+
+    def close_if_idle(self) -> None:
+        """Graceful shutdown: close now unless a request is being handled."""
+        if self.current is None and not self.queue and not self.parser.in_request:
+            self._close()
+
+
+class _DeadParser:
+    """Stands in after a protocol error: the stream's framing is lost, so nothing is parsed."""
+
+    in_request = False
+    reading_head = False
+
+    def feed(self, data: bytes) -> None:
+        return None
+
+
+def _address(info: Any) -> tuple[str, int] | None:
+    if isinstance(info, tuple) and len(info) >= 2:
+        return (str(info[0]), int(info[1]))
+    return None

@@ -1,0 +1,399 @@
+"""One request and its response: what a handler adapter talks to.
+
+All methods run on the loop thread, except those named ``*_threadsafe`` and the
+:class:`ThreadWriter`, which exist for blocking handlers on the pool.
+
+Framing is decided here, once, for every kind of handler: ``Content-Length`` when the size is
+known, chunked when it is not and the client speaks HTTP/1.1, and end-of-connection for an
+HTTP/1.0 client. A response that turns out shorter or longer than it promised cannot be
+repaired, so the connection is closed rather than letting the client guess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from bastion.engine.body import BodyStream, ClientDisconnected
+from bastion.http import (
+    CONTINUE_RESPONSE,
+    LAST_CHUNK,
+    RequestHead,
+    encode_chunk,
+    encode_headers,
+    parse_content_length,
+    status_allows_body,
+    status_line,
+)
+from bastion.http.errors import ProtocolError
+
+if TYPE_CHECKING:
+    from bastion.engine.connection import HTTPConnection
+
+logger = logging.getLogger("bastion.error")
+
+Headers = Iterable[tuple[str, str]]
+
+# Small responses need no copy of the body into a joined buffer beyond this size.
+_JOIN_LIMIT = 64 * 1024
+_DISCARD_LIMIT = 64 * 1024
+
+_FRAMING_NONE = 0
+_FRAMING_LENGTH = 1
+_FRAMING_CHUNKED = 2
+_FRAMING_CLOSE = 3
+
+
+class ResponseAlreadyStarted(RuntimeError):
+    """A second response head was attempted for the same request."""
+
+
+class Exchange:
+    """A request head, its body stream, and the response being written for it."""
+
+    __slots__ = (
+        "conn",
+        "head",
+        "_body",
+        "started",
+        "finished",
+        "status",
+        "keep_alive",
+        "_framing",
+        "_remaining",
+        "_head_only",
+        "continue_sent",
+        "bytes_sent",
+        "start_time",
+        "state",
+    )
+
+    def __init__(self, conn: HTTPConnection, head: RequestHead) -> None:
+        self.conn = conn
+        self.head = head
+        self._body: BodyStream | None = None
+        self.started = False
+        self.finished = False
+        self.status = 0
+        self.keep_alive = head.keep_alive
+        self._framing = _FRAMING_NONE
+        self._remaining = 0
+        self._head_only = head.method == "HEAD"
+        self.continue_sent = False
+        self.bytes_sent = 0
+        self.start_time = 0.0
+        # A free slot for the handler adapter (e.g. the ASGI cycle) to hang its state on.
+        self.state: Any = None
+
+    # request side ---------------------------------------------------------------------------
+
+    @property
+    def client(self) -> tuple[str, int] | None:
+        return self.conn.client
+
+    @property
+    def server(self) -> tuple[str, int] | None:
+        return self.conn.server_address
+
+    @property
+    def scheme(self) -> str:
+        return self.conn.scheme
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self.conn.loop
+
+    @property
+    def body(self) -> BodyStream:
+        """The request body stream (an empty, finished one when the request has none)."""
+        body = self._body
+        if body is None:
+            body = self._body = self.conn.new_body_stream(self)
+            if not self.head.has_body:
+                body.finish()
+        return body
+
+    @property
+    def body_complete(self) -> bool:
+        if not self.head.has_body:
+            return True
+        body = self._body
+        return body is not None and body.done
+
+    def send_continue(self) -> None:
+        """Answer ``Expect: 100-continue``: the handler is about to read the body."""
+        if self.head.expect_continue and not self.continue_sent and not self.started:
+            self.continue_sent = True
+            self.conn.write(CONTINUE_RESPONSE)
+
+    # response side --------------------------------------------------------------------------
+
+    def _decide_keep_alive(self) -> bool:
+        if not self.keep_alive or self.conn.closing or self.conn.state.draining:
+            return False
+        if self.body_complete:
+            return True
+        # The rest of an unread body must be read past before the next request; do that only
+        # when it is small and the client was not waiting for our 100 Continue.
+        head = self.head
+        if head.expect_continue and not self.continue_sent:
+            return False
+        if head.chunked or head.content_length is None:
+            return False
+        received = self._body.received if self._body is not None else 0
+        return head.content_length - received <= _DISCARD_LIMIT
+
+    def _connection_header(self) -> bytes:
+        if not self.keep_alive:
+            return b"connection: close\r\n"
+        if self.head.version == "1.0":
+            return b"connection: keep-alive\r\n"
+        return b""
+
+    def respond(self, status: int, headers: Headers, body: bytes = b"") -> None:
+        """Send a whole response at once: the fast path, one write for head and body."""
+        if self.started:
+            raise ResponseAlreadyStarted("response already started")
+        header_block = encode_headers(headers)
+        self.started = True
+        self.status = status
+        self.keep_alive = self._decide_keep_alive()
+        conn = self.conn
+        if status_allows_body(status):
+            length_line = b"content-length: %d\r\n" % len(body)
+            if self._head_only:
+                body = b""
+        else:
+            length_line = b""
+            body = b""
+        parts = (
+            status_line(status),
+            header_block,
+            conn.server_lines(),
+            length_line,
+            self._connection_header(),
+            b"\r\n",
+        )
+        if len(body) <= _JOIN_LIMIT:
+            conn.write(b"".join(parts) + body if body else b"".join(parts))
+        else:
+            conn.write(b"".join(parts))
+            conn.write(body)
+        self.bytes_sent = len(body)
+        self._complete()
+
+    def start(self, status: int, headers: Headers, content_length: int | None = None) -> None:
+        """Send the response head; the body follows with :meth:`write` and :meth:`end`.
+
+        A ``content-length`` among ``headers`` counts as ``content_length``; a
+        ``transfer-encoding`` from the application is dropped, since framing is ours to choose.
+        """
+        if self.started:
+            raise ResponseAlreadyStarted("response already started")
+        headers, content_length, wants_close = _split_framing(headers, content_length)
+        header_block = encode_headers(headers)
+        if wants_close:
+            self.keep_alive = False
+        self.started = True
+        self.status = status
+        self.keep_alive = self._decide_keep_alive()
+        if not status_allows_body(status):
+            framing, length_line = _FRAMING_NONE, b""
+        elif content_length is not None:
+            framing, length_line = _FRAMING_LENGTH, b"content-length: %d\r\n" % content_length
+            self._remaining = content_length
+        elif self.head.version == "1.1":
+            framing, length_line = _FRAMING_CHUNKED, b"transfer-encoding: chunked\r\n"
+        else:
+            framing, length_line = _FRAMING_CLOSE, b""
+            self.keep_alive = False
+        if self._head_only:
+            framing = _FRAMING_NONE
+        self._framing = framing
+        self.conn.write(
+            b"".join(
+                (
+                    status_line(status),
+                    header_block,
+                    self.conn.server_lines(),
+                    length_line,
+                    self._connection_header(),
+                    b"\r\n",
+                )
+            )
+        )
+
+    def write(self, data: bytes) -> None:
+        """Send part of the body; raises if the response would exceed its Content-Length."""
+        if not self.started or self.finished:
+            raise RuntimeError("write() outside of a started response")
+        if not data:
+            return
+        framing = self._framing
+        self.bytes_sent += len(data)
+        if framing == _FRAMING_CHUNKED:
+            self.conn.write(encode_chunk(data))
+        elif framing == _FRAMING_LENGTH:
+            if len(data) > self._remaining:
+                self.abort("response body longer than its Content-Length")
+                raise ValueError("response body longer than its Content-Length")
+            self._remaining -= len(data)
+            self.conn.write(data)
+        elif framing == _FRAMING_CLOSE:
+            self.conn.write(data)
+
+    def end(self) -> None:
+        """Finish the response; closes the connection if fewer bytes came than promised."""
+        if self.finished:
+            return
+        if not self.started:
+            raise RuntimeError("end() before start()")
+        if self._framing == _FRAMING_CHUNKED:
+            self.conn.write(LAST_CHUNK)
+        elif self._framing == _FRAMING_LENGTH and self._remaining:
+            self.abort(f"response ended {self._remaining} bytes short of its Content-Length")
+            return
+        elif self._framing == _FRAMING_CLOSE:
+            self.keep_alive = False
+        self._complete()
+
+    def _complete(self) -> None:
+        self.finished = True
+        self.conn.exchange_done(self)
+
+    def fail(self, error: BaseException) -> None:
+        """A handler raised: answer 500 if nothing was sent yet, else cut the connection."""
+        if self.finished:
+            return
+        if isinstance(error, ClientDisconnected) or self.conn.closed:
+            self.finished = True
+            self.conn.exchange_done(self)
+            return
+        logger.error(
+            "handler error on %s %s",
+            self.head.method,
+            self.head.target.decode("latin-1"),
+            exc_info=(type(error), error, error.__traceback__),
+        )
+        self.conn.stats.count_error("handler")
+        if not self.started:
+            self.keep_alive = False
+            self.respond(
+                500,
+                [("content-type", "text/plain; charset=utf-8")],
+                b"500 Internal Server Error\n",
+            )
+        else:
+            self.abort("handler failed after the response started")
+
+    def abort(self, why: str) -> None:
+        """Close the connection mid-response: the only honest signal once framing is broken."""
+        if self.finished:
+            return
+        logger.error(
+            "closing connection: %s (%s %s)",
+            why,
+            self.head.method,
+            self.head.target.decode("latin-1"),
+        )
+        self.conn.stats.count_error("response")
+        self.keep_alive = False
+        self.finished = True
+        self.conn.exchange_done(self, abort=True)
+
+    async def drain(self) -> None:
+        """Wait while the client is slower than we write (the transport asked us to pause)."""
+        await self.conn.drain()
+
+    @property
+    def disconnected(self) -> bool:
+        return self.conn.closed
+
+    # from a worker thread -------------------------------------------------------------------
+
+    def call_threadsafe(self, fn: Any, *args: Any) -> None:
+        self.conn.loop.call_soon_threadsafe(fn, *args)
+
+    def respond_threadsafe(self, status: int, headers: Headers, body: bytes = b"") -> None:
+        self.conn.loop.call_soon_threadsafe(self._respond_or_fail, status, list(headers), body)
+
+    def _respond_or_fail(self, status: int, headers: Headers, body: bytes) -> None:
+        try:
+            self.respond(status, headers, body)
+        except Exception as exc:
+            self.fail(exc)
+
+
+def _split_framing(
+    headers: Headers, content_length: int | None
+) -> tuple[list[tuple[str, str]], int | None, bool]:
+    """Take framing headers out of an application's list; framing is the server's job."""
+    kept = []
+    wants_close = False
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == "content-length":
+            declared = parse_content_length(str(value).encode("latin-1"))
+            if content_length is not None and declared != content_length:
+                raise ValueError("conflicting Content-Length values")
+            content_length = declared
+        elif lowered == "transfer-encoding":
+            continue
+        elif lowered == "connection":
+            if "close" in str(value).lower():
+                wants_close = True
+            continue
+        else:
+            kept.append((name, value))
+    return kept, content_length, wants_close
+
+
+class ThreadWriter:
+    """Writes a response body from a worker thread with backpressure.
+
+    Each chunk is handed to the loop; the thread waits while more than ``limit`` bytes are on
+    their way or sitting in a paused transport, so a slow client slows the handler instead of
+    filling memory. A client that stops reading for ``write_timeout`` ends the wait.
+    """
+
+    def __init__(self, exchange: Exchange, limit: int = 256 * 1024) -> None:
+        self._ex = exchange
+        self._limit = limit
+        self._in_flight = 0
+        self._cond = threading.Condition()
+        self._timeout = exchange.conn.write_timeout
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        with self._cond:
+            if self._in_flight > self._limit and not self._cond.wait_for(
+                lambda: self._in_flight <= self._limit or self._ex.disconnected,
+                self._timeout,
+            ):
+                raise TimeoutError("client stopped reading the response")
+            if self._ex.disconnected or self._ex.finished:
+                raise ClientDisconnected("client disconnected")
+            self._in_flight += len(data)
+        self._ex.call_threadsafe(self._write_on_loop, data)
+
+    def _write_on_loop(self, data: bytes) -> None:
+        # On failure the exchange has logged and closed; the thread sees that on its next write.
+        with contextlib.suppress(Exception):
+            self._ex.write(data)
+        if self._ex.conn.write_paused:
+            self._ex.conn.when_writable(lambda: self._ack(len(data)))
+        else:
+            self._ack(len(data))
+
+    def _ack(self, size: int) -> None:
+        with self._cond:
+            self._in_flight -= size
+            self._cond.notify_all()
+
+
+__all__ = ["Exchange", "ProtocolError", "ResponseAlreadyStarted", "ThreadWriter"]

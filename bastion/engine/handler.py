@@ -1,0 +1,34 @@
+"""The contract between the engine and every way of writing a handler."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from bastion.engine.exchange import Exchange
+    from bastion.engine.server import ServerState
+
+
+@runtime_checkable
+class Handler(Protocol):
+    """Called on the loop thread once per request, when its head has arrived.
+
+    ``handle`` must return quickly: it answers at once through the exchange, or arranges to
+    answer later (a task on the loop, a job on the pool). Adapters may also define
+    ``async startup(state)`` and ``async shutdown()`` (run once per server) and
+    ``connection_lost(exchange)`` (the client went away mid-request).
+    """
+
+    def handle(self, exchange: Exchange) -> None: ...
+
+
+async def run_startup(handler: Handler, state: ServerState) -> None:
+    startup = getattr(handler, "startup", None)
+    if startup is not None:
+        await startup(state)
+
+
+async def run_shutdown(handler: Handler) -> None:
+    shutdown = getattr(handler, "shutdown", None)
+    if shutdown is not None:
+        await shutdown()

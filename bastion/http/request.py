@@ -1,0 +1,98 @@
+"""The head of a parsed request, as the rest of the server sees it."""
+
+from __future__ import annotations
+
+from urllib.parse import unquote
+
+
+class RequestHead:
+    """Method, target, version and headers of one request, exactly as they were accepted.
+
+    Header names keep the case the client sent (the ``http.server`` API shows them that way);
+    ``get`` compares case-insensitively. The path and query are split lazily because most
+    handlers touch only one of them.
+    """
+
+    __slots__ = (
+        "method",
+        "target",
+        "version",
+        "headers",
+        "keep_alive",
+        "content_length",
+        "chunked",
+        "expect_continue",
+        "upgrade",
+        "_path",
+        "_query",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        target: bytes,
+        version: str,
+        headers: list[tuple[bytes, bytes]],
+        keep_alive: bool,
+        content_length: int | None,
+        chunked: bool,
+        expect_continue: bool,
+        upgrade: bool = False,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.content_length = content_length
+        self.chunked = chunked
+        self.expect_continue = expect_continue
+        self.upgrade = upgrade
+        self._path: str | None = None
+        self._query: bytes | None = None
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or bool(self.content_length)
+
+    def _split_target(self) -> None:
+        target = self.target
+        cut = target.find(b"?")
+        if cut >= 0:
+            raw_path, self._query = target[:cut], target[cut + 1 :]
+        else:
+            raw_path, self._query = target, b""
+        self._path = unquote(raw_path.decode("latin-1"), encoding="utf-8", errors="surrogateescape")
+
+    @property
+    def path(self) -> str:
+        """The percent-decoded path (undecodable bytes kept as surrogates, never guessed)."""
+        if self._path is None:
+            self._split_target()
+        return self._path  # type: ignore[return-value]
+
+    @property
+    def raw_path(self) -> bytes:
+        cut = self.target.find(b"?")
+        return self.target if cut < 0 else self.target[:cut]
+
+    @property
+    def query_string(self) -> bytes:
+        if self._query is None:
+            self._split_target()
+        return self._query  # type: ignore[return-value]
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first value of header ``name`` (case-insensitive), decoded as latin-1."""
+        wanted = name.lower().encode("latin-1")
+        for key, value in self.headers:
+            if key.lower() == wanted:
+                return value.decode("latin-1")
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        wanted = name.lower().encode("latin-1")
+        return [value.decode("latin-1") for key, value in self.headers if key.lower() == wanted]
+
+    def __repr__(self) -> str:
+        return f"<RequestHead {self.method} {self.target!r} HTTP/{self.version}>"

@@ -1,0 +1,92 @@
+"""Response serialization: status lines, header blocks, chunked framing, error responses."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from email.utils import formatdate
+from http import HTTPStatus
+
+_REASONS: dict[int, str] = {s.value: s.phrase for s in HTTPStatus}
+_REASONS[413] = "Content Too Large"  # RFC 9110's name; older tables say "Request Entity Too Large"
+_STATUS_LINES: dict[int, bytes] = {
+    code: f"HTTP/1.1 {code} {reason}\r\n".encode("latin-1") for code, reason in _REASONS.items()
+}
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+# A header value may hold any visible byte, space and tab; CR and LF would split the response
+# (header injection), NUL and other controls confuse downstream parsers.
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_valid_names: set[str] = set()
+
+LAST_CHUNK = b"0\r\n\r\n"
+CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def reason_phrase(status: int) -> str:
+    return _REASONS.get(status, "")
+
+
+def status_line(status: int, reason: str | None = None) -> bytes:
+    """``HTTP/1.1 <status> <reason>`` with CRLF; common statuses come pre-encoded."""
+    if reason is None:
+        line = _STATUS_LINES.get(status)
+        if line is not None:
+            return line
+        reason = _REASONS.get(status, "")
+    if not 100 <= status <= 999:
+        raise ValueError(f"invalid status code {status}")
+    if _BAD_VALUE.search(reason):
+        raise ValueError("invalid character in reason phrase")
+    return f"HTTP/1.1 {status} {reason}\r\n".encode("latin-1")
+
+
+def status_allows_body(status: int) -> bool:
+    """RFC 9110 §6.4.1: 1xx, 204 and 304 responses never carry content."""
+    return status >= 200 and status != 204 and status != 304
+
+
+def _check_name(name: str) -> None:
+    if name not in _valid_names:
+        if not _TOKEN.match(name):
+            raise ValueError(f"invalid header name {name!r}")
+        if len(_valid_names) < 1024:
+            _valid_names.add(name)
+
+
+def encode_headers(headers: Iterable[tuple[str, str]]) -> bytes:
+    """Serialize ``(name, value)`` pairs, refusing anything that could split the response."""
+    lines = []
+    for name, value in headers:
+        _check_name(name)
+        value = str(value)
+        if _BAD_VALUE.search(value):
+            raise ValueError(f"invalid character in value of header {name!r}")
+        lines.append(f"{name}: {value}\r\n")
+    return "".join(lines).encode("latin-1")
+
+
+def encode_chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def format_date(timestamp: float) -> bytes:
+    """An IMF-fixdate (RFC 9110 §5.6.7) header line for ``timestamp``."""
+    return b"date: " + formatdate(timestamp, usegmt=True).encode("ascii") + b"\r\n"
+
+
+def error_response(status: int, detail: str = "", *, date_line: bytes = b"") -> bytes:
+    """A complete, self-framed ``text/plain`` error response that closes the connection."""
+    reason = _REASONS.get(status, "Error")
+    body = f"{status} {reason}\n".encode("latin-1")
+    if detail:
+        body += detail.encode("utf-8", "replace") + b"\n"
+    return b"".join(
+        (
+            status_line(status),
+            b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n" % len(body),
+            b"connection: close\r\n",
+            date_line,
+            b"\r\n",
+            body,
+        )
+    )
