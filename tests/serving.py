@@ -105,16 +105,28 @@ def read_until_close(sock: socket.socket, timeout: float = 5.0) -> bytes:
     raise AssertionError(f"server did not close the connection; got {b''.join(chunks)!r}")
 
 
-def read_response(sock: socket.socket, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
-    """Read exactly one Content-Length-framed response from a keep-alive connection."""
-    sock.settimeout(timeout)
-    buffer = b""
-    while b"\r\n\r\n" not in buffer:
-        chunk = sock.recv(65536)
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
         if not chunk:
-            raise AssertionError(f"connection closed mid-head: {buffer!r}")
-        buffer += chunk
-    head, _, rest = buffer.partition(b"\r\n\r\n")
+            raise AssertionError(f"connection closed after {data!r}")
+        data += chunk
+    return data
+
+
+def read_response(sock: socket.socket, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+    """Read exactly one Content-Length-framed response, leaving any later bytes unread."""
+    sock.settimeout(timeout)
+    while True:
+        peeked = sock.recv(65536, socket.MSG_PEEK)
+        if not peeked:
+            raise AssertionError("connection closed before a response")
+        end = peeked.find(b"\r\n\r\n")
+        if end >= 0:
+            break
+        time.sleep(0.01)
+    head = _recv_exactly(sock, end + 4)[:-4]
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split(" ")[1])
     headers = {}
@@ -122,12 +134,7 @@ def read_response(sock: socket.socket, timeout: float = 5.0) -> tuple[int, dict[
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
     length = int(headers.get("content-length", "0"))
-    while len(rest) < length:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise AssertionError("connection closed mid-body")
-        rest += chunk
-    return status, headers, rest[:length]
+    return status, headers, _recv_exactly(sock, length)
 
 
 def status_of(response: bytes) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterable, Callable, Iterable
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from bastion.app.request import Request, SyncRequest
@@ -88,16 +89,14 @@ class App:
             return
         if endpoint.is_async:
             run_eagerly(
-                exchange.loop,
-                endpoint.fn(Request(exchange, params)),
-                lambda result, error: self._finish(exchange, result, error),
+                exchange.loop, endpoint.fn(Request(exchange, params)), self._finish, exchange
             )
         else:
             request = SyncRequest(exchange, params, self._read_timeout)
             self._submit(
                 exchange,
-                lambda: self._call_blocking(endpoint.fn, request, exchange),
-                lambda result, error: self._finish(exchange, result, error),
+                partial(self._call_blocking, endpoint.fn, request, exchange),
+                partial(self._finish, exchange),
             )
 
     def _submit(
@@ -119,7 +118,7 @@ class App:
         if result is _STREAMED:
             return
         try:
-            if isinstance(result, Response):
+            if result.__class__ is Response or isinstance(result, Response):
                 exchange.respond(result.status, result.headers, result.body)
             elif isinstance(result, StreamingResponse):
                 self._start_stream(exchange, result)
@@ -133,15 +132,13 @@ class App:
         content = response.content
         if isinstance(content, AsyncIterable):
             run_eagerly(
-                exchange.loop,
-                _stream_async(exchange, response, content),
-                lambda _, error: exchange.fail(error) if error is not None else None,
+                exchange.loop, _stream_async(exchange, response, content), _fail_on_error, exchange
             )
         else:
             self._submit(
                 exchange,
-                lambda: _stream_blocking(exchange, response, content),
-                lambda _, error: exchange.fail(error) if error is not None else None,
+                partial(_stream_blocking, exchange, response, content),
+                partial(_fail_on_error, exchange),
             )
 
     @staticmethod
@@ -159,6 +156,11 @@ class _Endpoint:
     def __init__(self, fn: Callable[..., Any], is_async: bool) -> None:
         self.fn = fn
         self.is_async = is_async
+
+
+def _fail_on_error(exchange: Exchange, result: Any, error: BaseException | None) -> None:
+    if error is not None:
+        exchange.fail(error)
 
 
 def _coerce(result: Any) -> Response:

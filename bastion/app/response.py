@@ -12,7 +12,7 @@ HeaderInput = Mapping[str, str] | Iterable[tuple[str, str]] | None
 def _header_list(headers: HeaderInput) -> list[tuple[str, str]]:
     if headers is None:
         return []
-    if isinstance(headers, Mapping):
+    if headers.__class__ is dict or isinstance(headers, Mapping):
         return list(headers.items())
     return list(headers)
 

@@ -176,6 +176,11 @@ class HTTPConnection(asyncio.Protocol):
             self.deadline = self.state.now + self.state.config.body_timeout
         else:
             self.wait_kind = _WAIT_NONE
+        if self.current is None and not self.queue:
+            # The common case, one request at a time: no queue round trip.
+            self.current = exchange
+            self._dispatch(exchange)
+            return
         self.queue.append(exchange)
         if self.current is None:
             self._pump()
@@ -197,6 +202,7 @@ class HTTPConnection(asyncio.Protocol):
             exchange._body.finish()
         if self.wait_kind == _WAIT_BODY:
             self.wait_kind = _WAIT_NONE
+        self._maybe_idle()
 
     # dispatch ---------------------------------------------------------------------------------
 
@@ -215,7 +221,7 @@ class HTTPConnection(asyncio.Protocol):
             self._pumping = False
 
     def _dispatch(self, exchange: Exchange) -> None:
-        if self.state.observed:
+        if self.stats.request_observers:
             exchange.start_time = self.loop.time()
         try:
             self.state.handler.handle(exchange)
@@ -225,9 +231,10 @@ class HTTPConnection(asyncio.Protocol):
     def exchange_done(self, exchange: Exchange, abort: bool = False) -> None:
         """Called by the exchange once its response is complete (or abandoned)."""
         stats = self.stats
-        if exchange.status:
-            stats.count_response(exchange.status)
-        if self.state.observed:
+        counts = stats.responses_by_status
+        status = exchange.status
+        counts[status] = counts.get(status, 0) + 1
+        if stats.request_observers:
             duration = self.loop.time() - exchange.start_time
             for observe in stats.request_observers:
                 observe(exchange, duration)
@@ -246,13 +253,23 @@ class HTTPConnection(asyncio.Protocol):
         if exchange is self._receiving and exchange._body is not None:
             # The handler answered without reading the whole (small) body: skip the rest.
             exchange._body.abort(ClientDisconnected("response already sent"))
-        if not self.queue and self.wait_kind == _WAIT_NONE and self._receiving is None:
-            self.wait_kind = _WAIT_IDLE
-            self.deadline = self.state.now + self.state.config.keepalive_timeout
-        if (self.state.draining or self._eof) and not self.queue:
+        if self.queue:
+            self._pump()
+        elif self.state.draining or self._eof:
             self._close()
-            return
-        self._pump()
+        else:
+            self._maybe_idle()
+
+    def _maybe_idle(self) -> None:
+        """Start the keep-alive clock once nothing is in flight and no request has begun."""
+        if self.current is None and not self.queue and self.wait_kind == _WAIT_NONE:
+            if self.parser.in_request:
+                if self.parser.reading_head:
+                    self.wait_kind = _WAIT_HEAD
+                    self.deadline = self.state.now + self.state.config.header_timeout
+            else:
+                self.wait_kind = _WAIT_IDLE
+                self.deadline = self.state.now + self.state.config.keepalive_timeout
 
     # writing ------------------------------------------------------------------------------------
 

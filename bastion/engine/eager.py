@@ -17,9 +17,10 @@ import asyncio
 import contextvars
 import sys
 from collections.abc import Callable, Coroutine, Generator
+from functools import partial
 from typing import Any
 
-OnDone = Callable[[Any, BaseException | None], None]
+OnDone = Callable[[Any, Any, BaseException | None], None]
 
 _eager_factory = getattr(asyncio, "eager_task_factory", None)
 NATIVE_EAGER = _eager_factory is not None and sys.version_info >= (3, 12)
@@ -56,32 +57,33 @@ async def _continue(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
     return await _Resume(coro, yielded)
 
 
-def _report(on_done: OnDone, task: asyncio.Task[Any]) -> None:
+def _report(on_done: OnDone, arg: Any, task: asyncio.Task[Any]) -> None:
     if task.cancelled():
-        on_done(None, asyncio.CancelledError())
+        on_done(arg, None, asyncio.CancelledError())
         return
     error = task.exception()
-    on_done(None if error is not None else task.result(), error)
+    on_done(arg, None if error is not None else task.result(), error)
 
 
 def run_eagerly(
     loop: asyncio.AbstractEventLoop,
     coro: Coroutine[Any, Any, Any],
     on_done: OnDone,
+    arg: Any = None,
     eager: bool = True,
 ) -> asyncio.Task[Any] | None:
-    """Run ``coro``; call ``on_done(result, error)`` when it ends, inline if it never waits."""
+    """Run ``coro``; call ``on_done(arg, result, error)`` when it ends, inline if it never waits."""
     context = contextvars.copy_context()
     if not eager:
         task = loop.create_task(coro, context=context)
-        task.add_done_callback(lambda t: _report(on_done, t))
+        task.add_done_callback(partial(_report, on_done, arg))
         return task
     if NATIVE_EAGER:
         task = context.run(_eager_factory, loop, coro)  # type: ignore[arg-type, misc]
         if task.done():
-            _report(on_done, task)
+            _report(on_done, arg, task)
             return None
-        task.add_done_callback(lambda t: _report(on_done, t))
+        task.add_done_callback(partial(_report, on_done, arg))
         return task
     try:
         yielded = context.run(coro.send, None)
@@ -92,8 +94,8 @@ def run_eagerly(
         result, error = None, exc
     else:
         task = loop.create_task(_continue(coro, yielded), context=context)
-        task.add_done_callback(lambda t: _report(on_done, t))
+        task.add_done_callback(partial(_report, on_done, arg))
         return task
     # Reported outside the except clauses so a later error does not chain onto StopIteration.
-    on_done(result, error)
+    on_done(arg, result, error)
     return None

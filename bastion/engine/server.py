@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import ssl
@@ -86,6 +87,7 @@ class Server:
         self._sweeper: asyncio.Task[None] | None = None
         self._stop: asyncio.Event | None = None
         self.state: ServerState | None = None
+        self._unix_paths: list[str] = []
 
     @property
     def sockets(self) -> list[socket.socket]:
@@ -109,6 +111,8 @@ class Server:
         state = self.state = ServerState(loop, self.handler, self.config)
         for spec in self._binds:
             self._sockets.append(open_listener(spec, self.config.backlog))
+            if spec.kind == "unix":
+                self._unix_paths.append(spec.path)
         if not self._sockets:
             self._sockets.append(open_listener(parse_bind("127.0.0.1:8000"), self.config.backlog))
         await run_startup(self.handler, state)
@@ -187,13 +191,11 @@ class Server:
             None, state.pool.shutdown, max(0.0, deadline - state.loop.time()) + 1.0
         )
         await run_shutdown(self.handler)
-        for sock in self._sockets:
-            if sock.family == socket.AF_UNIX:
-                _unlink_quietly(sock.getsockname())
+        for path in self._unix_paths:
+            _unlink_quietly(path)
 
 
 def _unlink_quietly(path: str) -> None:
-    import os
 
     with contextlib.suppress(OSError):
         os.unlink(path)

@@ -15,7 +15,7 @@ and the body; one ``Host`` on HTTP/1.1 (RFC 9112 §3.2); no ``Transfer-Encoding`
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 import httptools
 
@@ -33,7 +33,8 @@ from bastion.http.limits import Limits
 from bastion.http.request import RequestHead
 
 _SUPPORTED_VERSIONS = frozenset({"1.0", "1.1"})
-_POLICY_HEADERS = frozenset({b"content-length", b"transfer-encoding", b"host", b"expect"})
+_FRAMING_HEADERS = frozenset({b"content-length", b"transfer-encoding", b"expect"})
+_IDLE, _HEAD, _BODY = 0, 1, 2
 # llhttp's own message for a well-formed but unknown version (HTTP/1.2, HTTP/3.0): that is a
 # 505, while a malformed version (HTTP/1.x) is a 400.
 _UNSUPPORTED_VERSION_REASON = "Invalid HTTP version"
@@ -75,57 +76,47 @@ class RequestParser:
     __slots__ = (
         "_sink",
         "_limits",
+        "_max_header_count",
+        "_max_header_bytes",
         "_parser",
         "_error",
+        "_phase",
         "_url",
         "_headers",
-        "_header_count",
         "_header_bytes",
-        "_in_head",
+        "_host_count",
+        "_framing",
+        "_body_bytes",
         "_head_from_earlier_feed",
         "_carried_head_bytes",
-        "_content_length",
-        "_chunked",
-        "_codings",
-        "_host_count",
-        "_expect_continue",
-        "_body_bytes",
-        "_head_done",
-        "_first_line_seen",
     )
 
     def __init__(self, sink: RequestSink, limits: Limits | None = None) -> None:
         self._sink = sink
-        self._limits = limits or Limits()
+        limits = self._limits = limits or Limits()
+        # Copied out of the limits object: read once per header on the hot path.
+        self._max_header_count = limits.max_header_count
+        self._max_header_bytes = limits.max_header_bytes
         self._parser = httptools.HttpRequestParser(self)
         self._error: ProtocolError | None = None
-        self._in_head = False
-        self._head_from_earlier_feed = False
-        self._carried_head_bytes = 0
-        self._first_line_seen = False
-        self._reset()
-
-    def _reset(self) -> None:
+        self._phase = _IDLE
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
-        self._header_count = 0
         self._header_bytes = 0
-        self._content_length: int | None = None
-        self._chunked = False
-        self._codings: list[bytes] = []
         self._host_count = 0
-        self._expect_continue = False
+        self._framing: _Framing | None = None
         self._body_bytes = 0
-        self._head_done = False
+        self._head_from_earlier_feed = False
+        self._carried_head_bytes = 0
 
     @property
     def in_request(self) -> bool:
         """True once any byte of a request has been parsed and until that request ends."""
-        return self._in_head or self._head_done
+        return self._phase != _IDLE
 
     @property
     def reading_head(self) -> bool:
-        return self._in_head
+        return self._phase == _HEAD
 
     def feed(self, data: bytes) -> None:
         """Parse ``data``; report what it completes to the sink; raise ProtocolError if bad."""
@@ -145,10 +136,10 @@ class RequestParser:
                 raise
             raise error from None
         except httptools.HttpParserInvalidMethodError:
-            raise self._method_error(data) from None
+            raise _method_error(data) from None
         except httptools.HttpParserError as exc:
-            raise self._grammar_error(exc) from None
-        if self._in_head:
+            raise _grammar_error(exc) from None
+        if self._phase == _HEAD:
             if self._head_from_earlier_feed:
                 # Bytes of an unfinished header are buffered inside the parser where our
                 # callbacks cannot see them; count whole feeds so that buffer stays bounded.
@@ -159,29 +150,21 @@ class RequestParser:
             else:
                 self._head_from_earlier_feed = True
 
-    def _method_error(self, data: bytes) -> ProtocolError:
-        method, _, _ = data.partition(b" ")
-        if method and not self._first_line_seen and all(c in _TCHAR for c in method):
-            return NotImplementedByServer(f"unknown method {method[:20]!r}")
-        return BadRequest("malformed request line")
-
-    def _grammar_error(self, exc: Exception) -> ProtocolError:
-        reason = str(exc)
-        if reason.startswith(_UNSUPPORTED_VERSION_REASON):
-            return VersionNotSupported("unsupported HTTP version")
-        return BadRequest(reason or "malformed request")
-
-    def _fail(self, error: ProtocolError) -> None:
+    def _fail(self, error: ProtocolError) -> NoReturn:
         self._error = error
         raise error
 
     # httptools callbacks -------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self._in_head = True
+        self._phase = _HEAD
+        self._url = b""
+        self._headers = []
+        self._header_bytes = 0
+        self._host_count = 0
+        self._framing = None
         self._head_from_earlier_feed = False
         self._carried_head_bytes = 0
-        self._first_line_seen = False
 
     def on_url(self, fragment: bytes) -> None:
         url = self._url + fragment if self._url else fragment
@@ -190,68 +173,51 @@ class RequestParser:
         self._url = url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._first_line_seen = True
-        self._header_count += 1
+        headers = self._headers
         self._header_bytes += len(name) + len(value) + 4
-        if self._header_count > self._limits.max_header_count:
+        if len(headers) >= self._max_header_count:
             self._fail(HeadersTooLarge("too many header fields"))
-        if self._header_bytes > self._limits.max_header_bytes:
+        if self._header_bytes > self._max_header_bytes:
             self._fail(HeadersTooLarge("header fields too large"))
-        if self._head_done:
-            return  # a trailer field: counted against the limits, not acted upon
-        self._headers.append((name, value))
+        if self._phase != _HEAD:
+            # A trailer field: counted against the limits, not acted upon.
+            headers.append((b"", b""))
+            return
+        headers.append((name, value))
         lowered = name.lower()
-        if lowered in _POLICY_HEADERS:
-            self._apply_policy_header(lowered, value)
-
-    def _apply_policy_header(self, lowered: bytes, value: bytes) -> None:
-        if lowered == b"content-length":
-            self._content_length = parse_content_length(value)
-        elif lowered == b"transfer-encoding":
-            self._codings.extend(c.strip(b" \t").lower() for c in value.split(b","))
-        elif lowered == b"host":
+        if lowered == b"host":
             self._host_count += 1
-        elif value.strip(b" \t").lower() == b"100-continue":
-            self._expect_continue = True
-        else:
-            self._fail(ExpectationFailed("only 100-continue is supported"))
-
-    def _check_transfer_codings(self) -> None:
-        """RFC 9112 §6.3: chunked must be last and only once; anything else we cannot decode."""
-        codings = [c for c in self._codings if c]
-        if not codings or codings[-1] != b"chunked" or codings.count(b"chunked") > 1:
-            self._fail(BadRequest("Transfer-Encoding must end with a single chunked"))
-        if len(codings) > 1:
-            self._fail(NotImplementedByServer("unsupported transfer coding"))
-        self._chunked = True
+        elif lowered in _FRAMING_HEADERS:
+            framing = self._framing
+            if framing is None:
+                framing = self._framing = _Framing()
+            framing.add(lowered, value)
 
     def on_headers_complete(self) -> None:
         parser = self._parser
-        if self._codings:
-            self._check_transfer_codings()
         version = parser.get_http_version()
         if version not in _SUPPORTED_VERSIONS:
             self._fail(VersionNotSupported(f"HTTP/{version} is not supported"))
-        method = _method_name(parser.get_method())
+        raw_method = parser.get_method()
+        method = _METHODS.get(raw_method) or _method_name(raw_method)
         if method == "CONNECT":
             self._fail(NotImplementedByServer("CONNECT is not supported"))
-        if version == "1.1":
-            if self._host_count != 1:
-                self._fail(BadRequest("HTTP/1.1 requires exactly one Host header"))
-        else:
-            if self._host_count > 1:
-                self._fail(BadRequest("more than one Host header"))
-            if self._chunked:
-                self._fail(BadRequest("Transfer-Encoding on an HTTP/1.0 request"))
-            self._expect_continue = False
-        length = self._content_length
-        if length is not None and length > self._limits.max_body_bytes:
-            self._fail(ContentTooLarge("request body too large"))
+        hosts = self._host_count
+        if hosts != 1 and (hosts or version == "1.1"):
+            self._fail(BadRequest("a request needs exactly one Host header"))
+        framing = self._framing
+        length = None
+        chunked = expect_continue = False
+        if framing is not None:
+            framing.check(version, self._limits.max_body_bytes)
+            length = framing.content_length
+            chunked = framing.chunked
+            expect_continue = framing.expect_continue
         upgrade = parser.should_upgrade()
-        if upgrade and (self._chunked or length):
+        if upgrade and (chunked or length):
             self._fail(NotImplementedByServer("protocol upgrade with a request body"))
-        self._in_head = False
-        self._head_done = True
+        self._phase = _BODY
+        self._body_bytes = 0
         head = RequestHead(
             method,
             self._url,
@@ -259,8 +225,8 @@ class RequestParser:
             self._headers,
             parser.should_keep_alive() and not upgrade,
             length,
-            self._chunked,
-            self._expect_continue,
+            chunked,
+            expect_continue,
             upgrade,
         )
         self._sink.on_request(head)
@@ -272,5 +238,63 @@ class RequestParser:
         self._sink.on_body(data)
 
     def on_message_complete(self) -> None:
-        self._reset()
+        self._phase = _IDLE
         self._sink.on_request_end()
+
+
+class _Framing:
+    """The headers that decide where a body ends; rare enough to live apart from the hot path."""
+
+    __slots__ = ("content_length", "codings", "chunked", "expect_continue")
+
+    def __init__(self) -> None:
+        self.content_length: int | None = None
+        self.codings: list[bytes] = []
+        self.chunked = False
+        self.expect_continue = False
+
+    def add(self, lowered: bytes, value: bytes) -> None:
+        if lowered == b"content-length":
+            # llhttp already refuses a second Content-Length; this refuses any spelling of a
+            # number other than plain digits.
+            self.content_length = parse_content_length(value)
+        elif lowered == b"transfer-encoding":
+            self.codings.extend(c.strip(b" \t").lower() for c in value.split(b","))
+        elif value.strip(b" \t").lower() == b"100-continue":
+            self.expect_continue = True
+        else:
+            raise ExpectationFailed("only 100-continue is supported")
+
+    def check(self, version: str, max_body_bytes: int) -> None:
+        if self.codings:
+            # RFC 9112 §6.1: a Transfer-Encoding on HTTP/1.0 means the framing is faulty.
+            if version != "1.1":
+                raise BadRequest("Transfer-Encoding on an HTTP/1.0 request")
+            # RFC 9112 §6.3: chunked must come last, once; we decode no other coding.
+            codings = [c for c in self.codings if c]
+            if not codings or codings[-1] != b"chunked" or codings.count(b"chunked") > 1:
+                raise BadRequest("Transfer-Encoding must end with a single chunked")
+            if len(codings) > 1:
+                raise NotImplementedByServer("unsupported transfer coding")
+            self.chunked = True
+        if version != "1.1":
+            self.expect_continue = False  # RFC 9110 §10.1.1: ignore Expect from HTTP/1.0
+        length = self.content_length
+        if length is not None and length > max_body_bytes:
+            raise ContentTooLarge("request body too large")
+
+
+def _method_error(data: bytes) -> ProtocolError:
+    # The failing request is the last one begun in this feed; look at its first word.
+    request = data.rpartition(b"\r\n\r\n")[2] or data
+    method = request.partition(b" ")[0]
+    if method and all(c in _TCHAR for c in method):
+        return NotImplementedByServer(f"unknown method {method[:20]!r}")
+    return BadRequest("malformed request line")
+
+
+def _grammar_error(exc: Exception) -> ProtocolError:
+    reason = str(exc)
+    if reason.startswith(_UNSUPPORTED_VERSION_REASON):
+        return VersionNotSupported("unsupported HTTP version")
+    return BadRequest(reason or "malformed request")

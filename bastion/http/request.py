@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import unquote
+from urllib.parse import unquote_to_bytes
 
 
 class RequestHead:
@@ -23,6 +23,7 @@ class RequestHead:
         "chunked",
         "expect_continue",
         "upgrade",
+        "has_body",
         "_path",
         "_query",
     )
@@ -48,12 +49,9 @@ class RequestHead:
         self.chunked = chunked
         self.expect_continue = expect_continue
         self.upgrade = upgrade
+        self.has_body = chunked or bool(content_length)
         self._path: str | None = None
         self._query: bytes | None = None
-
-    @property
-    def has_body(self) -> bool:
-        return self.chunked or bool(self.content_length)
 
     def _split_target(self) -> None:
         target = self.target
@@ -62,7 +60,9 @@ class RequestHead:
             raw_path, self._query = target[:cut], target[cut + 1 :]
         else:
             raw_path, self._query = target, b""
-        self._path = unquote(raw_path.decode("latin-1"), encoding="utf-8", errors="surrogateescape")
+        if b"%" in raw_path:
+            raw_path = unquote_to_bytes(raw_path)
+        self._path = raw_path.decode("utf-8", "surrogateescape")
 
     @property
     def path(self) -> str:

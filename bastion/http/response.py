@@ -16,7 +16,8 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 # A header value may hold any visible byte, space and tab; CR and LF would split the response
 # (header injection), NUL and other controls confuse downstream parsers.
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_valid_names: set[str] = set()
+_line_cache: dict[tuple[str, str], bytes] = {}
+_LINE_CACHE_SIZE = 4096
 
 LAST_CHUNK = b"0\r\n\r\n"
 CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -45,24 +46,35 @@ def status_allows_body(status: int) -> bool:
     return status >= 200 and status != 204 and status != 304
 
 
-def _check_name(name: str) -> None:
-    if name not in _valid_names:
-        if not _TOKEN.match(name):
-            raise ValueError(f"invalid header name {name!r}")
-        if len(_valid_names) < 1024:
-            _valid_names.add(name)
+def encode_header(name: str, value: str) -> bytes:
+    """One ``name: value`` line, refusing anything that could split the response."""
+    if not _TOKEN.match(name):
+        raise ValueError(f"invalid header name {name!r}")
+    value = str(value)
+    if _BAD_VALUE.search(value):
+        raise ValueError(f"invalid character in value of header {name!r}")
+    return f"{name}: {value}\r\n".encode("latin-1")
 
 
 def encode_headers(headers: Iterable[tuple[str, str]]) -> bytes:
-    """Serialize ``(name, value)`` pairs, refusing anything that could split the response."""
+    """Serialize ``(name, value)`` pairs, refusing anything that could split the response.
+
+    Most responses repeat the same few lines (``content-type: text/plain``), so validated
+    lines are remembered; the memory is bounded and later lines are simply not remembered.
+    """
     lines = []
+    cache = _line_cache
     for name, value in headers:
-        _check_name(name)
-        value = str(value)
-        if _BAD_VALUE.search(value):
-            raise ValueError(f"invalid character in value of header {name!r}")
-        lines.append(f"{name}: {value}\r\n")
-    return "".join(lines).encode("latin-1")
+        if value.__class__ is not str:
+            value = str(value)
+        key = (name, value)
+        line = cache.get(key)
+        if line is None:
+            line = encode_header(name, value)
+            if len(cache) < _LINE_CACHE_SIZE:
+                cache[key] = line
+        lines.append(line)
+    return b"".join(lines)
 
 
 def encode_chunk(data: bytes) -> bytes:
