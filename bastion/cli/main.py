@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from bastion import __version__
 from bastion.cli.loader import LoadError, as_handler, import_target
-from bastion.engine import ServerConfig, run
+from bastion.engine import ServerConfig, parse_bind, run
 from bastion.http import Limits
 
 _LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -120,14 +120,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
+    binds = args.bind or ["127.0.0.1:8000"]
     try:
+        for bind in binds:
+            parse_bind(bind)
         config = _config_from(args)
         handler = as_handler(import_target(args.target), args.target)
     except (LoadError, ValueError) as exc:
         print(f"bastion: error: {exc}", file=sys.stderr)
         return 2
     try:
-        run(handler, args.bind or ["127.0.0.1:8000"], config, on_ready=_announce)
+        run(handler, binds, config, on_ready=_announce)
     except OSError as exc:
         print(f"bastion: error: cannot listen: {exc}", file=sys.stderr)
         return 1

@@ -31,6 +31,9 @@ _WAIT_HEAD = 1
 _WAIT_BODY = 2
 _WAIT_IDLE = 3
 
+# Responses written while received bytes are being processed are coalesced up to this size.
+_BATCH_LIMIT = 16 * 1024
+
 
 class HTTPConnection(asyncio.Protocol):
     __slots__ = (
@@ -140,7 +143,7 @@ class HTTPConnection(asyncio.Protocol):
         finally:
             self._out = None
             if out:
-                self.transport.write(b"".join(out) if len(out) > 1 else out[0])  # type: ignore[union-attr]
+                self._flush_batch(out)
             if self._close_after_flush:
                 self._close()
 
@@ -277,8 +280,17 @@ class HTTPConnection(asyncio.Protocol):
         out = self._out
         if out is not None:
             out.append(data)
+            if len(data) > _BATCH_LIMIT or len(out) > 64:
+                # A large response is not held back for coalescing: flushing now lets the
+                # transport apply backpressure (pause_writing) while the handler still runs.
+                self._flush_batch(out)
         elif not self.closed:
             self.transport.write(data)  # type: ignore[union-attr]
+
+    def _flush_batch(self, out: list[bytes]) -> None:
+        if not self.closed:
+            self.transport.write(b"".join(out) if len(out) > 1 else out[0])  # type: ignore[union-attr]
+        out.clear()
 
     def server_lines(self) -> bytes:
         return self.state.server_lines

@@ -1,0 +1,69 @@
+"""Start ``bastion`` as a real child process and find the port it bound."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+_URL = re.compile(r"serving on http://127\.0\.0\.1:(\d+)")
+
+
+class Process:
+    def __init__(self, popen: subprocess.Popen[str], port: int, output: list[str]) -> None:
+        self.popen = popen
+        self.port = port
+        self.output = output
+
+    def wait(self, timeout: float) -> int:
+        code = self.popen.wait(timeout)
+        assert self.popen.stderr is not None
+        self.output.append(self.popen.stderr.read())
+        return code
+
+    @property
+    def text(self) -> str:
+        return "".join(self.output)
+
+
+@contextmanager
+def bastion(*args: str, timeout: float = 15.0) -> Iterator[Process]:
+    """Run ``python -m bastion ARGS`` (cwd = repository root) until it prints its URL."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    popen = subprocess.Popen(
+        [sys.executable, "-m", "bastion", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    output: list[str] = []
+    try:
+        deadline = time.monotonic() + timeout
+        assert popen.stderr is not None
+        port = 0
+        while time.monotonic() < deadline:
+            line = popen.stderr.readline()
+            if not line:
+                break
+            output.append(line)
+            found = _URL.search(line)
+            if found:
+                port = int(found.group(1))
+                break
+        if not port:
+            popen.kill()
+            rest = popen.stderr.read()
+            raise AssertionError(f"bastion did not start: {''.join(output)}{rest}")
+        yield Process(popen, port, output)
+    finally:
+        if popen.poll() is None:
+            popen.kill()
+            popen.wait(5)

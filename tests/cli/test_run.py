@@ -1,0 +1,123 @@
+"""``bastion run`` as a user runs it: a real process, real signals, curl as the client."""
+
+from __future__ import annotations
+
+import http.client
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+from tests.cli.running import ROOT, bastion
+from tests.serving import read_until_close
+
+
+def test_run_serves_the_demo_app_to_curl() -> None:
+    with bastion("run", "bastion.demo:app", "--bind", "127.0.0.1:0") as proc:
+        url = f"http://127.0.0.1:{proc.port}"
+        out = subprocess.run(
+            ["curl", "-sS", "-i", f"{url}/hello/curl"], capture_output=True, timeout=10, check=True
+        )
+        assert out.stdout.startswith(b"HTTP/1.1 200 OK")
+        assert out.stdout.endswith(b'{"hello":"curl"}')
+        out = subprocess.run(
+            ["curl", "-sS", "--data-binary", "ping", f"{url}/echo"],
+            capture_output=True,
+            timeout=10,
+            check=True,
+        )
+        assert out.stdout == b"ping"
+        proc.popen.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0
+
+
+def test_sigterm_lets_in_flight_requests_finish_and_exits_zero() -> None:
+    with bastion("run", "tests.app.hello:app", "--bind", "127.0.0.1:0") as proc:
+        idle = socket.create_connection(("127.0.0.1", proc.port), timeout=5)
+        idle.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        idle.recv(65536)  # answered; now an idle keep-alive connection
+        result: dict[str, object] = {}
+
+        def slow_request() -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", proc.port, timeout=10)
+            conn.request("GET", "/sleep?s=1")
+            response = conn.getresponse()
+            result["status"] = response.status
+            result["body"] = response.read()
+            result["connection"] = response.getheader("connection")
+
+        client = threading.Thread(target=slow_request)
+        client.start()
+        time.sleep(0.3)  # the slow request is in flight
+        proc.popen.send_signal(signal.SIGTERM)
+        assert read_until_close(idle, timeout=3) == b""  # idle connection closed at once
+        client.join(10)
+        assert result == {"status": 200, "body": b"slept", "connection": "close"}
+        assert proc.wait(10) == 0
+        assert "shutting down gracefully" in proc.text
+
+
+def test_graceful_timeout_bounds_the_drain() -> None:
+    args = ("run", "tests.app.hello:app", "--bind", "127.0.0.1:0", "--graceful-timeout", "0.5")
+    with bastion(*args) as proc:
+        sock = socket.create_connection(("127.0.0.1", proc.port), timeout=5)
+        sock.sendall(b"GET /sleep?s=5 HTTP/1.1\r\nHost: t\r\n\r\n")
+        time.sleep(0.3)
+        started = time.monotonic()
+        proc.popen.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        assert time.monotonic() - started < 4
+        assert "graceful timeout" in proc.text
+
+
+def test_unimportable_target_is_explained() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "bastion", "run", "no_such_module:app"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        cwd=ROOT,
+    )
+    assert out.returncode == 2
+    assert "cannot import module 'no_such_module'" in out.stderr
+    out = subprocess.run(
+        [sys.executable, "-m", "bastion", "run", "bastion.demo:missing"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        cwd=ROOT,
+    )
+    assert out.returncode == 2
+    assert "has no attribute 'missing'" in out.stderr
+    out = subprocess.run(
+        [sys.executable, "-m", "bastion", "run", "json:dumps"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        cwd=ROOT,
+    )
+    assert out.returncode == 2
+    assert "cannot serve" in out.stderr
+
+
+def test_bad_flag_values_are_refused() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "bastion", "run", "bastion.demo:app", "--header-timeout", "0"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        cwd=ROOT,
+    )
+    assert out.returncode == 2
+    assert "--header-timeout" in out.stderr and "positive" in out.stderr
+    out = subprocess.run(
+        [sys.executable, "-m", "bastion", "run", "bastion.demo:app", "--bind", "nope:x"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        cwd=ROOT,
+    )
+    assert out.returncode == 2
+    assert "invalid port" in out.stderr
