@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from bastion.app.request import Request, SyncRequest
 from bastion.app.response import JSONResponse, Response, StreamingResponse
-from bastion.app.routing import Router
+from bastion.app.routing import Router, compile_path
 from bastion.engine.body import ClientDisconnected
 from bastion.engine.eager import run_eagerly
 from bastion.engine.exchange import Exchange, ThreadWriter
@@ -42,6 +42,8 @@ class App:
     # registering routes -----------------------------------------------------------------------
 
     def route(self, path: str, methods: Iterable[str] = ("GET",)) -> Callable[[Endpoint], Endpoint]:
+        compile_path(path)  # a malformed path fails here, at the decorator line
+
         def register(endpoint: Endpoint) -> Endpoint:
             is_async = inspect.iscoroutinefunction(endpoint)
             self.router.add(path, list(methods), _Endpoint(endpoint, is_async))
