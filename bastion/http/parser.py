@@ -34,7 +34,7 @@ from bastion.http.request import RequestHead
 
 _SUPPORTED_VERSIONS = frozenset({"1.0", "1.1"})
 _FRAMING_HEADERS = frozenset({b"content-length", b"transfer-encoding", b"expect"})
-_IDLE, _HEAD, _BODY = 0, 1, 2
+_IDLE, _HEAD, _BODY, _TRAILERS = 0, 1, 2, 3
 # llhttp's own message for a well-formed but unknown version (HTTP/1.2, HTTP/3.0): that is a
 # 505, while a malformed version (HTTP/1.x) is a 400.
 _UNSUPPORTED_VERSION_REASON = "Invalid HTTP version"
@@ -87,8 +87,8 @@ class RequestParser:
         "_host_count",
         "_framing",
         "_body_bytes",
-        "_head_from_earlier_feed",
-        "_carried_head_bytes",
+        "_progressed",
+        "_unseen_bytes",
     )
 
     def __init__(self, sink: RequestSink, limits: Limits | None = None) -> None:
@@ -106,8 +106,8 @@ class RequestParser:
         self._host_count = 0
         self._framing: _Framing | None = None
         self._body_bytes = 0
-        self._head_from_earlier_feed = False
-        self._carried_head_bytes = 0
+        self._progressed = False
+        self._unseen_bytes = 0
 
     @property
     def in_request(self) -> bool:
@@ -130,25 +130,34 @@ class RequestParser:
             if offset < len(data):
                 self.feed(data[offset:])
             return
-        except httptools.HttpParserCallbackError:
-            error = self._error
-            if error is None:
+        except httptools.HttpParserCallbackError as callback_error:
+            # httptools chains what our callback raised as the context of its own error.
+            error = self._error or callback_error.__context__
+            if not isinstance(error, ProtocolError):
                 raise
+            self._error = error
             raise error from None
         except httptools.HttpParserInvalidMethodError:
             raise _method_error(data) from None
         except httptools.HttpParserError as exc:
             raise _grammar_error(exc) from None
-        if self._phase == _HEAD:
-            if self._head_from_earlier_feed:
-                # Bytes of an unfinished header are buffered inside the parser where our
-                # callbacks cannot see them; count whole feeds so that buffer stays bounded.
-                self._carried_head_bytes += len(data)
-                limit = self._limits.max_header_bytes + self._limits.max_request_line
-                if self._carried_head_bytes > limit:
-                    self._fail(HeadersTooLarge("request head too large"))
-            else:
-                self._head_from_earlier_feed = True
+        if self._progressed:
+            self._progressed = False
+            self._unseen_bytes = 0
+        elif self._phase != _IDLE:
+            self._count_unseen(len(data))
+
+    def _count_unseen(self, size: int) -> None:
+        """Bound what llhttp buffers out of our sight.
+
+        A header line, a chunk-size line or a trailer that never ends is held inside the
+        parser until it is complete; our callbacks see nothing. A feed that completed no
+        field at all is counted whole, and too many such bytes in a row end the request.
+        """
+        self._unseen_bytes += size
+        if self._unseen_bytes > self._limits.max_header_bytes + self._limits.max_request_line:
+            what = "request head" if self._phase == _HEAD else "chunk line or trailer section"
+            self._fail(HeadersTooLarge(f"{what} too large"))
 
     def _fail(self, error: ProtocolError) -> NoReturn:
         self._error = error
@@ -163,16 +172,16 @@ class RequestParser:
         self._header_bytes = 0
         self._host_count = 0
         self._framing = None
-        self._head_from_earlier_feed = False
-        self._carried_head_bytes = 0
 
     def on_url(self, fragment: bytes) -> None:
+        self._progressed = True
         url = self._url + fragment if self._url else fragment
         if len(url) > self._limits.max_request_line:
             self._fail(URITooLong("request target too long"))
         self._url = url
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._progressed = True
         headers = self._headers
         self._header_bytes += len(name) + len(value) + 4
         if len(headers) >= self._max_header_count:
@@ -180,10 +189,17 @@ class RequestParser:
         if self._header_bytes > self._max_header_bytes:
             self._fail(HeadersTooLarge("header fields too large"))
         if self._phase != _HEAD:
-            # A trailer field: counted against the limits, not acted upon.
-            headers.append((b"", b""))
+            # A trailer field: counted against the limits, not acted upon. The head (and its
+            # header list) already belongs to the handler, so trailers start a list of their
+            # own that only serves the count.
+            if self._phase == _BODY:
+                self._phase = _TRAILERS
+                self._headers = [*headers]
+            self._headers.append((b"", b""))
             return
-        headers.append((name, value))
+        # RFC 9110 §5.5: surrounding whitespace is not part of a field value; llhttp drops
+        # only the leading part.
+        headers.append((name, value.rstrip(b" \t")))
         lowered = name.lower()
         if lowered == b"host":
             self._host_count += 1
@@ -232,12 +248,14 @@ class RequestParser:
         self._sink.on_request(head)
 
     def on_body(self, data: bytes) -> None:
+        self._progressed = True
         self._body_bytes += len(data)
         if self._body_bytes > self._limits.max_body_bytes:
             self._fail(ContentTooLarge("request body too large"))
         self._sink.on_body(data)
 
     def on_message_complete(self) -> None:
+        self._progressed = True
         self._phase = _IDLE
         self._sink.on_request_end()
 
