@@ -194,9 +194,7 @@ def _stream_blocking(
 ) -> None:
     """Runs on a pool thread: produce each piece here, hand it to the loop to send."""
     writer = ThreadWriter(exchange)
-    exchange.call_threadsafe(
-        _start_or_fail, exchange, response.status, response.headers, response.content_length
-    )
+    exchange.start_threadsafe(response.status, response.headers, response.content_length)
     try:
         for chunk in content:
             if exchange.finished:
@@ -206,13 +204,4 @@ def _stream_blocking(
         close = getattr(content, "close", None)
         if close is not None:
             close()
-    exchange.call_threadsafe(exchange.end)
-
-
-def _start_or_fail(
-    exchange: Exchange, status: int, headers: list[tuple[str, str]], length: int | None
-) -> None:
-    try:
-        exchange.start(status, headers, length)
-    except Exception as exc:
-        exchange.fail(exc)
+    exchange.end_threadsafe()

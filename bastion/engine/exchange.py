@@ -173,11 +173,20 @@ class Exchange:
         self.finished = True
         conn.exchange_done(self)
 
-    def start(self, status: int, headers: Headers, content_length: int | None = None) -> None:
+    def start(
+        self,
+        status: int,
+        headers: Headers,
+        content_length: int | None = None,
+        *,
+        close_delimited: bool = False,
+    ) -> None:
         """Send the response head; the body follows with :meth:`write` and :meth:`end`.
 
         A ``content-length`` among ``headers`` counts as ``content_length``; a
         ``transfer-encoding`` from the application is dropped, since framing is ours to choose.
+        ``close_delimited`` asks for the HTTP/1.0 way when the length is unknown: the body ends
+        when the connection does (for handlers written against servers that did just that).
         """
         if self.started:
             raise ResponseAlreadyStarted("response already started")
@@ -193,7 +202,7 @@ class Exchange:
         elif content_length is not None:
             framing, length_line = _FRAMING_LENGTH, b"content-length: %d\r\n" % content_length
             self._remaining = content_length
-        elif self.head.version == "1.1":
+        elif self.head.version == "1.1" and not close_delimited:
             framing, length_line = _FRAMING_CHUNKED, b"transfer-encoding: chunked\r\n"
         else:
             framing, length_line = _FRAMING_CLOSE, b""
@@ -306,6 +315,30 @@ class Exchange:
 
     def respond_threadsafe(self, status: int, headers: Headers, body: bytes = b"") -> None:
         self.conn.loop.call_soon_threadsafe(self._respond_or_fail, status, list(headers), body)
+
+    def start_threadsafe(
+        self,
+        status: int,
+        headers: Headers,
+        content_length: int | None = None,
+        *,
+        close_delimited: bool = False,
+    ) -> None:
+        """:meth:`start` from a worker thread; a refused head (bad header) becomes a 500."""
+        self.conn.loop.call_soon_threadsafe(
+            self._start_or_fail, status, list(headers), content_length, close_delimited
+        )
+
+    def end_threadsafe(self) -> None:
+        self.conn.loop.call_soon_threadsafe(self.end)
+
+    def _start_or_fail(
+        self, status: int, headers: Headers, length: int | None, close_delimited: bool
+    ) -> None:
+        try:
+            self.start(status, headers, length, close_delimited=close_delimited)
+        except Exception as exc:
+            self.fail(exc)
 
     def _respond_or_fail(self, status: int, headers: Headers, body: bytes) -> None:
         try:
