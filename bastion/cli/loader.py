@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import http.server
 import importlib
 import sys
 from typing import Any
 
+from bastion.compat.adapter import HandlerClassAdapter, ServerInfo
 from bastion.engine.handler import Handler
 
 
@@ -43,8 +45,11 @@ def as_handler(obj: Any, target: str) -> Handler:
     """The engine-facing handler for ``obj``; explains what was found when it is not one."""
     if isinstance(obj, Handler):
         return obj
+    if isinstance(obj, type) and issubclass(obj, http.server.BaseHTTPRequestHandler):
+        return HandlerClassAdapter(obj, ServerInfo(obj))
     kind = type(obj).__name__
     raise LoadError(
         f"{target} is a {kind}, which Bastion cannot serve: expected a bastion.App "
+        "or an http.server.BaseHTTPRequestHandler subclass "
         "(or an object with a handle(exchange) method)"
     )

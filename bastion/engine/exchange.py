@@ -66,6 +66,8 @@ class Exchange:
     continue_sent = False
     bytes_sent = 0
     start_time = 0.0
+    # False when the application wrote its own Server and Date fields (http.server handlers do).
+    add_server_lines = True
     # A free slot for the handler adapter (e.g. the ASGI cycle) to hang its state on.
     state: Any = None
 
@@ -141,7 +143,9 @@ class Exchange:
             return b"connection: keep-alive\r\n\r\n"
         return b"\r\n"
 
-    def respond(self, status: int, headers: Headers, body: bytes = b"") -> None:
+    def respond(
+        self, status: int, headers: Headers, body: bytes = b"", reason: str | None = None
+    ) -> None:
         """Send a whole response at once: the fast path, one write for head and body."""
         if self.started:
             raise ResponseAlreadyStarted("response already started")
@@ -158,9 +162,9 @@ class Exchange:
             length_line = b""
             body = b""
         head = (
-            status_line(status),
+            status_line(status, reason),
             header_block,
-            conn.state.server_lines,
+            conn.state.server_lines if self.add_server_lines else b"",
             length_line,
             b"\r\n" if keep_alive and self.head.version == "1.1" else self._connection_header(),
         )
@@ -180,6 +184,7 @@ class Exchange:
         content_length: int | None = None,
         *,
         close_delimited: bool = False,
+        reason: str | None = None,
     ) -> None:
         """Send the response head; the body follows with :meth:`write` and :meth:`end`.
 
@@ -213,9 +218,9 @@ class Exchange:
         self.conn.write(
             b"".join(
                 (
-                    status_line(status),
+                    status_line(status, reason),
                     header_block,
-                    self.conn.state.server_lines,
+                    self.conn.state.server_lines if self.add_server_lines else b"",
                     length_line,
                     self._connection_header(),
                 )
@@ -313,8 +318,12 @@ class Exchange:
     def call_threadsafe(self, fn: Any, *args: Any) -> None:
         self.conn.loop.call_soon_threadsafe(fn, *args)
 
-    def respond_threadsafe(self, status: int, headers: Headers, body: bytes = b"") -> None:
-        self.conn.loop.call_soon_threadsafe(self._respond_or_fail, status, list(headers), body)
+    def respond_threadsafe(
+        self, status: int, headers: Headers, body: bytes = b"", reason: str | None = None
+    ) -> None:
+        self.conn.loop.call_soon_threadsafe(
+            self._respond_or_fail, status, list(headers), body, reason
+        )
 
     def start_threadsafe(
         self,
@@ -323,26 +332,34 @@ class Exchange:
         content_length: int | None = None,
         *,
         close_delimited: bool = False,
+        reason: str | None = None,
     ) -> None:
         """:meth:`start` from a worker thread; a refused head (bad header) becomes a 500."""
         self.conn.loop.call_soon_threadsafe(
-            self._start_or_fail, status, list(headers), content_length, close_delimited
+            self._start_or_fail, status, list(headers), content_length, close_delimited, reason
         )
 
     def end_threadsafe(self) -> None:
         self.conn.loop.call_soon_threadsafe(self.end)
 
     def _start_or_fail(
-        self, status: int, headers: Headers, length: int | None, close_delimited: bool
+        self,
+        status: int,
+        headers: Headers,
+        length: int | None,
+        close_delimited: bool,
+        reason: str | None,
     ) -> None:
         try:
-            self.start(status, headers, length, close_delimited=close_delimited)
+            self.start(status, headers, length, close_delimited=close_delimited, reason=reason)
         except Exception as exc:
             self.fail(exc)
 
-    def _respond_or_fail(self, status: int, headers: Headers, body: bytes) -> None:
+    def _respond_or_fail(
+        self, status: int, headers: Headers, body: bytes, reason: str | None
+    ) -> None:
         try:
-            self.respond(status, headers, body)
+            self.respond(status, headers, body, reason)
         except Exception as exc:
             self.fail(exc)
 

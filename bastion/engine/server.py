@@ -36,6 +36,7 @@ class ServerState:
         self.connections: set[HTTPConnection] = set()
         self.pool = ThreadPool(loop, config.threads, config.queue_size)
         self.draining = False
+        self.sockets: list[socket.socket] = []
         self.now = loop.time()
         self._second = 0
         self.date_line = b""
@@ -115,6 +116,7 @@ class Server:
                 self._unix_paths.append(spec.path)
         if not self._sockets:
             self._sockets.append(open_listener(parse_bind("127.0.0.1:8000"), self.config.backlog))
+        state.sockets = list(self._sockets)
         await run_startup(self.handler, state)
         for sock in self._sockets:
             server = await loop.create_server(

@@ -1,0 +1,204 @@
+"""Run ``http.server`` handler classes, unchanged, as Bastion handlers.
+
+The engine has already read and checked the request; on a pool thread, a handler instance is
+given what ``BaseHTTPRequestHandler.parse_request`` would have set (``command``, ``path``,
+``request_version``, ``headers``, ``close_connection`` …), an ``rfile`` holding exactly the
+body and a ``wfile`` whose output is parsed back into a response. Its ``do_<METHOD>`` runs as
+it would under the standard library. ``setup``/``handle``/``finish`` are not called: there is
+no socket to wrap; the loop owns it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import logging
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from bastion.compat.headers import build_message
+from bastion.compat.streams import RequestBodyReader, ResponseWriter
+from bastion.engine.exchange import Exchange
+
+if TYPE_CHECKING:
+    from bastion.engine.server import ServerState
+
+logger = logging.getLogger("bastion.error")
+
+_TEXT = [("content-type", "text/plain; charset=utf-8")]
+_BUSY = b"503 Service Unavailable: all workers are busy\n"
+
+
+class ServerInfo:
+    """What a handler may read from ``self.server`` when run by ``bastion run``."""
+
+    def __init__(self, handler_class: type, address: tuple[str, int] = ("", 0)) -> None:
+        self.RequestHandlerClass = handler_class
+        self.set_address(address)
+
+    def set_address(self, address: tuple[str, int]) -> None:
+        self.server_address = address
+        self.server_name = address[0]
+        self.server_port = address[1]
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        logger.exception("exception while handling request from %s", client_address)
+
+
+class _RequestContext:
+    """Handed to the handler's constructor in place of a socket."""
+
+    __slots__ = ("exchange", "rfile", "wfile", "adapter")
+
+    def __init__(self, exchange: Exchange, adapter: HandlerClassAdapter) -> None:
+        self.exchange = exchange
+        self.adapter = adapter
+        self.rfile = RequestBodyReader(exchange, adapter.read_timeout)
+        self.wfile = ResponseWriter(exchange)
+
+
+_bridges: dict[type, type] = {}
+
+
+def _bridge(cls: type[http.server.BaseHTTPRequestHandler]) -> type:
+    """A subclass whose setup/handle/finish serve one parsed request instead of a socket.
+
+    The user's ``__init__`` (and ``SimpleHTTPRequestHandler``'s ``directory``) still run, as
+    does everything ``handle_one_request`` would call after parsing.
+    """
+    bridge = _bridges.get(cls)
+    if bridge is None:
+        bridge = type(
+            cls.__name__,
+            (cls,),
+            {
+                "setup": _setup,
+                "handle": _handle,
+                "finish": _finish,
+                "__module__": cls.__module__,
+                "__qualname__": cls.__qualname__,
+            },
+        )
+        _bridges[cls] = bridge
+    return bridge
+
+
+def handler_factory(handler_class: Any) -> Any:
+    """Accept what ``HTTPServer`` accepts: a handler class or a ``functools.partial`` of one."""
+    if isinstance(handler_class, partial):
+        bridged = handler_factory(handler_class.func)
+        return partial(bridged, *handler_class.args, **handler_class.keywords)
+    if isinstance(handler_class, type) and issubclass(
+        handler_class, http.server.BaseHTTPRequestHandler
+    ):
+        return _bridge(handler_class)
+    raise TypeError(
+        f"{handler_class!r} is not an http.server.BaseHTTPRequestHandler subclass "
+        "(or a functools.partial of one)"
+    )
+
+
+def _setup(self: Any) -> None:
+    context: _RequestContext = self.request
+    self.context = context
+    self.request = self.connection = None
+    self.rfile = context.rfile
+    self.wfile = context.wfile
+
+
+def _finish(self: Any) -> None:
+    pass
+
+
+def _handle(self: Any) -> None:
+    """On a pool thread: what ``handle_one_request`` does once the request is parsed."""
+    context: _RequestContext = self.context
+    exchange = context.exchange
+    writer = context.wfile
+    head = exchange.head
+    target = head.target.decode("latin-1")
+    version = f"HTTP/{head.version}"
+    self.command = head.method
+    self.request_version = version
+    self.requestline = f"{head.method} {target} {version}"
+    self.raw_requestline = self.requestline.encode("latin-1") + b"\r\n"
+    # The standard library's guard against open redirects (gh-87389).
+    self.path = "/" + target.lstrip("/") if target.startswith("//") else target
+    message_class = getattr(self, "MessageClass", http.client.HTTPMessage)
+    self.headers = build_message(head.headers, message_class)
+    protocol = self.protocol_version
+    close = not (head.version == "1.1" and protocol >= "HTTP/1.1")
+    connection = (self.headers.get("Connection") or "").lower()
+    if connection == "close":
+        close = True
+    elif connection == "keep-alive" and protocol >= "HTTP/1.1":
+        close = False
+    self.close_connection = close
+    try:
+        if head.expect_continue and protocol >= "HTTP/1.1" and not self.handle_expect_100():
+            writer.finish(close_connection=True)
+            return
+        method = getattr(self, "do_" + head.method, None)
+        if method is None:
+            self.send_error(501, f"Unsupported method ({head.method!r})")
+        else:
+            method()
+    except TimeoutError as exc:
+        self.log_error("Request timed out: %r", exc)
+        writer.fail(exc)
+        return
+    except Exception as exc:
+        context.adapter.report_error(self.client_address)
+        writer.fail(exc)
+        return
+    writer.finish(close_connection=self.close_connection)
+
+
+class HandlerClassAdapter:
+    """A Bastion handler running a ``BaseHTTPRequestHandler`` subclass per request."""
+
+    def __init__(self, handler_class: Any, server: Any) -> None:
+        self.factory = handler_factory(handler_class)
+        self.server = server
+        self._state: ServerState | None = None
+        self.read_timeout = 30.0
+        # The server's own handle_error is called only when the user overrode it; the default
+        # would just print what the engine already logs.
+        own = getattr(type(server), "handle_error", None)
+        self._custom_error_hook = own is not None and own not in _DEFAULT_ERROR_HOOKS
+
+    async def startup(self, state: ServerState) -> None:
+        self._state = state
+        self.read_timeout = state.config.body_timeout
+        if isinstance(self.server, ServerInfo) and state.sockets:
+            address = state.sockets[0].getsockname()
+            if isinstance(address, tuple):
+                self.server.set_address((str(address[0]), int(address[1])))
+
+    def handle(self, exchange: Exchange) -> None:
+        state = self._state
+        assert state is not None, "startup() was not run"
+        if not state.pool.try_submit(partial(self._serve, exchange), _ignore):
+            state.stats.count_error("pool-full")
+            exchange.respond(503, [*_TEXT, ("retry-after", "1")], _BUSY)
+
+    def _serve(self, exchange: Exchange) -> None:
+        context = _RequestContext(exchange, self)
+        try:
+            self.factory(context, exchange.client or ("", 0), self.server)
+        except Exception as exc:
+            # The handler's constructor itself failed (before or after our handle()).
+            self.report_error(exchange.client)
+            context.wfile.fail(exc)
+
+    def report_error(self, client_address: Any) -> None:
+        if self._custom_error_hook:
+            self.server.handle_error(None, client_address)
+
+
+def _ignore(result: object, error: BaseException | None) -> None:
+    if error is not None:
+        logger.error("compat handler job failed", exc_info=error)
+
+
+_DEFAULT_ERROR_HOOKS: tuple[Any, ...] = (ServerInfo.handle_error,)
