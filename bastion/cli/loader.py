@@ -43,10 +43,11 @@ def import_target(target: str) -> Any:
 
 def as_handler(obj: Any, target: str) -> Handler:
     """The engine-facing handler for ``obj``; explains what was found when it is not one."""
-    if isinstance(obj, Handler):
-        return obj
+    # Checked first: a handler class has a ``handle`` method too, but it is no engine handler.
     if isinstance(obj, type) and issubclass(obj, http.server.BaseHTTPRequestHandler):
         return HandlerClassAdapter(obj, ServerInfo(obj))
+    if isinstance(obj, Handler) and not isinstance(obj, type):
+        return obj
     kind = type(obj).__name__
     raise LoadError(
         f"{target} is a {kind}, which Bastion cannot serve: expected a bastion.App "

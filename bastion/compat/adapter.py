@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import http.server
 import logging
+import re
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("bastion.error")
 
 _TEXT = [("content-type", "text/plain; charset=utf-8")]
+_UNSAFE = re.compile(r"[\x00\r\n]")
 _BUSY = b"503 Service Unavailable: all workers are busy\n"
 
 
@@ -73,6 +75,7 @@ def _bridge(cls: type[http.server.BaseHTTPRequestHandler]) -> type:
             (cls,),
             {
                 "setup": _setup,
+                "send_header": _send_header,
                 "handle": _handle,
                 "finish": _finish,
                 "__module__": cls.__module__,
@@ -104,6 +107,14 @@ def _setup(self: Any) -> None:
     self.request = self.connection = None
     self.rfile = context.rfile
     self.wfile = context.wfile
+
+
+def _send_header(self: Any, keyword: str, value: str) -> None:
+    # The standard library writes whatever it is given; a CR or LF in either part would let
+    # request data inject headers (response splitting), so it is refused here.
+    if _UNSAFE.search(str(keyword)) or _UNSAFE.search(str(value)):
+        raise ValueError(f"invalid character in header {keyword!r}")
+    super(type(self), self).send_header(keyword, value)
 
 
 def _finish(self: Any) -> None:
