@@ -10,10 +10,12 @@ no socket to wrap; the loop owns it.
 
 from __future__ import annotations
 
+import email.utils
 import http.client
 import http.server
 import logging
 import re
+import time
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -70,20 +72,50 @@ def _bridge(cls: type[http.server.BaseHTTPRequestHandler]) -> type:
     """
     bridge = _bridges.get(cls)
     if bridge is None:
-        bridge = type(
-            cls.__name__,
-            (cls,),
-            {
-                "setup": _setup,
-                "send_header": _send_header,
-                "handle": _handle,
-                "finish": _finish,
-                "__module__": cls.__module__,
-                "__qualname__": cls.__qualname__,
-            },
-        )
+        namespace: dict[str, Any] = {
+            "setup": _setup,
+            "send_header": _send_header,
+            "handle": _handle,
+            "finish": _finish,
+            "__module__": cls.__module__,
+            "__qualname__": cls.__qualname__,
+        }
+        # The standard library formats the time afresh for every Date header and log line
+        # (several microseconds each); the same text, made once a second, is identical.
+        # Only the standard library's own methods are replaced, never a user's override.
+        base = http.server.BaseHTTPRequestHandler
+        if cls.date_time_string is base.date_time_string:
+            namespace["date_time_string"] = _cached_date_time_string
+        if cls.log_date_time_string is base.log_date_time_string:
+            namespace["log_date_time_string"] = _cached_log_date_time_string
+        bridge = type(cls.__name__, (cls,), namespace)
         _bridges[cls] = bridge
     return bridge
+
+
+_date_cache: tuple[int, str] = (0, "")
+_log_date_cache: tuple[int, str] = (0, "")
+
+
+def _cached_date_time_string(self: Any, timestamp: float | None = None) -> str:
+    global _date_cache
+    if timestamp is not None:
+        return http.server.BaseHTTPRequestHandler.date_time_string(self, timestamp)
+    now = int(time.time())
+    cached = _date_cache
+    if cached[0] != now:
+        cached = _date_cache = (now, email.utils.formatdate(now, usegmt=True))
+    return cached[1]
+
+
+def _cached_log_date_time_string(self: Any) -> str:
+    global _log_date_cache
+    now = int(time.time())
+    cached = _log_date_cache
+    if cached[0] != now:
+        text = http.server.BaseHTTPRequestHandler.log_date_time_string(self)
+        cached = _log_date_cache = (now, text)
+    return cached[1]
 
 
 def handler_factory(handler_class: Any) -> Any:

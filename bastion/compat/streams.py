@@ -32,7 +32,7 @@ class RequestBodyReader(io.BufferedIOBase):
     """The request body as a binary file; EOF where the body ends."""
 
     def __init__(self, exchange: Exchange, timeout: float) -> None:
-        self._body = exchange.body
+        self._exchange = exchange
         self._timeout = timeout
         self._buffer = b""
         self._eof = False
@@ -44,7 +44,8 @@ class RequestBodyReader(io.BufferedIOBase):
         """Append the next chunk to the buffer; False at the end of the body."""
         if self._eof:
             return False
-        chunk = self._body.read_blocking(self._timeout)
+        # The body stream is only made when a handler reads: most GETs never do.
+        chunk = self._exchange.body.read_blocking(self._timeout)
         if not chunk:
             self._eof = True
             return False
