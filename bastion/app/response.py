@@ -34,7 +34,7 @@ class Response:
         content_type: str | None = None,
     ) -> None:
         self.status = status
-        self.headers = _header_list(headers)
+        self.headers = list(headers.items()) if type(headers) is dict else _header_list(headers)
         if isinstance(body, str):
             body = body.encode("utf-8")
             if content_type is None and not self._has("content-type"):

@@ -182,7 +182,12 @@ class HTTPConnection(asyncio.Protocol):
         if self.current is None and not self.queue:
             # The common case, one request at a time: no queue round trip.
             self.current = exchange
-            self._dispatch(exchange)
+            if self.stats.request_observers:
+                exchange.start_time = self.loop.time()
+            try:
+                self.state.handler.handle(exchange)
+            except Exception as error:
+                exchange.fail(error)
             return
         self.queue.append(exchange)
         if self.current is None:
@@ -203,9 +208,12 @@ class HTTPConnection(asyncio.Protocol):
         self._receiving = None
         if exchange is not None and exchange._body is not None:
             exchange._body.finish()
-        if self.wait_kind == _WAIT_BODY:
+        if self.current is None and not self.queue:
+            # The parser is between requests and nothing is in flight: keep-alive idle.
+            self.wait_kind = _WAIT_IDLE
+            self.deadline = self.state.now + self.state.config.keepalive_timeout
+        elif self.wait_kind == _WAIT_BODY:
             self.wait_kind = _WAIT_NONE
-        self._maybe_idle()
 
     # dispatch ---------------------------------------------------------------------------------
 
@@ -253,14 +261,16 @@ class HTTPConnection(asyncio.Protocol):
                 )
             self._close()
             return
-        if exchange is self._receiving and exchange._body is not None:
+        receiving = exchange is self._receiving
+        if receiving and exchange._body is not None:
             # The handler answered without reading the whole (small) body: skip the rest.
             exchange._body.abort(ClientDisconnected("response already sent"))
         if self.queue:
             self._pump()
         elif self.state.draining or self._eof:
             self._close()
-        else:
+        elif not receiving:
+            # (While the request is still being received, its end starts the idle clock.)
             self._maybe_idle()
 
     def _maybe_idle(self) -> None:

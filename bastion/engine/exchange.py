@@ -22,6 +22,7 @@ from bastion.engine.body import BodyStream, ClientDisconnected
 from bastion.http import (
     CONTINUE_RESPONSE,
     LAST_CHUNK,
+    STATUS_LINES,
     RequestHead,
     encode_chunk,
     encode_headers,
@@ -152,8 +153,10 @@ class Exchange:
         header_block = encode_headers(headers)
         self.started = True
         self.status = status
-        keep_alive = self.keep_alive = self._decide_keep_alive()
         conn = self.conn
+        keep_alive = self.keep_alive
+        if keep_alive and (self.head.has_body or conn.closing or conn.state.draining):
+            keep_alive = self.keep_alive = self._decide_keep_alive()
         if status >= 200 and status != 204 and status != 304:
             length_line = b"content-length: %d\r\n" % len(body)
             if self.head.method == "HEAD":
@@ -161,8 +164,9 @@ class Exchange:
         else:
             length_line = b""
             body = b""
+        line = STATUS_LINES.get(status) if reason is None else None
         head = (
-            status_line(status, reason),
+            line or status_line(status, reason),
             header_block,
             conn.state.server_lines if self.add_server_lines else b"",
             length_line,

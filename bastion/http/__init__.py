@@ -17,6 +17,7 @@ from bastion.http.request import RequestHead
 from bastion.http.response import (
     CONTINUE_RESPONSE,
     LAST_CHUNK,
+    STATUS_LINES,
     encode_chunk,
     encode_headers,
     error_response,
@@ -33,6 +34,7 @@ __all__ = [
     "ExpectationFailed",
     "HeadersTooLarge",
     "LAST_CHUNK",
+    "STATUS_LINES",
     "Limits",
     "NotImplementedByServer",
     "ProtocolError",

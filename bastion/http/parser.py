@@ -165,16 +165,12 @@ class RequestParser:
 
     # httptools callbacks -------------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self._phase = _HEAD
-        self._url = b""
-        self._headers = []
-        self._header_bytes = 0
-        self._host_count = 0
-        self._framing = None
+    # No on_message_begin: httptools skips callbacks a parser does not define, and a request
+    # always starts with its target. Per-request state is reset when the previous one ends.
 
     def on_url(self, fragment: bytes) -> None:
         self._progressed = True
+        self._phase = _HEAD
         url = self._url + fragment if self._url else fragment
         if len(url) > self._limits.max_request_line:
             self._fail(URITooLong("request target too long"))
@@ -257,6 +253,11 @@ class RequestParser:
     def on_message_complete(self) -> None:
         self._progressed = True
         self._phase = _IDLE
+        self._url = b""
+        self._headers = []
+        self._header_bytes = 0
+        self._host_count = 0
+        self._framing = None
         self._sink.on_request_end()
 
 

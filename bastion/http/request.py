@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from urllib.parse import unquote_to_bytes
 
+# Busy services see the same few targets again and again; their split is remembered (bounded).
+_split_targets: dict[bytes, tuple[str, bytes]] = {}
+
 
 class RequestHead:
     """Method, target, version and headers of one request, exactly as they were accepted.
@@ -55,6 +58,10 @@ class RequestHead:
 
     def _split_target(self) -> None:
         target = self.target
+        cached = _split_targets.get(target)
+        if cached is not None:
+            self._path, self._query = cached
+            return
         cut = target.find(b"?")
         if cut >= 0:
             raw_path, self._query = target[:cut], target[cut + 1 :]
@@ -63,6 +70,8 @@ class RequestHead:
         if b"%" in raw_path:
             raw_path = unquote_to_bytes(raw_path)
         self._path = raw_path.decode("utf-8", "surrogateescape")
+        if len(target) <= 256 and len(_split_targets) < 4096:
+            _split_targets[target] = (self._path, self._query)
 
     @property
     def path(self) -> str:

@@ -9,7 +9,7 @@ from http import HTTPStatus
 
 _REASONS: dict[int, str] = {s.value: s.phrase for s in HTTPStatus}
 _REASONS[413] = "Content Too Large"  # RFC 9110's name; older tables say "Request Entity Too Large"
-_STATUS_LINES: dict[int, bytes] = {
+STATUS_LINES: dict[int, bytes] = {
     code: f"HTTP/1.1 {code} {reason}\r\n".encode("latin-1") for code, reason in _REASONS.items()
 }
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
@@ -30,7 +30,7 @@ def reason_phrase(status: int) -> str:
 def status_line(status: int, reason: str | None = None) -> bytes:
     """``HTTP/1.1 <status> <reason>`` with CRLF; common statuses come pre-encoded."""
     if reason is None:
-        line = _STATUS_LINES.get(status)
+        line = STATUS_LINES.get(status)
         if line is not None:
             return line
         reason = _REASONS.get(status, "")
