@@ -121,3 +121,35 @@ def test_bad_flag_values_are_refused() -> None:
     )
     assert out.returncode == 2
     assert "invalid port" in out.stderr
+
+
+def test_serves_an_inherited_listening_socket() -> None:
+    import os
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port = listener.getsockname()[1]
+    fd = listener.fileno()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bastion", "run", "tests.app.hello:app", "--bind", f"fd://{fd}"],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        pass_fds=[fd],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    listener.close()  # the child holds its own copy
+    try:
+        assert proc.stderr is not None
+        for _ in range(20):
+            if "serving on" in proc.stderr.readline():
+                break
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/")
+        assert conn.getresponse().read() == b"Hello, world!"
+        conn.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
