@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import importlib
+import inspect
 import sys
 from typing import Any
 
@@ -41,16 +42,65 @@ def import_target(target: str) -> Any:
     return obj
 
 
-def as_handler(obj: Any, target: str) -> Handler:
-    """The engine-facing handler for ``obj``; explains what was found when it is not one."""
-    # Checked first: a handler class has a ``handle`` method too, but it is no engine handler.
+INTERFACES = ("auto", "app", "wsgi", "asgi", "http.server")
+
+
+def detect_interface(obj: Any) -> str:
+    """What kind of application ``obj`` is: one of ``INTERFACES`` other than auto.
+
+    A ``BaseHTTPRequestHandler`` subclass is checked first (it has a ``handle`` method, but is no
+    engine handler); then anything with ``handle(exchange)``, such as a native ``App``; then
+    callables by shape: ASGI 3 is a coroutine function of ``(scope, receive, send)``, WSGI a
+    plain callable of ``(environ, start_response)``.
+    """
     if isinstance(obj, type) and issubclass(obj, http.server.BaseHTTPRequestHandler):
-        return HandlerClassAdapter(obj, ServerInfo(obj))
+        return "http.server"
     if isinstance(obj, Handler) and not isinstance(obj, type):
-        return obj
-    kind = type(obj).__name__
+        return "app"
+    if not callable(obj):
+        raise LoadError(f"a {type(obj).__name__} is not an application")
+    call = obj if inspect.isroutine(obj) or isinstance(obj, type) else obj.__call__
+    if inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(obj):
+        return "asgi"
+    try:
+        parameters = [
+            p
+            for p in inspect.signature(obj).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+        ]
+    except (TypeError, ValueError):
+        parameters = []
+    if len(parameters) == 3:
+        return "asgi"  # an ASGI app that returns an awaitable without being ``async def``
+    if len(parameters) == 2:
+        return "wsgi"
     raise LoadError(
-        f"{target} is a {kind}, which Bastion cannot serve: expected a bastion.App "
-        "or an http.server.BaseHTTPRequestHandler subclass "
-        "(or an object with a handle(exchange) method)"
+        f"cannot tell what kind of application {obj!r} is: it is not a bastion.App, an "
+        "http.server handler class, an ASGI callable (async, scope/receive/send) or a WSGI "
+        "callable (environ/start_response); name it with --interface"
     )
+
+
+def as_handler(obj: Any, target: str, interface: str = "auto", root_path: str = "") -> Handler:
+    """The engine-facing handler for ``obj``; explains what was found when it is not one."""
+    kind = detect_interface(obj) if interface == "auto" else interface
+    if kind == "http.server":
+        if not (isinstance(obj, type) and issubclass(obj, http.server.BaseHTTPRequestHandler)):
+            raise LoadError(f"{target} is not an http.server.BaseHTTPRequestHandler subclass")
+        return HandlerClassAdapter(obj, ServerInfo(obj))
+    if kind == "app":
+        if not isinstance(obj, Handler) or isinstance(obj, type):
+            raise LoadError(
+                f"{target} is a {type(obj).__name__}, not a bastion.App "
+                "(or an object with a handle(exchange) method)"
+            )
+        return obj
+    if kind == "wsgi":
+        from bastion.wsgi import WSGIHandler
+
+        return WSGIHandler(obj, root_path=root_path)
+    if kind == "asgi":
+        from bastion.asgi import ASGIHandler
+
+        return ASGIHandler(obj, root_path=root_path)
+    raise LoadError(f"unknown interface {kind!r}: expected one of {', '.join(INTERFACES)}")

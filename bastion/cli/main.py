@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from bastion import __version__
-from bastion.cli.loader import LoadError, as_handler, import_target
+from bastion.cli.loader import INTERFACES, LoadError, as_handler, import_target
 from bastion.engine import ServerConfig, parse_bind, run
 from bastion.http import Limits
 
@@ -104,6 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="serve an application: bastion run module:app")
     run_parser.add_argument("target", help="module:attribute, or module:factory() to call it")
+    run_parser.add_argument(
+        "--interface",
+        choices=INTERFACES,
+        default="auto",
+        help="what the target is; by default it is worked out from the object",
+    )
+    run_parser.add_argument(
+        "--root-path",
+        default="",
+        help="the URL prefix the application is mounted under (WSGI SCRIPT_NAME, ASGI root_path)",
+    )
     _add_server_options(run_parser)
     return parser
 
@@ -125,7 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for bind in binds:
             parse_bind(bind)
         config = _config_from(args)
-        handler = as_handler(import_target(args.target), args.target)
+        handler = as_handler(
+            import_target(args.target), args.target, args.interface, args.root_path
+        )
     except (LoadError, ValueError) as exc:
         print(f"bastion: error: {exc}", file=sys.stderr)
         return 2

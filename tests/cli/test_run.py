@@ -99,7 +99,7 @@ def test_unimportable_target_is_explained() -> None:
         cwd=ROOT,
     )
     assert out.returncode == 2
-    assert "cannot serve" in out.stderr
+    assert "cannot tell what kind of application" in out.stderr
 
 
 def test_bad_flag_values_are_refused() -> None:
