@@ -15,7 +15,7 @@ from bastion.engine.eager import run_eagerly
 from bastion.engine.exchange import Exchange, ThreadWriter
 
 if TYPE_CHECKING:
-    from bastion.engine.server import ServerState
+    pass
 
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 
@@ -36,8 +36,6 @@ class App:
 
     def __init__(self) -> None:
         self.router = Router()
-        self._state: ServerState | None = None
-        self._read_timeout = 30.0
 
     # registering routes -----------------------------------------------------------------------
 
@@ -71,10 +69,6 @@ class App:
 
     # the engine's side ------------------------------------------------------------------------
 
-    async def startup(self, state: ServerState) -> None:
-        self._state = state
-        self._read_timeout = state.config.body_timeout
-
     def handle(self, exchange: Exchange) -> None:
         head = exchange.head
         found = self.router.match(head.path)
@@ -94,7 +88,7 @@ class App:
                 exchange.loop, endpoint.fn(Request(exchange, params)), self._finish, exchange
             )
         else:
-            request = SyncRequest(exchange, params, self._read_timeout)
+            request = SyncRequest(exchange, params, exchange.conn.state.config.body_timeout)
             self._submit(
                 exchange,
                 partial(self._call_blocking, endpoint.fn, request, exchange),
@@ -107,8 +101,8 @@ class App:
         job: Callable[[], Any],
         done: Callable[[Any, BaseException | None], None],
     ) -> None:
-        state = self._state
-        assert state is not None, "App.startup() was not run"
+        # The exchange's own server: one App may be served by several servers at once.
+        state = exchange.conn.state
         if not state.pool.try_submit(job, done):
             state.stats.count_error("pool-full")
             exchange.respond(503, [*_TEXT, ("retry-after", "1")], _BUSY)

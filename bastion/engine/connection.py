@@ -252,7 +252,7 @@ class HTTPConnection(asyncio.Protocol):
         if exchange is not self.current:
             return
         self.current = None
-        if abort or not exchange.keep_alive:
+        if abort or not exchange.keep_alive or self.closing:
             error = self._pending_error
             if error is not None and not abort:
                 self.stats.count_response(error.status)
@@ -351,8 +351,13 @@ class HTTPConnection(asyncio.Protocol):
         client = self.client[0] if self.client else "-"
         logger.info("refused request from %s: %d %s", client, error.status, error.detail)
         self.parser = _DeadParser()  # type: ignore[assignment]
+        already_closing = self.closing
         self.closing = True
         self.queue.clear()
+        if already_closing:
+            # The last response already said "connection: close"; what follows it on the wire
+            # (say, the unread rest of a body) gets no answer of its own.
+            return
         if self.current is None:
             self.stats.count_response(error.status)
             self.write(error_response(error.status, error.detail, date_line=self.state.date_line))

@@ -88,6 +88,7 @@ class RequestParser:
         "_framing",
         "_body_bytes",
         "_progressed",
+        "_data",
         "_unseen_bytes",
     )
 
@@ -108,6 +109,7 @@ class RequestParser:
         self._body_bytes = 0
         self._progressed = False
         self._unseen_bytes = 0
+        self._data = b""
 
     @property
     def in_request(self) -> bool:
@@ -120,6 +122,7 @@ class RequestParser:
 
     def feed(self, data: bytes) -> None:
         """Parse ``data``; report what it completes to the sink; raise ProtocolError if bad."""
+        self._data = data
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -210,6 +213,8 @@ class RequestParser:
         version = parser.get_http_version()
         if version not in _SUPPORTED_VERSIONS:
             self._fail(VersionNotSupported(f"HTTP/{version} is not supported"))
+        if version == "1.0":
+            self._check_protocol_name()
         raw_method = parser.get_method()
         method = _METHODS.get(raw_method) or _method_name(raw_method)
         if method == "CONNECT":
@@ -242,6 +247,19 @@ class RequestParser:
             upgrade,
         )
         self._sink.on_request(head)
+
+    def _check_protocol_name(self) -> None:
+        """llhttp also reads ``RTSP/1.0`` and ``ICE/1.0`` request lines and calls them 1.0.
+
+        The protocol name is not reported, so it is looked up in the bytes being parsed. Only
+        1.0 requests are checked (RTSP and ICE are 1.0 protocols; HTTP/1.1 pays nothing), and
+        a request line split across reads cannot be found and is let through.
+        """
+        marker = b" " + self._url + b" "
+        data = self._data
+        at = data.find(marker)
+        if at >= 0 and not data.startswith(b"HTTP/", at + len(marker)):
+            self._fail(BadRequest("not an HTTP request line"))
 
     def on_body(self, data: bytes) -> None:
         self._progressed = True

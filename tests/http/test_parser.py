@@ -37,7 +37,8 @@ from bastion.http import (
 
 # A request head reduced to plain values, so two parses can be compared with ``==``.
 HeadTuple = tuple[str, bytes, str, list[tuple[bytes, bytes]], bool, int | None, bool, bool]
-Event = tuple[str, HeadTuple] | tuple[str, bytes] | tuple[str]
+Event = tuple[str, HeadTuple | bytes | None]  # ("head", ...), ("body", data), ("end", None)
+END: Event = ("end", None)
 
 HOST = b"Host: example.com\r\n"
 SMALL = Limits(max_request_line=100, max_header_count=8, max_header_bytes=400, max_body_bytes=16)
@@ -59,7 +60,11 @@ class Recorder:
         self.events.append(("body", data))
 
     def on_request_end(self) -> None:
-        self.events.append(("end",))
+        self.events.append(END)
+
+    def body(self) -> bytes:
+        """Every body byte reported so far, across requests."""
+        return b"".join(e[1] for e in self.events if isinstance(e[1], bytes))
 
     def merged(self) -> list[Event]:
         """Events with adjacent body chunks joined: how a body is cut depends on the feeds."""
@@ -292,7 +297,7 @@ def test_body_is_not_reported_before_it_arrives() -> None:
     assert parser.in_request
     parser.feed(b"ab")
     parser.feed(b"cd")
-    assert sink.merged()[1:] == [("body", b"abcd"), ("end",)]
+    assert sink.merged()[1:] == [("body", b"abcd"), END]
     assert not parser.in_request
 
 
@@ -323,7 +328,7 @@ def test_http10_request_without_host_is_accepted() -> None:
 
 def test_http10_content_length_body() -> None:
     sink = parse(b"POST / HTTP/1.0\r\nContent-Length: 3\r\n\r\nabc")
-    assert sink.merged()[1:] == [("body", b"abc"), ("end",)]
+    assert sink.merged()[1:] == [("body", b"abc"), END]
 
 
 @pytest.mark.parametrize(
@@ -391,7 +396,7 @@ def test_limits_are_inclusive() -> None:
     sink = parse(request, SMALL)
     assert sink.heads[0].target == url
     assert len(sink.heads[0].headers) == SMALL.max_header_count
-    assert sink.merged()[1:] == [("body", body), ("end",)]
+    assert sink.merged()[1:] == [("body", body), END]
 
 
 def test_head_within_limits_is_accepted_however_it_is_cut() -> None:
@@ -407,9 +412,8 @@ def test_head_within_limits_is_accepted_however_it_is_cut() -> None:
     assert parse(byte_by_byte(request), limits).merged() == whole
     assert parse([request[:1], request[1:]], limits).merged() == whole
     step = 16
-    assert parse(
-        [request[i : i + step] for i in range(0, len(request), step)], limits
-    ).merged() == (whole)
+    pieces = [request[i : i + step] for i in range(0, len(request), step)]
+    assert parse(pieces, limits).merged() == whole
 
 
 # --- the refusal table -----------------------------------------------------------------------
@@ -615,9 +619,14 @@ def test_request_line_without_version_is_refused() -> None:
     assert sink.heads == []
 
 
-def test_non_http_protocol_name_is_refused() -> None:
-    # llhttp's request grammar also admits RTSP/1.0 (and ICE/); neither is an HTTP version.
-    error = refusal(b"GET / RTSP/1.0\r\nHost: x\r\n\r\n")
+@pytest.mark.parametrize(
+    "line",
+    [b"GET / RTSP/1.0", b"POST / RTSP/1.0", b"DESCRIBE / RTSP/1.0", b"SOURCE / ICE/1.0"],
+)
+def test_non_http_protocol_name_is_refused(line: bytes) -> None:
+    # llhttp's request grammar also admits RTSP/x.y and ICE/x.y request lines and reports
+    # them as version 1.0; neither is HTTP, and a request line that is not HTTP is malformed.
+    error = refusal(line + b"\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
     assert error.status in (400, 505)
 
 
@@ -766,9 +775,9 @@ def test_chunked_body_over_limit_is_413() -> None:
     with pytest.raises(ContentTooLarge) as caught:
         parser.feed(b"a\r\n" + b"b" * 10 + b"\r\n0\r\n\r\n")
     assert caught.value.status == 413
-    body = b"".join(e[1] for e in sink.events if e[0] == "body")  # type: ignore[misc]
+    body = sink.body()
     assert len(body) <= SMALL.max_body_bytes
-    assert ("end",) not in sink.events
+    assert END not in sink.events
 
 
 def test_chunked_body_over_limit_in_one_huge_chunk_is_413() -> None:
@@ -776,7 +785,7 @@ def test_chunked_body_over_limit_in_one_huge_chunk_is_413() -> None:
     parser = RequestParser(sink, SMALL)
     with pytest.raises(ContentTooLarge):
         parser.feed(CHUNKED_HEAD + b"7fffffffffffffff\r\n" + b"x" * 64)
-    body = b"".join(e[1] for e in sink.events if e[0] == "body")  # type: ignore[misc]
+    body = sink.body()
     assert len(body) <= SMALL.max_body_bytes
 
 
@@ -920,7 +929,7 @@ def test_encode_chunk_and_last_chunk_round_trip_through_the_parser() -> None:
     pieces = [b"a", b"bc" * 100, b"\r\n0\r\n\r\n", b"z" * 5000]
     body = b"".join(encode_chunk(p) for p in pieces) + LAST_CHUNK
     sink = parse(CHUNKED_HEAD + body)
-    assert sink.merged()[1:] == [("body", b"".join(pieces)), ("end",)]
+    assert sink.merged()[1:] == [("body", b"".join(pieces)), END]
 
 
 class _FakeSocket:
@@ -930,7 +939,7 @@ class _FakeSocket:
         self._data = data
 
     def makefile(self, mode: str) -> io.BufferedReader:
-        return io.BufferedReader(io.BytesIO(self._data))  # type: ignore[arg-type]
+        return io.BufferedReader(io.BytesIO(self._data))
 
 
 def read_back(data: bytes) -> tuple[http.client.HTTPResponse, bytes]:
