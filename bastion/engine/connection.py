@@ -148,8 +148,12 @@ class HTTPConnection(asyncio.Protocol):
                 self._close()
 
     def eof_received(self) -> bool | None:
-        # A half-closed client may still read our responses to requests it already sent.
+        # A half-closed client may still read our responses to requests it already sent, but
+        # a body it has not finished sending will never come.
         self._eof = True
+        receiving = self._receiving
+        if receiving is not None:
+            receiving.body.abort(ClientDisconnected("client closed mid-request"))
         if self.current is None and not self.queue:
             self._close()
         return True

@@ -75,7 +75,8 @@ def run_eagerly(
     """Run ``coro``; call ``on_done(arg, result, error)`` when it ends, inline if it never waits."""
     context = contextvars.copy_context()
     if not eager:
-        task = loop.create_task(coro, context=context)
+        # create_task(context=) is 3.11+; a Task takes the context it is created in.
+        task = context.run(loop.create_task, coro)
         task.add_done_callback(partial(_report, on_done, arg))
         return task
     if NATIVE_EAGER:
@@ -93,7 +94,7 @@ def run_eagerly(
     except BaseException as exc:
         result, error = None, exc
     else:
-        task = loop.create_task(_continue(coro, yielded), context=context)
+        task = context.run(loop.create_task, _continue(coro, yielded))
         task.add_done_callback(partial(_report, on_done, arg))
         return task
     # Reported outside the except clauses so a later error does not chain onto StopIteration.

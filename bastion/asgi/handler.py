@@ -1,0 +1,475 @@
+"""ASGI 3 applications (Starlette, FastAPI, Quart, ...) as a Bastion handler.
+
+Each request is one call of the application, run on the event loop with no thread hop:
+``receive()`` streams the request body from the engine's bounded body stream, ``send()`` writes
+through the exchange. The response head is held back until the first body message, so the
+usual response (a start and one body) leaves in a single write through
+:meth:`Exchange.respond` - the same fast path native handlers use - and an error that happens
+before any body can still be answered with a clean 500.
+
+What a misbehaving application gets:
+
+* it raises before any body was sent: 500 (the connection then closes);
+* it raises once the body has started: the connection is closed, since the response cannot be
+  completed honestly;
+* it sends messages out of order (a body before the start, a second start, anything after the
+  final body): the error is logged and raised into the application, and the response is
+  replaced by a 500 or cut off as above;
+* it returns without completing its response: likewise;
+* its body disagrees with its ``Content-Length``: the engine closes the connection and logs it;
+* ``send()`` once the client has gone raises :class:`ClientDisconnected` (an ``OSError``, as
+  ASGI spec 2.4 asks), which is not logged as an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Iterable
+from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import unquote_to_bytes
+
+from bastion.asgi.lifespan import Lifespan, LifespanMode
+from bastion.asgi.types import ASGI_VERSION, HTTP_SPEC_VERSION, ASGIApp, Message
+from bastion.engine.body import ClientDisconnected
+from bastion.engine.eager import run_eagerly
+from bastion.engine.exchange import Exchange
+from bastion.http import ProtocolError, parse_content_length
+
+if TYPE_CHECKING:
+    from bastion.engine.server import ServerState
+
+logger = logging.getLogger("bastion.error")
+
+# Python 3.12+ runs eager tasks with asyncio.current_task() set, which anyio, asyncio.timeout()
+# and friends need; before that, an eager first step has no current task, so third-party
+# applications get a task per request unless the caller says the application does not care.
+DEFAULT_EAGER = sys.version_info >= (3, 12)
+
+_ASGI = {"version": ASGI_VERSION, "spec_version": HTTP_SPEC_VERSION}
+
+# Where a response stands.
+_IDLE = 0  # nothing sent by the application yet
+_HEAD = 1  # http.response.start received and held back
+_BODY = 2  # head written, body streaming
+_DONE = 3  # final body sent
+_FAILED = 4  # the application broke the protocol; answered with a 500 or a closed connection
+
+# Where the request body stands.
+_NO_BODY = 0  # no body: the one http.request message has not been received yet
+_READING = 1  # body being streamed
+_READ = 2  # the last http.request message was received
+
+# Flags from the response headers.
+_CLOSE = 1
+_OWN_LINES = 2
+_SERVER_LINES = frozenset((b"server", b"date"))
+
+# Errors a body read raises when the request will never complete.
+_GONE = (ClientDisconnected, ProtocolError)
+
+
+class ASGIHandler:
+    """Serve an ASGI 3 application: ``Server(ASGIHandler(app))`` or ``bastion run module:app``.
+
+    ``root_path`` is where a proxy mounts the application (it strips that prefix before
+    forwarding): as in other ASGI servers it is given to the application as ``root_path`` and
+    prepended to ``path`` and ``raw_path``. ``lifespan`` is ``"auto"`` (run the lifespan
+    protocol when the application supports it), ``"on"`` (it must) or ``"off"``.
+
+    ``eager`` runs each request's first step inline, before any task exists, which saves a
+    task and a loop iteration per request; it defaults to on for Python 3.12+ (where eager tasks
+    are real tasks) and off before, where it is only safe for applications that never need
+    ``asyncio.current_task()`` (plain ASGI callables, not anyio-based frameworks).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        root_path: str = "",
+        lifespan: LifespanMode = "auto",
+        *,
+        eager: bool | None = None,
+    ) -> None:
+        if not callable(app):
+            raise TypeError(f"an ASGI application must be callable, not {type(app).__name__}")
+        if root_path and not root_path.startswith("/"):
+            raise ValueError(f"root_path must start with '/', got {root_path!r}")
+        self.app = app
+        self.root_path = root_path.rstrip("/")
+        self._raw_root = self.root_path.encode("utf-8")
+        self.lifespan = Lifespan(app, lifespan)
+        self.eager = DEFAULT_EAGER if eager is None else eager
+        self._graceful_timeout = 30.0
+        self._state = self.lifespan.state
+        # Requests whose application call is still running (suspended at least once).
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # the engine's side ------------------------------------------------------------------------
+
+    async def startup(self, state: ServerState) -> None:
+        self._graceful_timeout = state.config.graceful_timeout
+        await self.lifespan.startup()
+        self._state = self.lifespan.state
+
+    async def shutdown(self) -> None:
+        # Requests the engine has let go of may still be running (background work after the
+        # response, or an application ignoring a disconnect): give them the graceful timeout.
+        tasks = self._tasks
+        if tasks:
+            await asyncio.wait(set(tasks), timeout=self._graceful_timeout)
+            for task in list(tasks):
+                task.cancel()
+            if tasks:
+                await asyncio.wait(set(tasks), timeout=1.0)
+        await self.lifespan.shutdown(self._graceful_timeout)
+
+    def handle(self, exchange: Exchange) -> None:
+        head = exchange.head
+        conn = exchange.conn
+        target = head.target
+        if target[:1] == b"/":
+            path = head.path
+            raw_path = head.raw_path
+        else:
+            path, raw_path = _origin_form(target)
+        root = self.root_path
+        if root:
+            path = root + path
+            raw_path = self._raw_root + raw_path
+        scope = {
+            "type": "http",
+            "asgi": _ASGI,
+            "http_version": head.version,
+            "method": head.method,
+            "scheme": conn.scheme,
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": head.query_string,
+            "root_path": root,
+            "headers": [(name.lower(), value) for name, value in head.headers],
+            "client": conn.client,
+            "server": conn.server_address,
+            "state": self._state.copy(),
+        }
+        cycle = _Cycle(exchange)
+        exchange.state = cycle
+        call = self.app(scope, cycle.receive, cycle.send)
+        if not asyncio.iscoroutine(call):
+            call = _await(call)
+        task = run_eagerly(exchange.loop, call, self._finish, cycle, self.eager)
+        if task is not None:
+            self._tasks.add(task)
+            cycle.task = task
+
+    def connection_lost(self, exchange: Exchange) -> None:
+        cycle = exchange.state
+        if isinstance(cycle, _Cycle):
+            cycle.lost()
+
+    def _finish(self, cycle: _Cycle, result: Any, error: BaseException | None) -> None:
+        """The application call ended: make sure its request got a complete answer."""
+        task = cycle.task
+        if task is not None:
+            self._tasks.discard(task)
+            cycle.task = None
+        cycle.lost()  # nothing is listening for a disconnect any more
+        exchange = cycle.exchange
+        exchange.state = None  # no reference cycle: both go when the connection moves on
+        state = cycle.state
+        if state >= _DONE:
+            # Work after the response (background tasks) may still fail; a broken response
+            # was logged when it broke.
+            if (
+                state == _DONE
+                and error is not None
+                and error is not cycle.raised
+                and not isinstance(error, asyncio.CancelledError)
+            ):
+                logger.error(
+                    "ASGI application raised after sending its response (%s %s)",
+                    exchange.head.method,
+                    exchange.head.target.decode("latin-1"),
+                    exc_info=error,
+                )
+            return
+        if exchange.finished or exchange.conn.closed:
+            if not exchange.finished:
+                # The client left first; fail() settles the books without logging.
+                exchange.fail(ClientDisconnected("client disconnected"))
+            return
+        if error is None:
+            what = "sending a response" if state == _IDLE else "completing its response"
+            error = RuntimeError(f"ASGI application returned without {what}")
+        exchange.fail(error)
+
+
+class _Cycle:
+    """One request/response: the application's ``receive`` and ``send``."""
+
+    __slots__ = (
+        "exchange",
+        "state",
+        "status",
+        "headers",
+        "reading",
+        "waiter",
+        "gone",
+        "raised",
+        "trailers",
+        "task",
+    )
+
+    def __init__(self, exchange: Exchange) -> None:
+        self.exchange = exchange
+        self.state = _IDLE
+        self.status = 0
+        self.headers: Iterable[Any] = ()
+        self.reading = _READING if exchange.head.has_body else _NO_BODY
+        self.waiter: asyncio.Future[None] | None = None
+        self.gone = False
+        self.raised: BaseException | None = None
+        self.trailers = False
+        self.task: asyncio.Task[Any] | None = None
+
+    # receive ----------------------------------------------------------------------------------
+
+    async def receive(self) -> Message:
+        if self.state >= _DONE or self.gone or self.exchange.finished:
+            return {"type": "http.disconnect"}
+        reading = self.reading
+        if reading == _NO_BODY:
+            self.reading = _READ
+            return {"type": "http.request", "body": b"", "more_body": False}
+        if reading == _READING:
+            return await self._read_body()
+        # The whole request was received: the next thing to happen is the end of the response
+        # or the client going away.
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            waiter = self.waiter = self.exchange.loop.create_future()
+        await waiter
+        return {"type": "http.disconnect"}
+
+    async def _read_body(self) -> Message:
+        body = self.exchange.body
+        try:
+            chunk = await body.read()
+        except _GONE:
+            self.reading = _READ
+            return {"type": "http.disconnect"}
+        if not chunk:
+            self.reading = _READ
+            return {"type": "http.request", "body": b"", "more_body": False}
+        if not body.done:
+            return {"type": "http.request", "body": chunk, "more_body": True}
+        # The body has all arrived (it may be buffered in pieces): hand the rest over now, so
+        # the application learns it is complete without another round trip.
+        parts = [chunk]
+        try:
+            while more := await body.read():
+                parts.append(more)
+        except _GONE:
+            # Cut short (the client went away): deliver what came; the next receive() reports
+            # the disconnect.
+            return {"type": "http.request", "body": b"".join(parts), "more_body": True}
+        self.reading = _READ
+        return {
+            "type": "http.request",
+            "body": chunk if len(parts) == 1 else b"".join(parts),
+            "more_body": False,
+        }
+
+    def lost(self) -> None:
+        """The client went away, or the request is over: wake a pending receive()."""
+        self.gone = True
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # send -------------------------------------------------------------------------------------
+
+    async def send(self, message: Message) -> None:
+        exchange = self.exchange
+        kind = message["type"]
+        state = self.state
+        if state >= _DONE or exchange.finished or exchange.conn.closed:
+            self._send_after_end(kind)
+            return
+        if kind == "http.response.body":
+            if state == _HEAD:
+                body = message.get("body", b"")
+                if message.get("more_body", False):
+                    self._start_stream()
+                    await self._write(body)
+                else:
+                    self._respond(body)
+                return
+            if state == _BODY:
+                await self._write(message.get("body", b""))
+                if not message.get("more_body", False):
+                    self.state = _DONE
+                    exchange.end()
+                    self.lost()
+                return
+            self._violation("'http.response.body' before 'http.response.start'")
+        elif kind == "http.response.start":
+            if state == _IDLE:
+                status = message["status"]
+                if status.__class__ is not int or not 200 <= status <= 999:
+                    self._violation(f"invalid status {status!r} in 'http.response.start'")
+                self.status = status
+                self.headers = message.get("headers", ())
+                self.trailers = bool(message.get("trailers", False))
+                self.state = _HEAD
+                return
+            self._violation("a second 'http.response.start'")
+        else:
+            self._violation(f"unexpected message type {kind!r}")
+
+    def _respond(self, body: bytes) -> None:
+        """Start and the only body at once: one write, or the engine's checks on a mismatch."""
+        exchange = self.exchange
+        headers, length, flags = _response_headers(self.headers)
+        if flags:
+            _apply_flags(exchange, headers, flags)
+        if length is None or length == len(body):
+            exchange.respond(self.status, headers, body)
+        else:
+            # A HEAD answer announces the GET body's length without sending it; otherwise the
+            # engine finds the mismatch, logs it and closes the connection.
+            exchange.start(self.status, headers, length)
+            try:
+                exchange.write(body)
+            except ValueError as error:
+                self._broken(error)
+                raise
+            exchange.end()
+        self.state = _DONE
+        self.lost()
+
+    def _start_stream(self) -> None:
+        exchange = self.exchange
+        headers, length, flags = _response_headers(self.headers)
+        if flags:
+            _apply_flags(exchange, headers, flags)
+        exchange.start(self.status, headers, length)
+        self.state = _BODY
+
+    async def _write(self, body: bytes) -> None:
+        exchange = self.exchange
+        if body:
+            try:
+                exchange.write(body)
+            except ValueError as error:  # longer than its Content-Length: logged and closed
+                self._broken(error)
+                raise
+        conn = exchange.conn
+        if conn.write_paused:
+            await exchange.drain()
+        elif conn.closed:
+            raise ClientDisconnected("client disconnected")
+
+    def _send_after_end(self, kind: str) -> None:
+        state = self.state
+        if state == _DONE:
+            if kind == "http.response.trailers" and self.trailers:
+                return  # trailers are not sent; the flag was accepted and is ignored
+            exchange = self.exchange
+            error = RuntimeError(
+                f"ASGI protocol error: {kind!r} sent after the response was complete"
+            )
+            logger.error(
+                "%s (%s %s)",
+                error,
+                exchange.head.method,
+                exchange.head.target.decode("latin-1"),
+            )
+            self.raised = error
+            raise error
+        if state == _FAILED:
+            error = RuntimeError(f"ASGI protocol error: {kind!r} sent after the response failed")
+            self.raised = error
+            raise error
+        raise ClientDisconnected("client disconnected")
+
+    def _broken(self, error: BaseException) -> None:
+        """The engine refused what was sent (and has logged it and closed the connection)."""
+        self.state = _FAILED
+        self.raised = error
+        self.lost()
+
+    def _violation(self, what: str) -> NoReturn:
+        """Log, end the response (500 or a closed connection), and raise into the app."""
+        error = RuntimeError(f"ASGI protocol error: {what}")
+        self.state = _FAILED
+        self.raised = error
+        self.exchange.fail(error)
+        self.lost()
+        raise error
+
+
+def _response_headers(raw: Iterable[Any]) -> tuple[list[tuple[str, str]], int | None, int]:
+    """ASGI's byte pairs as the engine's str pairs, minus framing, which is the server's job.
+
+    Returns the headers, the declared ``Content-Length`` (or None) and flags: ``_CLOSE`` when
+    the application asked for ``Connection: close``, ``_OWN_LINES`` when it wrote its own
+    ``Server`` or ``Date``. Only names as long as one of those are lowercased.
+    """
+    headers = []
+    length: int | None = None
+    flags = 0
+    try:
+        for name, value in raw:
+            size = len(name)
+            if size == 14 or size == 17 or size == 10:
+                lowered = name.lower()
+                if lowered == b"content-length":
+                    declared = parse_content_length(value)
+                    if length is not None and declared != length:
+                        raise ValueError("conflicting Content-Length values")
+                    length = declared
+                    continue
+                if lowered == b"transfer-encoding":
+                    continue
+                if lowered == b"connection":
+                    if b"close" in value.lower():
+                        flags |= _CLOSE
+                    continue
+            elif (size == 4 or size == 6) and name.lower() in _SERVER_LINES:
+                flags |= _OWN_LINES
+            headers.append((name.decode("latin-1"), value.decode("latin-1")))
+    except AttributeError:
+        raise TypeError("ASGI response header names and values must be byte strings") from None
+    return headers, length, flags
+
+
+def _apply_flags(exchange: Exchange, headers: list[tuple[str, str]], flags: int) -> None:
+    if flags & _CLOSE:
+        exchange.keep_alive = False
+    if flags & _OWN_LINES:
+        # The application's Server/Date win; the server adds only the one it left out.
+        exchange.add_server_lines = False
+        present = {name.lower() for name, _ in headers}
+        for line in exchange.conn.state.server_lines.decode("latin-1").split("\r\n"):
+            name, _, value = line.partition(": ")
+            if name and name not in present:
+                headers.append((name, value))
+
+
+def _origin_form(target: bytes) -> tuple[str, bytes]:
+    """Path and raw path of an absolute-form (``http://host/p?q``) or ``*`` request target."""
+    raw = target.split(b"?", 1)[0].split(b"#", 1)[0]
+    scheme_end = raw.find(b"://")
+    if scheme_end >= 0:
+        slash = raw.find(b"/", scheme_end + 3)
+        raw = raw[slash:] if slash >= 0 else b"/"
+    return unquote_to_bytes(raw).decode("utf-8", "surrogateescape"), raw
+
+
+async def _await(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+__all__ = ["ASGIHandler", "DEFAULT_EAGER"]
