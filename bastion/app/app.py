@@ -88,7 +88,9 @@ class App:
                 exchange.loop, endpoint.fn(Request(exchange, params)), self._finish, exchange
             )
         else:
-            request = SyncRequest(exchange, params, exchange.conn.state.config.body_timeout)
+            config = exchange.conn.state.config
+            # A little past the engine's own body deadline, so a stalled upload is its 408.
+            request = SyncRequest(exchange, params, config.body_timeout + config.sweep_interval + 1)
             self._submit(
                 exchange,
                 partial(self._call_blocking, endpoint.fn, request, exchange),

@@ -69,6 +69,8 @@ class Exchange:
     start_time = 0.0
     # False when the application wrote its own Server and Date fields (http.server handlers do).
     add_server_lines = True
+    # The application's own reason phrase, when it set one that is not the standard phrase.
+    reason: str | None = None
     # A free slot for the handler adapter (e.g. the ASGI cycle) to hang its state on.
     state: Any = None
 
@@ -164,6 +166,8 @@ class Exchange:
         else:
             length_line = b""
             body = b""
+        if reason is None:
+            reason = self.reason
         line = STATUS_LINES.get(status) if reason is None else None
         head = (
             line or status_line(status, reason),
@@ -222,7 +226,7 @@ class Exchange:
         self.conn.write(
             b"".join(
                 (
-                    status_line(status, reason),
+                    status_line(status, reason if reason is not None else self.reason),
                     header_block,
                     self.conn.state.server_lines if self.add_server_lines else b"",
                     length_line,

@@ -1,0 +1,181 @@
+"""The PEP 3333 ``environ`` of one request, built from the head the parser accepted.
+
+Every string in it is a "native string" holding bytes as latin-1, as PEP 3333 requires:
+``PATH_INFO`` is the percent-decoded path with each byte one character, so a UTF-8 path reaches
+the application as the latin-1 reading of its bytes (frameworks re-encode it).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_to_bytes
+
+from bastion.wsgi.streams import EMPTY_INPUT, ERRORS, FileWrapper, WSGIInput
+
+if TYPE_CHECKING:
+    from bastion.engine.config import ServerConfig
+    from bastion.engine.exchange import Exchange
+
+_CACHE_LIMIT = 1024
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+_PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
+
+# Header name as the client spelled it -> environ key, or "" for a header not passed on.
+_header_keys: dict[bytes, str] = {}
+# Host header value -> (SERVER_NAME, SERVER_PORT or "" when the header names no port).
+_hosts: dict[str, tuple[str, str]] = {}
+
+
+def header_key(name: bytes) -> str:
+    """The environ key for request header ``name``; "" when it must not reach the application.
+
+    A name with ``_`` is dropped: ``X-User_Id`` and ``X-User-Id`` would both become
+    ``HTTP_X_USER_ID``, letting a client forge a header a proxy in front of us vouches for.
+    ``Proxy`` is dropped too (httpoxy: it would become ``HTTP_PROXY``, an outgoing proxy
+    setting for code that reads proxies from the environment).
+    """
+    key = _header_keys.get(name)
+    if key is None:
+        lowered = name.lower()
+        if lowered == b"content-type":
+            key = "CONTENT_TYPE"
+        elif lowered == b"content-length":
+            key = "CONTENT_LENGTH"
+        elif b"_" in name or lowered == b"proxy":
+            key = ""
+        else:
+            key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+        if len(_header_keys) < _CACHE_LIMIT:
+            _header_keys[name] = key
+    return key
+
+
+def split_host(host: str) -> tuple[str, str]:
+    """``example.com:8080`` -> (``example.com``, ``8080``); the port is "" when absent."""
+    cached = _hosts.get(host)
+    if cached is not None:
+        return cached
+    name, port = host, ""
+    if host.startswith("["):  # an IPv6 literal keeps its brackets, as in a URL
+        end = host.find("]")
+        if end > 0:
+            name, rest = host[: end + 1], host[end + 1 :]
+            if rest.startswith(":"):
+                port = rest[1:]
+    else:
+        before, sep, after = host.rpartition(":")
+        if sep:
+            name, port = before, after
+    if port and not (port.isascii() and port.isdigit()):
+        name, port = host, ""
+    result = (name, port)
+    if len(_hosts) < _CACHE_LIMIT:
+        _hosts[host] = result
+    return result
+
+
+def _path_of(target: bytes) -> bytes:
+    """The path of a target that is not in origin form (``http://host/path`` or ``*``)."""
+    scheme_end = target.find(b"://")
+    if scheme_end > 0:
+        slash = target.find(b"/", scheme_end + 3)
+        return target[slash:] if slash >= 0 else b"/"
+    return target
+
+
+def _backstop(config: ServerConfig) -> float:
+    """How long a read of ``wsgi.input`` waits for the client, at most.
+
+    The connection itself enforces ``body_timeout`` (a 408, then close) and wakes a waiting
+    reader with that error; the reader's own deadline is only a backstop, a little later.
+    """
+    return config.body_timeout + config.sweep_interval + 1.0
+
+
+class EnvironBuilder:
+    """Makes the environ dict; what is the same for every request is computed once here."""
+
+    __slots__ = ("_root", "_root_len")
+
+    def __init__(self, root_path: str) -> None:
+        root = root_path.rstrip("/")
+        if root and not root.startswith("/"):
+            root = "/" + root
+        # Compared with PATH_INFO, which holds bytes as latin-1.
+        self._root = root.encode("utf-8").decode("latin-1")
+        self._root_len = len(self._root)
+
+    @property
+    def root_path(self) -> str:
+        return self._root
+
+    def build(self, exchange: Exchange) -> dict[str, Any]:
+        head = exchange.head
+        target = head.target
+        cut = target.find(b"?")
+        if cut < 0:
+            raw_path, query = target, ""
+        else:
+            raw_path, query = target[:cut], target[cut + 1 :].decode("latin-1")
+        if raw_path[:1] != b"/":
+            raw_path = _path_of(raw_path)
+        if b"%" in raw_path:
+            raw_path = unquote_to_bytes(raw_path)
+        path = raw_path.decode("latin-1")
+        root = self._root
+        if root and path.startswith(root):
+            size = self._root_len
+            if len(path) == size or path[size] == "/":
+                path = path[size:]
+        client = exchange.client
+        scheme = exchange.scheme
+        config = exchange.conn.state.config
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": head.method,
+            "SCRIPT_NAME": root,
+            "PATH_INFO": path,
+            "QUERY_STRING": query,
+            "REQUEST_URI": target.decode("latin-1"),
+            "SERVER_PROTOCOL": _PROTOCOLS.get(head.version, "HTTP/1.1"),
+            "SERVER_SOFTWARE": config.server_name,
+            "REMOTE_ADDR": client[0] if client is not None else "",
+            "REMOTE_PORT": str(client[1]) if client is not None else "",
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": scheme,
+            "wsgi.input": WSGIInput(exchange.body, _backstop(config))
+            if head.has_body
+            else EMPTY_INPUT,
+            "wsgi.errors": ERRORS,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+            "wsgi.input_terminated": True,
+            "wsgi.file_wrapper": FileWrapper,
+        }
+        keys = _header_keys
+        for name, value in head.headers:
+            key = keys.get(name)
+            if key is None:
+                key = header_key(name)
+            if not key:
+                continue
+            text = value.decode("latin-1")
+            previous = environ.get(key)
+            if previous is not None:
+                text = previous + ("; " if key == "HTTP_COOKIE" else ", ") + text
+            environ[key] = text
+        host = environ.get("HTTP_HOST")
+        if host:
+            server_name, port = split_host(host)
+            environ["SERVER_NAME"] = server_name
+            environ["SERVER_PORT"] = port or _DEFAULT_PORTS.get(scheme, "80")
+        else:
+            server = exchange.server
+            if server is None:  # a Unix socket
+                environ["SERVER_NAME"] = "localhost"
+                environ["SERVER_PORT"] = _DEFAULT_PORTS.get(scheme, "80")
+            else:
+                address = server[0]
+                environ["SERVER_NAME"] = f"[{address}]" if ":" in address else address
+                environ["SERVER_PORT"] = str(server[1])
+        return environ

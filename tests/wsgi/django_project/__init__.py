@@ -1,0 +1,1 @@
+"""A minimal Django project for the WSGI tests: settings, URLs and views, no database."""
