@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from bastion.engine.body import BodyStream, ClientDisconnected
+from bastion.engine.sendfile import send_file as _send_file
 from bastion.http import (
     CONTINUE_RESPONSE,
     LAST_CHUNK,
@@ -42,6 +43,9 @@ Headers = Iterable[tuple[str, str]]
 # Small responses need no copy of the body into a joined buffer beyond this size.
 _JOIN_LIMIT = 64 * 1024
 _DISCARD_LIMIT = 64 * 1024
+
+# Pre-encoded Content-Length lines for small bodies: formatting one per request adds up.
+_LENGTH_LINES = [b"content-length: %d\r\n" % size for size in range(1024)]
 
 _FRAMING_NONE = 0
 _FRAMING_LENGTH = 1
@@ -73,6 +77,9 @@ class Exchange:
     reason: str | None = None
     # A free slot for the handler adapter (e.g. the ASGI cycle) to hang its state on.
     state: Any = None
+    # What a trusted proxy reported (bastion.engine.proxy); None for a direct client.
+    forwarded_client: tuple[str, int] | None = None
+    forwarded_scheme: str | None = None
 
     def __init__(self, conn: HTTPConnection, head: RequestHead) -> None:
         self.conn = conn
@@ -83,6 +90,13 @@ class Exchange:
 
     @property
     def client(self) -> tuple[str, int] | None:
+        """The client's address: the connection's peer, or whom a trusted proxy named."""
+        forwarded = self.forwarded_client
+        return self.conn.client if forwarded is None else forwarded
+
+    @property
+    def peer(self) -> tuple[str, int] | None:
+        """The address of the connection's other end (the proxy, behind one)."""
         return self.conn.client
 
     @property
@@ -91,7 +105,7 @@ class Exchange:
 
     @property
     def scheme(self) -> str:
-        return self.conn.scheme
+        return self.forwarded_scheme or self.conn.scheme
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -160,7 +174,8 @@ class Exchange:
         if keep_alive and (self.head.has_body or conn.closing or conn.state.draining):
             keep_alive = self.keep_alive = self._decide_keep_alive()
         if status >= 200 and status != 204 and status != 304:
-            length_line = b"content-length: %d\r\n" % len(body)
+            size = len(body)
+            length_line = _LENGTH_LINES[size] if size < 1024 else b"content-length: %d\r\n" % size
             if self.head.method == "HEAD":
                 body = b""
         else:
@@ -253,6 +268,31 @@ class Exchange:
             self.conn.write(data)
         elif framing == _FRAMING_CLOSE:
             self.conn.write(data)
+
+    async def send_file(self, fd: int, offset: int, count: int) -> None:
+        """Send ``count`` bytes of the open file ``fd`` from ``offset`` as part of the body.
+
+        Zero-copy (``os.sendfile``) on plain TCP, blocks read off the loop otherwise; waits
+        while the client is slow, like :meth:`drain`. Counts against the Content-Length like
+        :meth:`write`. Raises ``ClientDisconnected`` or ``bastion.engine.sendfile.FileTruncated``;
+        either way the response is broken and the caller should :meth:`abort` it.
+        """
+        if not self.started or self.finished:
+            raise RuntimeError("send_file() outside of a started response")
+        framing = self._framing
+        if count <= 0 or framing == _FRAMING_NONE:
+            return
+        if framing == _FRAMING_LENGTH:
+            if count > self._remaining:
+                self.abort("response body longer than its Content-Length")
+                raise ValueError("response body longer than its Content-Length")
+            self._remaining -= count
+        self.bytes_sent += count
+        if framing == _FRAMING_CHUNKED:
+            self.conn.write(b"%x\r\n" % count)
+        await _send_file(self.conn, fd, offset, count)
+        if framing == _FRAMING_CHUNKED:
+            self.conn.write(b"\r\n")
 
     def end(self) -> None:
         """Finish the response; closes the connection if fewer bytes came than promised."""
