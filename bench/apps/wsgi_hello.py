@@ -1,0 +1,12 @@
+"""A bare WSGI hello app, so WSGI servers are measured without any framework cost."""
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+BODY = b"Hello, world!"
+HEADERS = [("Content-Type", "text/plain"), ("Content-Length", str(len(BODY)))]
+
+
+def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    start_response("200 OK", HEADERS)
+    return [BODY]

@@ -1,0 +1,1 @@
+"""Building blocks of ``bench/run.py``: server specs, process control, wrk, reporting."""

@@ -1,0 +1,194 @@
+"""Starting, probing and always stopping server processes.
+
+Servers run in their own session (process group) so that one ``killpg`` also reaches the
+workers they fork (nginx, gunicorn, granian). Every wait has a deadline, so a server that
+never comes up or never goes down cannot hang the run.
+"""
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.harness.specs import HOST
+
+SERVER_CORE = "0"
+CLIENT_CORE = "1"
+
+
+class ServerStartError(RuntimeError):
+    """The server exited, or did not accept connections, before the deadline."""
+
+
+def free_port() -> int:
+    """Ask the kernel for an unused loopback port (tiny race window; fine for a bench)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def pinned(argv: list[str], core: str) -> list[str]:
+    """Prefix ``taskset`` so server and load generator never share a core."""
+    return ["taskset", "-c", core, *argv]
+
+
+@dataclass
+class RunningServer:
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def _can_connect(port: int) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until_listening(server: RunningServer, timeout: float) -> None:
+    """Poll the port; fail early if the process dies instead of waiting out the clock."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise ServerStartError(f"exited with code {server.process.returncode}")
+        if _can_connect(server.port):
+            return
+        time.sleep(0.1)
+    raise ServerStartError(f"not listening after {timeout:.0f}s")
+
+
+def stop(process: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+    """SIGTERM the whole process group, then SIGKILL whatever is left after ``grace``."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, grace)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        # The leader is gone; make sure forked workers went with it.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        return
+
+
+@contextlib.contextmanager
+def running_server(
+    argv: list[str],
+    port: int,
+    cwd: Path,
+    env: dict[str, str],
+    log_path: Path,
+    start_timeout: float = 20.0,
+) -> Iterator[RunningServer]:
+    """Start ``argv`` pinned to the server core; stop it on exit, whatever happened."""
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            pinned(argv, SERVER_CORE),
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = RunningServer(process, port, log_path)
+    try:
+        wait_until_listening(server, start_timeout)
+        yield server
+    finally:
+        stop(process)
+
+
+def _read_response(sock: socket.socket, deadline: float) -> bytes:
+    """Read one response framed by Content-Length (all hello apps send it)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += _recv(sock, deadline)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    while len(body) < length:
+        body += _recv(sock, deadline)
+    return head + b"\r\n\r\n" + body[:length]
+
+
+def _recv(sock: socket.socket, deadline: float) -> bytes:
+    sock.settimeout(max(0.01, deadline - time.monotonic()))
+    chunk = sock.recv(65536)
+    if not chunk:
+        raise ConnectionError("connection closed before a full response")
+    return chunk
+
+
+def check_response(port: int, path: str, expect_body: bytes, timeout: float = 5.0) -> str | None:
+    """Send two keep-alive requests on one connection; return a problem, or None if fine.
+
+    Two requests, because a server that closes after the first would silently turn the
+    benchmark into a connection-setup benchmark.
+    """
+    request = f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n".encode()
+    deadline = time.monotonic() + timeout
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout) as sock:
+            for attempt in (1, 2):
+                sock.sendall(request)
+                response = _read_response(sock, deadline)
+                problem = _response_problem(response, expect_body)
+                if problem:
+                    return f"request {attempt}: {problem}"
+    except (OSError, ValueError) as exc:
+        return f"check failed: {exc}"
+    return None
+
+
+def _response_problem(response: bytes, expect_body: bytes) -> str | None:
+    head, _, body = response.partition(b"\r\n\r\n")
+    status_line = head.split(b"\r\n", 1)[0].decode(errors="replace")
+    if " 200 " not in f"{status_line} ":
+        return f"unexpected status line {status_line!r}"
+    if body != expect_body:
+        return f"unexpected body {body[:40]!r}"
+    return None
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants, read from /proc (Linux only)."""
+    found = [pid]
+    for current in found:
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                found.extend(int(c) for c in (task / "children").read_text().split())
+    return list(dict.fromkeys(found))
+
+
+def rss_kib(pid: int) -> int | None:
+    """Resident set size from /proc/PID/status, in KiB; None if the process is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None

@@ -1,0 +1,144 @@
+"""The benchmark's own virtualenv, so peer servers never leak into the project's env.
+
+Installs are skipped when a stamp file shows the same requirements (and the same
+``pyproject.toml``) were installed before, which keeps repeated runs fast.
+"""
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+PEERS = ("uvicorn[standard]", "granian", "waitress", "gunicorn")
+# Bastion's runtime deps, installed directly when the editable install is not possible.
+BASTION_DEPS = ("httptools", "uvloop")
+VERSION_PACKAGES = (
+    "uvloop",
+    "httptools",
+    "uvicorn",
+    "granian",
+    "gunicorn",
+    "waitress",
+    "bastion-http",
+)
+INSTALL_TIMEOUT_S = 900
+
+
+@dataclass(frozen=True)
+class Venv:
+    root: Path
+
+    @property
+    def bin_dir(self) -> Path:
+        return self.root / "bin"
+
+    @property
+    def python(self) -> Path:
+        return self.bin_dir / "python"
+
+    @property
+    def stamp(self) -> Path:
+        return self.root / ".bench-stamp"
+
+
+def _pip(venv: Venv, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(venv.python), "-m", "pip", "install", "--disable-pip-version-check", "-q", *args],
+        capture_output=True,
+        text=True,
+        timeout=INSTALL_TIMEOUT_S,
+        check=False,
+    )
+
+
+def _wanted_stamp(repo_root: Path) -> str:
+    pyproject = repo_root / "pyproject.toml"
+    digest = hashlib.sha256(pyproject.read_bytes()).hexdigest() if pyproject.exists() else ""
+    return json.dumps({"peers": PEERS, "deps": BASTION_DEPS, "pyproject": digest})
+
+
+def _install_project(venv: Venv, repo_root: Path, log: list[str]) -> None:
+    """Editable-install the project; fall back to its deps (bastion then comes from PYTHONPATH)."""
+    if (repo_root / "pyproject.toml").exists():
+        done = _pip(venv, "-e", str(repo_root))
+        if done.returncode == 0:
+            log.append("installed the project in editable mode")
+            return
+        log.append(f"editable install failed, using PYTHONPATH instead:\n{done.stderr.strip()}")
+    else:
+        log.append("no pyproject.toml yet: bastion is imported from the repo via PYTHONPATH")
+    done = _pip(venv, *BASTION_DEPS)
+    if done.returncode != 0:
+        raise RuntimeError(f"pip install {' '.join(BASTION_DEPS)} failed:\n{done.stderr}")
+
+
+def ensure(root: Path, repo_root: Path, install: bool = True) -> tuple[Venv, list[str]]:
+    """Create the venv if needed and install peers + project; returns notes for the user."""
+    venv = Venv(root)
+    log: list[str] = []
+    if not venv.python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(root)], check=True, timeout=300)
+        log.append(f"created {root}")
+    wanted = _wanted_stamp(repo_root)
+    if not install or (venv.stamp.exists() and venv.stamp.read_text() == wanted):
+        return venv, log
+    done = _pip(venv, *PEERS)
+    if done.returncode != 0:
+        raise RuntimeError(f"pip install of peers failed:\n{done.stderr}")
+    _install_project(venv, repo_root, log)
+    venv.stamp.write_text(wanted)
+    return venv, log
+
+
+def server_env(repo_root: Path) -> dict[str, str]:
+    """Environment for servers: the repo importable, no bytecode noise, unbuffered logs."""
+    env = dict(os.environ)
+    existing = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = f"{repo_root}{os.pathsep}{existing}" if existing else str(repo_root)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.pop("VIRTUAL_ENV", None)
+    return env
+
+
+_VERSIONS_SNIPPET = """
+import importlib.metadata as md, json, platform, sys
+out = {"python": platform.python_version()}
+for name in sys.argv[1:]:
+    try:
+        out[name] = md.version(name)
+    except md.PackageNotFoundError:
+        out[name] = None
+print(json.dumps(out))
+"""
+
+
+def _tool_version(argv: list[str], pattern: str) -> str | None:
+    """First match of ``pattern`` in what ``argv`` prints (nginx and wrk print to stderr)."""
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+    except OSError:
+        return None
+    match = re.search(pattern, done.stdout + done.stderr)
+    return match.group(1) if match else None
+
+
+def versions(venv: Venv, repo_root: Path) -> dict[str, str | None]:
+    """Versions that belong next to any published number."""
+    done = subprocess.run(
+        [str(venv.python), "-c", _VERSIONS_SNIPPET, *VERSION_PACKAGES],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    found: dict[str, str | None] = json.loads(done.stdout) if done.returncode == 0 else {}
+    found["bastion-commit"] = _tool_version(
+        ["git", "-C", str(repo_root), "describe", "--always", "--dirty"], r"(\S+)"
+    )
+    found["nginx"] = _tool_version(["nginx", "-v"], r"nginx/(\S+)")
+    found["wrk"] = _tool_version(["wrk", "--version"], r"^wrk (\S+)")
+    return found
