@@ -3,97 +3,35 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
+import os
+import socket
+import ssl
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from bastion import __version__
-from bastion.cli.loader import INTERFACES, LoadError, as_handler, import_target
+from bastion.cli.loader import LoadError, as_handler, import_target
+from bastion.cli.logs import configure_logging
+from bastion.cli.settings import (
+    ConfigError,
+    Settings,
+    add_arguments,
+    cli_values,
+    render,
+    resolve,
+)
 from bastion.engine import ServerConfig, parse_bind, run
+from bastion.engine.config import WorkerConfig
+from bastion.engine.handler import Handler
+from bastion.engine.listeners import BindSpec, systemd_sockets
+from bastion.engine.tls import TLSConfig, TLSConfigError, server_context
+from bastion.engine.workers import ServePlan, WorkerBootError
 from bastion.http import Limits
+from bastion.static.cli import add_serve_command, serve_command
 
-_LEVELS = ("critical", "error", "warning", "info", "debug")
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return int(text)
-
-
-def _add_server_options(parser: argparse.ArgumentParser) -> None:
-    defaults = ServerConfig()
-    limits = Limits()
-    net = parser.add_argument_group("listening")
-    net.add_argument(
-        "--bind",
-        "-b",
-        action="append",
-        metavar="ADDRESS",
-        help="host:port, [ipv6]:port, unix:/path or fd://N; repeatable (default 127.0.0.1:8000)",
-    )
-    net.add_argument("--backlog", type=_positive_int, default=defaults.backlog)
-    work = parser.add_argument_group("concurrency")
-    work.add_argument(
-        "--threads",
-        type=_positive_int,
-        default=defaults.threads,
-        help="threads for blocking handlers (default %(default)s)",
-    )
-    work.add_argument(
-        "--queue-size",
-        type=int,
-        default=defaults.queue_size,
-        help="blocking requests that may wait for a thread before 503 (default %(default)s)",
-    )
-    work.add_argument("--max-connections", type=_positive_int, default=defaults.max_connections)
-    work.add_argument("--max-pipelined", type=_positive_int, default=defaults.max_pipelined)
-    times = parser.add_argument_group("deadlines (seconds)")
-    times.add_argument("--header-timeout", type=_positive_float, default=defaults.header_timeout)
-    times.add_argument("--body-timeout", type=_positive_float, default=defaults.body_timeout)
-    times.add_argument(
-        "--keepalive-timeout", type=_positive_float, default=defaults.keepalive_timeout
-    )
-    times.add_argument("--write-timeout", type=_positive_float, default=defaults.write_timeout)
-    times.add_argument("--graceful-timeout", type=float, default=defaults.graceful_timeout)
-    sizes = parser.add_argument_group("request limits")
-    sizes.add_argument("--max-request-line", type=_positive_int, default=limits.max_request_line)
-    sizes.add_argument("--max-header-count", type=_positive_int, default=limits.max_header_count)
-    sizes.add_argument("--max-header-bytes", type=_positive_int, default=limits.max_header_bytes)
-    sizes.add_argument("--max-body-size", type=int, default=limits.max_body_bytes)
-    parser.add_argument(
-        "--no-server-header", action="store_true", help="do not send a Server header"
-    )
-    parser.add_argument("--log-level", choices=_LEVELS, default="info")
-
-
-def _config_from(args: argparse.Namespace) -> ServerConfig:
-    return ServerConfig(
-        limits=Limits(
-            max_request_line=args.max_request_line,
-            max_header_count=args.max_header_count,
-            max_header_bytes=args.max_header_bytes,
-            max_body_bytes=args.max_body_size,
-        ),
-        header_timeout=args.header_timeout,
-        body_timeout=args.body_timeout,
-        keepalive_timeout=args.keepalive_timeout,
-        write_timeout=args.write_timeout,
-        graceful_timeout=args.graceful_timeout,
-        max_connections=args.max_connections,
-        max_pipelined=args.max_pipelined,
-        threads=args.threads,
-        queue_size=args.queue_size,
-        backlog=args.backlog,
-        server_header=not args.no_server_header,
-    )
+logger = logging.getLogger("bastion.error")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,54 +40,213 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"bastion {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    run_parser = commands.add_parser("run", help="serve an application: bastion run module:app")
-    run_parser.add_argument("target", help="module:attribute, or module:factory() to call it")
-    run_parser.add_argument(
-        "--interface",
-        choices=INTERFACES,
-        default="auto",
-        help="what the target is; by default it is worked out from the object",
+    run_parser = commands.add_parser(
+        "run",
+        help="serve an application: bastion run module:app",
+        description="Serve an application (a bastion.App, WSGI, ASGI, or an http.server "
+        "handler class). Every option can also be set as a BASTION_* environment variable or "
+        "in a TOML file given with --config.",
     )
-    run_parser.add_argument(
-        "--root-path",
-        default="",
-        help="the URL prefix the application is mounted under (WSGI SCRIPT_NAME, ASGI root_path)",
-    )
-    _add_server_options(run_parser)
+    add_arguments(run_parser)
+    add_serve_command(commands)
     return parser
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+def server_config(settings: Settings) -> ServerConfig:
+    return ServerConfig(
+        limits=Limits(
+            max_request_line=settings["max_request_line"],
+            max_header_count=settings["max_header_count"],
+            max_header_bytes=settings["max_header_bytes"],
+            max_body_bytes=settings["max_body_size"],
+        ),
+        header_timeout=settings["header_timeout"],
+        body_timeout=settings["body_timeout"],
+        keepalive_timeout=settings["keepalive_timeout"],
+        write_timeout=settings["write_timeout"],
+        graceful_timeout=settings["graceful_timeout"],
+        max_connections=settings["max_connections"],
+        max_pipelined=settings["max_pipelined"],
+        threads=settings["threads"],
+        queue_size=settings["queue_size"],
+        backlog=settings["backlog"],
+        server_header=settings["server_header"],
+        proxy_headers=settings["proxy_headers"],
+        forwarded_allow_ips=tuple(settings["forwarded_allow_ips"]),
+        access_log=settings["access_log"],
+        access_log_format=settings["access_log_format"],
     )
+
+
+def worker_config(settings: Settings) -> WorkerConfig:
+    return WorkerConfig(
+        workers=settings["workers"],
+        max_requests=settings["max_requests"],
+        max_requests_jitter=settings["max_requests_jitter"],
+        worker_timeout=settings["worker_timeout"],
+        graceful_timeout=settings["graceful_timeout"],
+        reuse_port=settings["reuse_port"],
+        reload=settings["reload"],
+        reload_paths=tuple(settings["reload_dir"]),
+    )
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    if settings["tls_cert"] is None:
+        return None
+    config = TLSConfig(
+        cert=settings["tls_cert"],
+        key=settings["tls_key"],
+        password=settings["tls_key_password"],
+        ca=settings["tls_ca"],
+        verify_client=settings["tls_verify_client"],
+        ciphers=settings["tls_ciphers"],
+    )
+    try:
+        return server_context(config)
+    except TLSConfigError as exc:
+        raise settings.error(exc.key, exc.reason) from None
+
+
+def build_plan(settings: Settings, inherited: Sequence[socket.socket] = ()) -> ServePlan:
+    """Everything a generation of workers needs, checked; raises :class:`ConfigError`."""
+    target = settings["app"]
+    if not target:
+        raise ConfigError(
+            'no application given: bastion run module:app (or app = "module:app" in the '
+            "config file, or BASTION_APP)"
+        )
+    binds: list[BindSpec] = []
+    if settings.sources["bind"] != "default" or not inherited:
+        try:
+            binds = [parse_bind(bind) for bind in settings["bind"]]
+        except ValueError as exc:
+            raise settings.error("bind", str(exc)) from None
+    try:
+        config = server_config(settings)
+        workers = worker_config(settings)
+    except ValueError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from None
+    context = tls_context(settings)
+    watch = [*settings["reload_dir"], *_source_roots(target)] if settings["reload"] else []
+    if settings.config_file and settings["reload"]:
+        watch.append(settings.config_file)
+    return ServePlan(
+        load_handler=_loader(target, settings["interface"], settings["root_path"]),
+        server=config,
+        workers=workers,
+        binds=binds,
+        ssl_context=context,
+        watch=watch,
+    )
+
+
+def _loader(target: str, interface: str, root_path: str) -> Callable[[], Handler]:
+    def load() -> Handler:
+        try:
+            return as_handler(import_target(target), target, interface, root_path)
+        except LoadError as exc:
+            raise WorkerBootError(str(exc)) from exc
+
+    return load
+
+
+def _source_roots(target: str) -> list[str]:
+    """What --reload watches: the application's top-level package, or its module's directory."""
+    top = target.partition(":")[0].split(".")[0]
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        return [os.getcwd()]
+    if spec.submodule_search_locations:
+        return list(spec.submodule_search_locations)
+    if spec.origin and os.path.isfile(spec.origin):
+        return [os.path.dirname(spec.origin) or os.getcwd()]
+    return [os.getcwd()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging(args.log_level)
-    binds = args.bind or ["127.0.0.1:8000"]
+    if args.command == "serve":
+        return serve_command(args)
+    return run_command(args)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    cli = cli_values(args)
     try:
-        for bind in binds:
-            parse_bind(bind)
-        config = _config_from(args)
-        handler = as_handler(
-            import_target(args.target), args.target, args.interface, args.root_path
+        settings = resolve(cli, os.environ)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    if args.print_config:
+        sys.stdout.write(render(settings))
+        return 0
+    try:
+        configure_logging(settings)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    for warning in settings.warnings:
+        logger.warning("%s", warning)
+    try:
+        inherited = systemd_sockets()
+    except OSError as exc:
+        return _fail(f"socket activation: {exc}")
+    try:
+        plan = build_plan(settings, inherited)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    if not hasattr(os, "fork"):
+        return _run_in_process(plan, inherited)
+    from bastion.engine.supervisor import Supervisor  # POSIX signals: imported where they exist
+
+    def reload_plan() -> ServePlan:
+        fresh = resolve(cli, os.environ)
+        configure_logging(fresh)
+        return build_plan(fresh, inherited)
+
+    supervisor = Supervisor(plan, reload_plan=reload_plan, inherited=inherited, on_ready=_announce)
+    try:
+        supervisor.bind()
+    except OSError as exc:
+        print(f"bastion: error: cannot listen: {exc}", file=sys.stderr)
+        return 1
+    return supervisor.run()
+
+
+def _run_in_process(plan: ServePlan, inherited: Sequence[socket.socket]) -> int:
+    """Where there is no fork (Windows): one process, no supervisor."""
+    if plan.workers.workers > 1 or plan.workers.reload:
+        logger.warning("worker processes and --reload need fork(): serving in this process")
+    try:
+        handler = plan.load_handler()
+    except WorkerBootError as exc:
+        return _fail(str(exc))
+    binds = [str(spec) for spec in plan.binds] + [f"fd://{s.fileno()}" for s in inherited]
+    try:
+        run(
+            handler,
+            binds,
+            plan.server,
+            ssl_context=plan.ssl_context,
+            on_ready=lambda server: _announce(getattr(server, "urls", [])),
         )
-    except (LoadError, ValueError) as exc:
-        print(f"bastion: error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        run(handler, binds, config, on_ready=_announce)
     except OSError as exc:
         print(f"bastion: error: cannot listen: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
-def _announce(server: object) -> None:
-    for url in getattr(server, "urls", []):
+def _fail(message: str) -> int:
+    print(f"bastion: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _announce(urls: list[str]) -> None:
+    for url in urls:
+        logger.info("serving on %s", url)
         print(f"Bastion serving on {url} (press Ctrl-C to stop)", file=sys.stderr, flush=True)

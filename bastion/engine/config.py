@@ -13,15 +13,28 @@ def default_threads() -> int:
     return min(32, (os.cpu_count() or 1) * 4)
 
 
+def cpu_count() -> int:
+    """The cores this process may run on (its affinity mask where the platform has one)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 @dataclass(slots=True)
 class ServerConfig:
     """Limits, deadlines and sizes for one server; the CLI and the Python API both fill this.
 
     Deadlines are in seconds. ``header_timeout`` bounds the whole request head from its first
     byte (or from the connection's start), never reset by trickled bytes: that is what stops
-    slowloris. ``body_timeout`` bounds silence while a body is being received,
-    ``keepalive_timeout`` an idle connection between requests, ``write_timeout`` a client that
-    stops reading our response.
+    slowloris; it also bounds a TLS handshake. ``body_timeout`` bounds silence while a body is
+    being received, ``keepalive_timeout`` an idle connection between requests,
+    ``write_timeout`` a client that stops reading our response.
+
+    ``proxy_headers`` trusts ``Forwarded``/``X-Forwarded-*`` from peers in
+    ``forwarded_allow_ips`` (addresses or CIDR networks, ``unix`` for Unix-socket peers, ``*``
+    for any). ``access_log`` sends a line per request to the ``bastion.access`` logger in
+    ``access_log_format`` (``common``, ``combined``, ``json`` or an Apache-style format string).
     """
 
     limits: Limits = field(default_factory=Limits)
@@ -37,6 +50,10 @@ class ServerConfig:
     backlog: int = 2048
     server_header: bool = True
     server_name: str = "bastion"
+    proxy_headers: bool = False
+    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)
+    access_log: bool = False
+    access_log_format: str = "common"
 
     def __post_init__(self) -> None:
         for name in (
@@ -54,6 +71,19 @@ class ServerConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
         if self.queue_size < 0:
             raise ValueError("queue_size must not be negative")
+        # Imported here: both modules read this one, and the checks are start-up only.
+        from bastion.engine.accesslog import compile_format
+        from bastion.engine.proxy import TrustedPeers
+
+        self.forwarded_allow_ips = tuple(self.forwarded_allow_ips)
+        try:
+            TrustedPeers(self.forwarded_allow_ips)
+        except ValueError as exc:
+            raise ValueError(f"forwarded_allow_ips: {exc}") from None
+        try:
+            compile_format(self.access_log_format)
+        except ValueError as exc:
+            raise ValueError(f"access_log_format: {exc}") from None
 
     @property
     def sweep_interval(self) -> float:
@@ -62,3 +92,37 @@ class ServerConfig:
             self.header_timeout, self.body_timeout, self.keepalive_timeout, self.write_timeout
         )
         return max(0.05, min(1.0, shortest / 4))
+
+
+@dataclass(slots=True)
+class WorkerConfig:
+    """How the supervisor runs worker processes (``bastion run``; the Python API serves in-process).
+
+    ``max_requests`` recycles a worker after that many requests plus up to
+    ``max_requests_jitter`` more (so workers do not all restart at once); 0 never recycles.
+    ``worker_timeout`` is how long a worker may miss its heartbeat (its event loop is blocked,
+    or it hangs while starting) before it is killed and replaced. ``reuse_port`` gives each
+    worker its own ``SO_REUSEPORT`` socket per TCP address where the kernel balances those
+    (Linux); elsewhere, and for Unix or inherited sockets, workers share one socket.
+    """
+
+    workers: int = 1
+    max_requests: int = 0
+    max_requests_jitter: int = 0
+    worker_timeout: float = 30.0
+    graceful_timeout: float = 30.0
+    reuse_port: bool = True
+    reload: bool = False
+    reload_paths: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError(f"workers must be at least 1, got {self.workers!r}")
+        if self.max_requests < 0 or self.max_requests_jitter < 0:
+            raise ValueError("max_requests and max_requests_jitter must not be negative")
+        if self.worker_timeout <= 0:
+            raise ValueError(f"worker_timeout must be positive, got {self.worker_timeout!r}")
+        if self.graceful_timeout < 0:
+            raise ValueError("graceful_timeout must not be negative")
+        if self.reload and self.workers != 1:
+            raise ValueError("reload runs one worker: it cannot be combined with workers > 1")

@@ -1,10 +1,19 @@
-"""Where a server listens: ``host:port`` (IPv4 or IPv6), ``unix:/path``, or an inherited fd."""
+"""Where a server listens: ``host:port`` (IPv4 or IPv6), ``unix:/path``, or an inherited fd.
+
+Also the listening side of worker processes: :class:`Listener` keeps one address's sockets in
+the supervisor, shared by every worker or, with ``SO_REUSEPORT`` on Linux, one per worker slot
+so the kernel spreads new connections evenly; and :func:`systemd_sockets` takes the sockets
+systemd passes to a socket-activated service.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import stat
+import sys
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 
 
@@ -52,10 +61,13 @@ def parse_bind(spec: str) -> BindSpec:
     return BindSpec("tcp", host=host, port=int(port))
 
 
-def open_listener(spec: BindSpec, backlog: int = 2048) -> socket.socket:
-    """A bound, listening, non-blocking socket for ``spec``."""
+def open_listener(
+    spec: BindSpec, backlog: int = 2048, *, reuse_port: bool = False
+) -> socket.socket:
+    """A bound, listening, non-blocking socket for ``spec`` (``reuse_port``: TCP only)."""
     if spec.kind == "fd":
         sock = socket.socket(fileno=spec.fd)
+        _check_listening(sock, str(spec))
     elif spec.kind == "unix":
         _remove_stale_socket(spec.path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -65,6 +77,8 @@ def open_listener(spec: BindSpec, backlog: int = 2048) -> socket.socket:
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind((spec.host, spec.port))
@@ -86,12 +100,127 @@ def _remove_stale_socket(path: str) -> None:
     os.unlink(path)
 
 
-def describe(sock: socket.socket) -> str:
+def describe(sock: socket.socket, scheme: str = "http") -> str:
     """The URL-ish address a listener serves on, with the real port when bound to 0."""
     address = sock.getsockname()
     if sock.family == socket.AF_UNIX:
         return f"unix:{address}"
     host, port = address[0], address[1]
     if sock.family == socket.AF_INET6:
-        return f"http://[{host}]:{port}"
-    return f"http://{host}:{port}"
+        return f"{scheme}://[{host}]:{port}"
+    return f"{scheme}://{host}:{port}"
+
+
+def _check_listening(sock: socket.socket, name: str) -> None:
+    option = getattr(socket, "SO_ACCEPTCONN", None)
+    try:
+        listening = 1 if option is None else sock.getsockopt(socket.SOL_SOCKET, option)
+    except OSError as exc:
+        sock.detach()
+        raise OSError(f"{name} is not a socket") from exc
+    if sock.type != socket.SOCK_STREAM or not listening:
+        sock.detach()
+        raise OSError(f"{name} is not a listening stream socket")
+
+
+# sd_listen_fds(3): passed sockets start at fd 3.
+SD_LISTEN_FDS_START = 3
+
+
+def systemd_sockets(environ: MutableMapping[str, str] | None = None) -> list[socket.socket]:
+    """The listening sockets systemd passed to this process (socket activation), if any.
+
+    They are taken only when ``LISTEN_PID`` names this process, and the variables are then
+    removed, so a child process never mistakes them for its own.
+    """
+    env = os.environ if environ is None else environ
+    count, pid = env.get("LISTEN_FDS", ""), env.get("LISTEN_PID", "")
+    if not count:
+        return []
+    if not pid.isdigit() or int(pid) != os.getpid() or not count.isdigit():
+        return []
+    for name in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
+        env.pop(name, None)
+    sockets = []
+    for fd in range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + int(count)):
+        os.set_inheritable(fd, False)
+        sock = socket.socket(fileno=fd)
+        _check_listening(sock, f"LISTEN_FDS socket {fd}")
+        sock.setblocking(False)
+        sockets.append(sock)
+    return sockets
+
+
+def reuse_port_balances() -> bool:
+    """Whether ``SO_REUSEPORT`` spreads connections over sockets (Linux), rather than handing
+    them all to one of them (what BSD and macOS do without their own extensions)."""
+    return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+
+
+class Listener:
+    """One listening address in the supervisor, and the socket(s) its workers accept on.
+
+    With ``reuse_port`` there is one ``SO_REUSEPORT`` socket per worker slot; the supervisor
+    keeps each open while any worker may use it, so a restarted or reloaded worker in the same
+    slot takes over its accept queue and no queued connection is lost. Otherwise all workers
+    share one socket.
+    """
+
+    def __init__(
+        self,
+        spec: BindSpec,
+        backlog: int,
+        reuse_port: bool,
+        sock: socket.socket | None = None,
+    ) -> None:
+        self.spec = spec
+        self.backlog = backlog
+        self.reuse_port = reuse_port and spec.kind == "tcp" and sock is None
+        self.sockets: list[socket.socket] = [] if sock is None else [sock]
+        self.owned_path = spec.path if spec.kind == "unix" and sock is None else ""
+
+    @property
+    def key(self) -> str:
+        return str(self.spec)
+
+    def open(self) -> None:
+        if self.sockets:
+            return
+        if self.reuse_port and self.spec.port:
+            # A plain bind first: SO_REUSEPORT would otherwise let us join (and split traffic
+            # with) another server already listening on this port, instead of failing.
+            family = socket.AF_INET6 if ":" in self.spec.host else socket.AF_INET
+            probe = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                probe.bind((self.spec.host, self.spec.port))
+            finally:
+                probe.close()
+        self.sockets.append(open_listener(self.spec, self.backlog, reuse_port=self.reuse_port))
+
+    def socket_for(self, slot: int) -> socket.socket:
+        if not self.reuse_port:
+            return self.sockets[0]
+        while len(self.sockets) <= slot:
+            port = self.sockets[0].getsockname()[1]
+            spec = BindSpec("tcp", host=self.spec.host, port=port)
+            self.sockets.append(open_listener(spec, self.backlog, reuse_port=True))
+        return self.sockets[slot]
+
+    def trim(self, slots: int) -> None:
+        """Close per-slot sockets beyond ``slots`` (at least one always stays)."""
+        while self.reuse_port and len(self.sockets) > max(1, slots):
+            self.sockets.pop().close()
+
+    def url(self, scheme: str) -> str:
+        return describe(self.sockets[0], scheme)
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        self.sockets.clear()
+        if self.owned_path:
+            with contextlib.suppress(OSError):
+                os.unlink(self.owned_path)

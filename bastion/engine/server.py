@@ -12,15 +12,21 @@ import ssl
 import time
 from collections.abc import Iterable
 
+from bastion.engine.accesslog import AccessLog
 from bastion.engine.config import ServerConfig
 from bastion.engine.connection import HTTPConnection
 from bastion.engine.handler import Handler, run_shutdown, run_startup
 from bastion.engine.listeners import describe, open_listener, parse_bind
 from bastion.engine.pool import ThreadPool
+from bastion.engine.proxy import ProxyHeaders, TrustedPeers
 from bastion.engine.stats import Stats
 from bastion.http import format_date
 
 logger = logging.getLogger("bastion.error")
+
+# After a stop signal, how long a connection between requests may still deliver a request that
+# was already on its way (answered with connection: close) before it is closed.
+IDLE_GRACE = 1.0
 
 
 class ServerState:
@@ -96,7 +102,8 @@ class Server:
 
     @property
     def urls(self) -> list[str]:
-        return [describe(s) for s in self._sockets]
+        scheme = "https" if self._ssl is not None else "http"
+        return [describe(s, scheme) for s in self._sockets]
 
     @property
     def port(self) -> int:
@@ -109,7 +116,13 @@ class Server:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        state = self.state = ServerState(loop, self.handler, self.config)
+        config = self.config
+        handler = self.handler
+        if config.proxy_headers:
+            handler = ProxyHeaders(handler, TrustedPeers(config.forwarded_allow_ips))
+        state = self.state = ServerState(loop, handler, config)
+        if config.access_log:
+            state.stats.request_observers.append(AccessLog(config.access_log_format))
         for spec in self._binds:
             self._sockets.append(open_listener(spec, self.config.backlog))
             if spec.kind == "unix":
@@ -117,13 +130,17 @@ class Server:
         if not self._sockets:
             self._sockets.append(open_listener(parse_bind("127.0.0.1:8000"), self.config.backlog))
         state.sockets = list(self._sockets)
-        await run_startup(self.handler, state)
+        await run_startup(handler, state)
+        # A TLS handshake is bounded like a request head: a peer that never completes it (or
+        # sends plain HTTP, or garbage) is dropped without a word and without touching others.
+        handshake_timeout = config.header_timeout if self._ssl is not None else None
         for sock in self._sockets:
             server = await loop.create_server(
                 lambda: HTTPConnection(state),
                 sock=sock,
-                backlog=self.config.backlog,
+                backlog=config.backlog,
                 ssl=self._ssl,
+                ssl_handshake_timeout=handshake_timeout,
             )
             self._servers.append(server)
         self._sweeper = loop.create_task(self._sweep(), name="bastion-sweep")
@@ -149,6 +166,14 @@ class Server:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
 
+    def abort(self) -> None:
+        """Stop at once: every connection is reset, in-flight requests are abandoned."""
+        state = self.state
+        if state is not None:
+            for conn in list(state.connections):
+                conn.abort()
+        self.request_stop()
+
     def _on_signal(self, signum: int) -> None:
         state = self.state
         if state is not None and state.draining:
@@ -162,10 +187,17 @@ class Server:
     async def serve_until_stopped(self) -> None:
         assert self._stop is not None
         await self._stop.wait()
-        await self.shutdown()
+        limit = self.config.graceful_timeout
+        await self.shutdown(idle_grace=min(IDLE_GRACE, limit / 2))
 
-    async def shutdown(self, timeout: float | None = None) -> None:
-        """Stop accepting, let in-flight requests finish within ``timeout``, then close all."""
+    async def shutdown(self, timeout: float | None = None, *, idle_grace: float = 0.0) -> None:
+        """Stop accepting, let in-flight requests finish within ``timeout``, then close all.
+
+        Connections between requests are closed once ``idle_grace`` has passed: a request may
+        already be on its way on one of them, and closing under it would fail it (the client
+        cannot tell whether it was processed). Within the grace such a request is served with
+        ``connection: close``, which sends the client to another worker or server.
+        """
         state = self.state
         if state is None or state.draining:
             return
@@ -174,14 +206,17 @@ class Server:
             self._stop.set()
         for server in self._servers:
             server.close()
-        for conn in list(state.connections):
-            conn.close_if_idle()
+        loop = state.loop
         limit = self.config.graceful_timeout if timeout is None else timeout
-        deadline = state.loop.time() + limit
-        while state.connections and state.loop.time() < deadline:
+        deadline = loop.time() + limit
+        close_idle_at = loop.time() + min(idle_grace, limit)
+        while True:
+            if loop.time() >= close_idle_at:
+                for conn in list(state.connections):
+                    conn.close_if_idle()
+            if not state.connections or loop.time() >= deadline:
+                break
             await asyncio.sleep(0.02)
-            for conn in list(state.connections):
-                conn.close_if_idle()
         if state.connections:
             logger.warning("graceful timeout: closing %d connections", len(state.connections))
             for conn in list(state.connections):

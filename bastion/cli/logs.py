@@ -1,0 +1,81 @@
+"""Logging for ``bastion run``: the error log, the access log, or the user's own configuration.
+
+The error log is the root logger (Bastion logs on ``bastion.error``, applications on their own
+loggers): stderr by default. The access log is the ``bastion.access`` logger, which does not
+propagate, so its lines go only where it is sent: stdout by default. Files are opened with
+``WatchedFileHandler``, so log rotation needs no signal. ``log_config`` hands everything to the
+standard library's ``dictConfig`` (a ``.json`` or ``.toml`` file) or ``fileConfig``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.config
+import logging.handlers
+import sys
+from typing import Any
+
+from bastion.cli.settings import ConfigError, Settings
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+ERROR_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
+
+# Handlers this module installed, so a reload replaces them instead of adding more.
+_installed: list[tuple[logging.Logger, logging.Handler]] = []
+
+
+def configure_logging(settings: Settings) -> None:
+    for logger, handler in _installed:
+        logger.removeHandler(handler)
+        handler.close()
+    _installed.clear()
+    path = settings["log_config"]
+    if path:
+        _apply_log_config(path, settings)
+        return
+    root = logging.getLogger()
+    error_handler = _handler(settings["error_log_file"], sys.stderr)
+    error_handler.setFormatter(logging.Formatter(ERROR_FORMAT))
+    root.addHandler(error_handler)
+    root.setLevel(settings["log_level"].upper())
+    _installed.append((root, error_handler))
+    access = logging.getLogger("bastion.access")
+    if settings["access_log"]:
+        access_handler = _handler(settings["access_log_file"], sys.stdout)
+        access_handler.setFormatter(logging.Formatter("%(message)s"))
+        access.addHandler(access_handler)
+        access.setLevel(logging.INFO)
+        access.propagate = False
+        _installed.append((access, access_handler))
+
+
+def _handler(target: str, stream: Any) -> logging.Handler:
+    if target == "-":
+        return logging.StreamHandler(stream)
+    try:
+        return logging.handlers.WatchedFileHandler(target)
+    except OSError as exc:
+        raise ConfigError(f"cannot open log file {target}: {exc.strerror}") from None
+
+
+def _apply_log_config(path: str, settings: Settings) -> None:
+    try:
+        if path.endswith((".json", ".toml")):
+            with open(path, "rb") as file:
+                config: dict[str, Any] = (
+                    json.load(file) if path.endswith(".json") else tomllib.load(file)
+                )
+            config.setdefault("version", 1)
+            config.setdefault("disable_existing_loggers", False)
+            logging.config.dictConfig(config)
+        else:
+            logging.config.fileConfig(path, disable_existing_loggers=False)
+    except FileNotFoundError:
+        raise settings.error("log_config", f"{path} does not exist") from None
+    except Exception as exc:
+        raise settings.error("log_config", f"cannot configure logging from {path}: {exc}") from exc

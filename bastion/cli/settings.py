@@ -1,0 +1,495 @@
+"""Settings for ``bastion run``: one table of options, four sources, one precedence.
+
+Every option is a command-line flag (``--max-body-size``), an environment variable
+(``BASTION_MAX_BODY_SIZE``) and a key in a TOML file (``max-body-size`` or ``max_body_size``,
+the file named by ``--config`` or ``BASTION_CONFIG``; in a ``pyproject.toml`` under
+``[tool.bastion]``). The command line wins over the environment, which wins over the file,
+which wins over the defaults. A value that cannot be used stops start-up with a message that
+names where it came from and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import math
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bastion.cli.loader import INTERFACES
+from bastion.engine.accesslog import compile_format
+from bastion.engine.config import ServerConfig, cpu_count, default_threads
+from bastion.engine.listeners import parse_bind
+from bastion.engine.proxy import TrustedPeers
+from bastion.engine.tls import VERIFY_MODES
+from bastion.http import Limits
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+ENV_PREFIX = "BASTION_"
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+class ConfigError(ValueError):
+    """A setting cannot be used; the message names it and its source."""
+
+
+def _check_binds(values: list[str]) -> None:
+    if not values:
+        raise ValueError("needs at least one address")
+    for value in values:
+        parse_bind(value)
+
+
+def _check_format(value: str) -> None:
+    compile_format(value)
+
+
+def _check_networks(values: list[str]) -> None:
+    TrustedPeers(values)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting. ``kind`` is str, path, int, float, bool, list, choice or workers."""
+
+    name: str
+    kind: str
+    default: Any
+    help: str
+    group: str
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    positive: bool = False
+    check: Callable[[Any], None] | None = None
+    short: str = ""
+    metavar: str | None = None
+    shown_default: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+def _options() -> tuple[Option, ...]:
+    server = ServerConfig()
+    limits = Limits()
+    return (
+        Option("app", "str", None, "the application: module:attribute or module:factory()",
+               "application"),
+        Option("interface", "choice", "auto", "what the application is; worked out by default",
+               "application", choices=INTERFACES),
+        Option("root_path", "str", "", "the URL prefix the application is mounted under "
+               "(WSGI SCRIPT_NAME, ASGI root_path)", "application"),
+        Option("bind", "list", ["127.0.0.1:8000"], "host:port, [ipv6]:port, unix:/path or "
+               "fd://N; repeatable", "listening", short="-b", metavar="ADDRESS",
+               check=_check_binds),
+        Option("backlog", "int", server.backlog, "pending connections the kernel may queue",
+               "listening", minimum=1),
+        Option("reuse_port", "bool", True, "one SO_REUSEPORT socket per worker on Linux, so "
+               "the kernel balances connections", "listening"),
+        Option("tls_cert", "path", None, "PEM certificate chain: serve HTTPS", "tls",
+               metavar="FILE"),
+        Option("tls_key", "path", None, "PEM private key (if not in --tls-cert)", "tls",
+               metavar="FILE"),
+        Option("tls_key_password", "str", None, "password of an encrypted key (prefer the "
+               "environment variable)", "tls", metavar="PASSWORD"),
+        Option("tls_ca", "path", None, "CA bundle that client certificates must chain to",
+               "tls", metavar="FILE"),
+        Option("tls_verify_client", "choice", "none", "ask clients for a certificate", "tls",
+               choices=tuple(VERIFY_MODES)),
+        Option("tls_ciphers", "str", None, "OpenSSL cipher list for TLS 1.2 (default: "
+               "OpenSSL's secure default)", "tls", metavar="CIPHERS"),
+        Option("workers", "workers", 1, "worker processes; 0 or auto: one per core",
+               "processes", metavar="N"),
+        Option("max_requests", "int", 0, "replace a worker after this many requests (0: never)",
+               "processes", minimum=0),
+        Option("max_requests_jitter", "int", 0, "up to this many more, at random per worker",
+               "processes", minimum=0),
+        Option("worker_timeout", "float", 30.0, "kill a worker whose event loop is blocked "
+               "(or that hangs starting) this long", "processes", positive=True),
+        Option("graceful_timeout", "float", server.graceful_timeout, "in-flight requests "
+               "after SIGTERM/SIGINT/SIGHUP", "processes", minimum=0),
+        Option("reload", "bool", False, "restart when the application's source changes "
+               "(development; one worker)", "processes"),
+        Option("reload_dir", "list", [], "also watch this directory for --reload; repeatable",
+               "processes", metavar="DIR"),
+        Option("threads", "int", default_threads(), "threads for blocking handlers, per "
+               "worker", "concurrency", minimum=1, shown_default="4 per core, at most 32"),
+        Option("queue_size", "int", server.queue_size, "blocking requests that may wait for "
+               "a thread before 503", "concurrency", minimum=0),
+        Option("max_connections", "int", server.max_connections, "connections per worker "
+               "before 503", "concurrency", minimum=1),
+        Option("max_pipelined", "int", server.max_pipelined, "queued requests per connection "
+               "before reading pauses", "concurrency", minimum=1),
+        Option("header_timeout", "float", server.header_timeout, "the whole request head "
+               "(and a TLS handshake)", "deadlines", positive=True),
+        Option("body_timeout", "float", server.body_timeout, "silence while a body arrives",
+               "deadlines", positive=True),
+        Option("keepalive_timeout", "float", server.keepalive_timeout, "an idle connection "
+               "between requests", "deadlines", positive=True),
+        Option("write_timeout", "float", server.write_timeout, "a client that stops reading",
+               "deadlines", positive=True),
+        Option("max_request_line", "int", limits.max_request_line, "bytes (414 beyond)",
+               "request limits", minimum=1),
+        Option("max_header_count", "int", limits.max_header_count, "header fields (431 "
+               "beyond)", "request limits", minimum=1),
+        Option("max_header_bytes", "int", limits.max_header_bytes, "bytes of headers (431 "
+               "beyond)", "request limits", minimum=1),
+        Option("max_body_size", "int", limits.max_body_bytes, "bytes (413 beyond)",
+               "request limits", minimum=0),
+        Option("proxy_headers", "bool", False, "trust Forwarded / X-Forwarded-For, -Proto, "
+               "-Host from --forwarded-allow-ips", "proxy"),
+        Option("forwarded_allow_ips", "list", ["127.0.0.1"], "proxies to trust: addresses, "
+               "CIDR networks, 'unix', or '*'; comma-separated", "proxy", metavar="IPS",
+               check=_check_networks),
+        Option("server_header", "bool", True, "send a Server header", "responses"),
+        Option("log_level", "choice", "info", "level of the error log", "logging",
+               choices=LOG_LEVELS),
+        Option("error_log_file", "path", "-", "where the error log goes ('-': stderr)",
+               "logging", metavar="FILE"),
+        Option("access_log", "bool", False, "log every request on the bastion.access logger",
+               "logging"),
+        Option("access_log_format", "str", "common", "common, combined, json, or an "
+               "Apache-style format string", "logging", metavar="FORMAT",
+               check=_check_format),
+        Option("access_log_file", "path", "-", "where the access log goes ('-': stdout)",
+               "logging", metavar="FILE"),
+        Option("log_config", "path", None, "a logging configuration (dictConfig as .json or "
+               ".toml, else fileConfig .ini) instead of the above", "logging",
+               metavar="FILE"),
+    )  # fmt: skip
+
+
+OPTIONS: tuple[Option, ...] = _options()
+BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
+
+
+@dataclass
+class Settings:
+    """The resolved values, and where each came from (for messages and --print-config)."""
+
+    values: dict[str, Any]
+    sources: dict[str, str]
+    config_file: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+    def origin(self, name: str) -> str:
+        """How the user wrote the setting, for an error message."""
+        source = self.sources.get(name, "default")
+        option = BY_NAME.get(name)
+        if option is None:
+            return name
+        if source == "cli":
+            return option.flag
+        if source == "env":
+            return option.env
+        if source == "file":
+            return f"{self.config_file}: {name}"
+        return f"{name} (default)"
+
+    def error(self, name: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.origin(name)}: {problem}")
+
+
+# reading values ---------------------------------------------------------------------------
+
+
+def convert(option: Option, raw: Any, *, text: bool) -> Any:
+    """``raw`` as the option's type; ``text`` when it came as a string (flag or variable).
+
+    Raises ``ValueError`` with what is wrong (the caller adds where it came from).
+    """
+    kind = option.kind
+    if kind == "bool":
+        if isinstance(raw, bool):
+            return raw
+        if text and isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
+            return raw.strip().lower() in _TRUE
+        raise ValueError(f"expected true or false, got {raw!r}")
+    if kind in ("int", "workers"):
+        value = _to_int(option, raw, text)
+        if kind == "workers":
+            if value < 0:
+                raise ValueError(f"must be a positive number, 0 or auto, got {raw!r}")
+            return value or cpu_count()
+        return _in_range(option, value, raw)
+    if kind == "float":
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            number = float(raw)
+        elif text and isinstance(raw, str):
+            try:
+                number = float(raw.strip())
+            except ValueError:
+                raise ValueError(f"expected a number of seconds, got {raw!r}") from None
+        else:
+            raise ValueError(f"expected a number, got {raw!r}")
+        if not math.isfinite(number):
+            raise ValueError(f"expected a finite number, got {raw!r}")
+        return _in_range(option, number, raw)
+    if kind == "list":
+        if isinstance(raw, str):
+            items = [raw]
+        elif isinstance(raw, list) and all(isinstance(item, str) for item in raw):
+            items = raw
+        else:
+            raise ValueError(f"expected a list of strings, got {raw!r}")
+        values = [part.strip() for item in items for part in item.split(",") if part.strip()]
+        if option.check is not None:
+            option.check(values)
+        return values
+    if not isinstance(raw, str):
+        raise ValueError(f"expected a string, got {raw!r}")
+    if kind == "choice" and raw not in option.choices:
+        raise ValueError(f"expected one of {', '.join(option.choices)}, got {raw!r}")
+    if option.check is not None:
+        option.check(raw)
+    return raw
+
+
+def _to_int(option: Option, raw: Any, text: bool) -> int:
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    if text and isinstance(raw, str):
+        stripped = raw.strip()
+        if option.kind == "workers" and stripped.lower() == "auto":
+            return 0
+        if _INTEGER.fullmatch(stripped):
+            return int(stripped)
+    if option.kind == "workers" and raw == "auto":
+        return 0
+    raise ValueError(f"expected a whole number, got {raw!r}")
+
+
+def _in_range(option: Option, value: Any, raw: Any) -> Any:
+    if option.positive and value <= 0:
+        raise ValueError(f"must be positive, got {raw!r}")
+    if option.minimum is not None and value < option.minimum:
+        if option.minimum == 1:
+            raise ValueError(f"must be a positive integer, got {raw!r}")
+        raise ValueError(f"must not be below {option.minimum:g}, got {raw!r}")
+    return value
+
+
+def _lookup(key: str) -> Option | None:
+    return BY_NAME.get(key.replace("-", "_").lower())
+
+
+def _suggest(key: str, names: list[str]) -> str:
+    """A near miss among ``names`` (underscored), spelled the way the user spelled ``key``."""
+    close = difflib.get_close_matches(key.replace("-", "_"), names, n=1)
+    if not close:
+        return ""
+    return f" (did you mean {close[0].replace('_', '-') if '-' in key else close[0]!r}?)"
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """The settings table of a TOML file (``[tool.bastion]`` in a ``pyproject.toml``)."""
+    try:
+        with open(path, "rb") as file:
+            document = tomllib.load(file)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    if os.path.basename(path) == "pyproject.toml":
+        table = document.get("tool", {}).get("bastion", {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [tool.bastion] must be a table")
+        return table
+    return document
+
+
+def resolve(cli: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
+    """Merge command line > environment > config file > defaults, converting and checking."""
+    settings = Settings(
+        values={option.name: option.default for option in OPTIONS},
+        sources=dict.fromkeys(BY_NAME, "default"),
+    )
+    path = cli.get("config") or environ.get(ENV_PREFIX + "CONFIG") or None
+    if path:
+        settings.config_file = path
+        names = sorted(BY_NAME)
+        for key, raw in read_config_file(path).items():
+            option = _lookup(key)
+            if option is None:
+                raise ConfigError(f"{path}: unknown setting {key!r}{_suggest(key, names)}")
+            settings.sources[option.name] = "file"
+            try:
+                settings.values[option.name] = convert(option, raw, text=False)
+            except ValueError as exc:
+                raise ConfigError(f"{path}: {key}: {exc}") from None
+    env_names = sorted(option.env for option in OPTIONS)
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+            continue
+        option = _lookup(key[len(ENV_PREFIX) :])
+        if option is None:
+            settings.warnings.append(
+                f"ignoring unknown environment variable {key}{_suggest(key, env_names)}"
+            )
+            continue
+        try:
+            settings.values[option.name] = convert(option, raw, text=True)
+        except ValueError as exc:
+            raise ConfigError(f"{key}: {exc}") from None
+        settings.sources[option.name] = "env"
+    for name, raw in cli.items():
+        option = BY_NAME.get(name)
+        if option is None:
+            continue
+        try:
+            settings.values[name] = convert(option, raw, text=True)
+        except ValueError as exc:
+            raise ConfigError(f"{option.flag}: {exc}") from None
+        settings.sources[name] = "cli"
+    _cross_check(settings)
+    return settings
+
+
+def _cross_check(settings: Settings) -> None:
+    if settings["reload"] and settings["workers"] != 1:
+        raise settings.error(
+            "reload",
+            f"cannot be combined with workers = {settings['workers']} (from "
+            f"{settings.origin('workers')}): reload runs a single worker",
+        )
+    for name in ("tls_key", "tls_ca", "tls_key_password"):
+        if settings[name] is not None and settings["tls_cert"] is None:
+            raise settings.error(name, "is set but tls_cert is not")
+    if settings["tls_verify_client"] != "none" and settings["tls_ca"] is None:
+        raise settings.error("tls_verify_client", "needs tls_ca, the CA bundle to verify with")
+
+
+# the command line -----------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every option as a flag; unset flags leave no attribute, so other sources can apply."""
+    groups: dict[str, Any] = {}
+    for option in OPTIONS:
+        if option.name == "app":
+            parser.add_argument(
+                "app",
+                nargs="?",
+                default=argparse.SUPPRESS,
+                metavar="APP",
+                help="module:attribute, or module:factory() to call it",
+            )
+            continue
+        group = groups.get(option.group)
+        if group is None:
+            group = groups[option.group] = parser.add_argument_group(option.group)
+        default = option.shown_default or _show(option.default)
+        help_text = f"{option.help} (default: {default}; env {option.env})"
+        flags = [option.flag, *([option.short] if option.short else [])]
+        if option.kind == "bool":
+            group.add_argument(
+                *flags,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
+        elif option.kind == "list":
+            group.add_argument(
+                *flags,
+                action="append",
+                default=argparse.SUPPRESS,
+                metavar=option.metavar or "VALUE",
+                help=help_text,
+            )
+        else:
+            group.add_argument(
+                *flags,
+                default=argparse.SUPPRESS,
+                metavar=None if option.choices else option.metavar or option.name.upper(),
+                choices=option.choices or None,
+                help=help_text,
+            )
+    meta = parser.add_argument_group("configuration")
+    meta.add_argument(
+        "--config",
+        "-c",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help=f"read settings from a TOML file (env {ENV_PREFIX}CONFIG); "
+        "precedence: flags > environment > file > defaults",
+    )
+    meta.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved settings and where each came from, then exit",
+    )
+
+
+def cli_values(args: argparse.Namespace) -> dict[str, Any]:
+    return {key: value for key, value in vars(args).items() if key in BY_NAME or key == "config"}
+
+
+def _show(value: Any) -> str:
+    if value == "":
+        return "none"
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list):
+        return ",".join(value) or "none"
+    return str(value)
+
+
+# --print-config ---------------------------------------------------------------------------------
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(item) for item in value) + "]"
+    return json.dumps(str(value))
+
+
+def render(settings: Settings) -> str:
+    """The resolved settings as a TOML file, each line saying where its value came from."""
+    where = {
+        "default": "default",
+        "cli": "command line",
+        "env": "environment",
+        "file": settings.config_file or "file",
+    }
+    lines = [
+        "# bastion run: resolved settings",
+        "# precedence: command line > BASTION_* environment > config file > defaults",
+    ]
+    for option in OPTIONS:
+        value = settings[option.name]
+        source = where[settings.sources.get(option.name, "default")]
+        if option.name == "tls_key_password" and value is not None:
+            value = "********"
+        if value is None:
+            lines.append(f"# {option.name.replace('_', '-')} is not set")
+        else:
+            lines.append(f"{option.name.replace('_', '-')} = {_toml(value)}  # {source}")
+    return "\n".join(lines) + "\n"

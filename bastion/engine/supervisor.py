@@ -1,0 +1,601 @@
+"""The supervisor: binds the listeners, forks the workers, keeps the right number alive.
+
+It runs no event loop and never imports the application: a plain ``select`` loop over a
+signal wake-up pipe and one heartbeat pipe per worker. What it does, and when:
+
+- a worker that dies unasked is replaced, at once the first time and with a doubling delay
+  while it keeps dying young; after :data:`GIVE_UP_AFTER` such deaths in a row the supervisor
+  stops everything and exits 1, loudly, rather than spin;
+- a worker that misses its heartbeat for ``worker_timeout`` gets SIGUSR2 (it prints its
+  stacks) and then SIGKILL, and is replaced;
+- a worker that reached ``max_requests`` is replaced: the new one starts first, the old one
+  drains once the new one is serving;
+- SIGHUP (or a source change with ``reload``) starts a new generation of workers with fresh
+  code and configuration; the old generation drains only once every new worker is serving,
+  so no request fails. If a new worker cannot start, the reload is rolled back and the old
+  workers keep serving;
+- SIGTTIN / SIGTTOU add / remove a worker; SIGTERM / SIGINT drain gracefully (a second one
+  stops at once); SIGQUIT stops at once.
+
+If no worker of the first generation ever starts, the application is broken, not unlucky:
+the supervisor exits at once (2 when it could not even be loaded).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import math
+import os
+import random
+import select
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from bastion.engine.listeners import BindSpec, Listener, reuse_port_balances
+from bastion.engine.reloader import SourceWatcher
+from bastion.engine.workers import (
+    EXIT_LOAD_ERROR,
+    READY,
+    RETIRE,
+    ServePlan,
+    run_worker,
+)
+
+logger = logging.getLogger("bastion.error")
+
+# Unasked deaths in a row (each within CRASH_WINDOW of the worker's start) before giving up.
+GIVE_UP_AFTER = 8
+CRASH_WINDOW = 10.0
+MAX_BACKOFF = 5.0
+# Beyond graceful_timeout, what a draining worker gets for its shutdown hooks before SIGKILL.
+STOP_MARGIN = 5.0
+# How long SIGQUIT ("now") and a stack dump get before SIGKILL.
+QUIT_WAIT = 1.0
+DUMP_WAIT = 0.5
+RELOAD_POLL = 0.5
+
+_FORWARDED_SIGNALS = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGHUP,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+    signal.SIGCHLD,
+)
+
+
+@dataclass(eq=False)
+class WorkerProcess:
+    pid: int
+    slot: int
+    generation: int
+    beat_fd: int
+    started: float
+    last_beat: float
+    max_requests: int
+    ready: bool = False
+    retiring: bool = False
+    stopping: bool = False
+    hung: bool = False
+    kill_at: float = math.inf
+
+    @property
+    def active(self) -> bool:
+        """Counts toward its slot: not asked to leave, not asking to."""
+        return not self.stopping and not self.retiring
+
+    def name(self) -> str:
+        return f"worker {self.slot} (pid {self.pid})"
+
+
+class Supervisor:
+    """Runs ``plan`` in worker processes until told to stop; see the module docstring.
+
+    ``reload_plan`` builds the next plan on SIGHUP (it raises ``ValueError``/``OSError`` with a
+    message when the new configuration is unusable, and the current one stays). ``inherited``
+    are already-listening sockets (systemd socket activation) served by every generation.
+    ``on_ready`` gets the listening URLs once the first generation is serving.
+    """
+
+    def __init__(
+        self,
+        plan: ServePlan,
+        *,
+        reload_plan: Callable[[], ServePlan] | None = None,
+        inherited: Sequence[socket.socket] = (),
+        on_ready: Callable[[list[str]], None] | None = None,
+    ) -> None:
+        self.plan = plan
+        self._reload_plan = reload_plan
+        self._on_ready = on_ready
+        self.count = plan.workers.workers
+        self.generation = 0
+        self._next_generation = 1
+        self._stable: int | None = None  # the last generation that had every worker serving
+        self._plans: dict[int, ServePlan] = {0: plan}
+        self.workers: dict[int, WorkerProcess] = {}
+        self.listeners: dict[str, Listener] = {}
+        self._inherited: list[str] = []
+        for sock in inherited:
+            listener = Listener(BindSpec("fd", fd=sock.fileno()), 0, False, sock=sock)
+            self.listeners[listener.key] = listener
+            self._inherited.append(listener.key)
+        self._failures: dict[int, int] = {}
+        self._next_spawn: dict[int, float] = {}
+        self._parked = False  # reload mode: the code is broken, wait for the next change
+        self._announced = False
+        self.stopping = False
+        self._quitting = False
+        self.exit_code = 0
+        self._signals: deque[int] = deque()
+        self._wake_r = self._wake_w = -1
+        self._watcher: SourceWatcher | None = None
+        self._next_watch = 0.0
+        self._pid = os.getpid()
+
+    # public ---------------------------------------------------------------------------------
+
+    @property
+    def urls(self) -> list[str]:
+        return [self.listeners[key].url(self.plan.scheme) for key in self._keys(self.plan)]
+
+    def bind(self) -> None:
+        """Open the listeners of the first plan; raises ``OSError`` when one cannot be."""
+        self._open_listeners(self.plan)
+
+    def run(self) -> int:
+        """Supervise until stopped; returns the exit code for the process."""
+        if not self.listeners:
+            self.bind()
+        self._install_signals()
+        if self.plan.workers.reload:
+            self._watcher = SourceWatcher(self.plan.watch)
+        try:
+            while not (self.stopping and not self.workers):
+                self._tick()
+        finally:
+            self._restore_signals()
+            for listener in self.listeners.values():
+                listener.close()
+            self.listeners.clear()
+        logger.info("supervisor stopped")
+        return self.exit_code
+
+    # the loop -------------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        fds = [self._wake_r, *(w.beat_fd for w in self.workers.values())]
+        timeout = max(0.0, min(1.0, self._next_deadline() - time.monotonic()))
+        try:
+            readable, _, _ = select.select(fds, [], [], timeout)
+        except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for safety
+            readable = []
+        now = time.monotonic()
+        if self._wake_r in readable:
+            with contextlib.suppress(BlockingIOError):
+                while os.read(self._wake_r, 512):
+                    pass
+        for worker in list(self.workers.values()):
+            if worker.beat_fd in readable:
+                self._read_beats(worker, now)
+        while self._signals:
+            self._handle_signal(self._signals.popleft(), now)
+        self._reap(now)
+        self._enforce_deadlines(now)
+        if not self.stopping:
+            self._reconcile(now)
+            self._watch(now)
+
+    def _next_deadline(self) -> float:
+        deadline = time.monotonic() + 1.0
+        timeout = self.plan.workers.worker_timeout
+        for worker in self.workers.values():
+            deadline = min(
+                deadline, worker.kill_at if worker.stopping else worker.last_beat + timeout
+            )
+        for when in self._next_spawn.values():
+            deadline = min(deadline, when)
+        if self._watcher is not None:
+            deadline = min(deadline, self._next_watch)
+        return deadline
+
+    def _read_beats(self, worker: WorkerProcess, now: float) -> None:
+        try:
+            data = os.read(worker.beat_fd, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            return  # the worker closed its end; it is exiting and will be reaped
+        worker.last_beat = now
+        # Any byte is a heartbeat; READY and RETIRE also change the worker's state.
+        if READY in data and not worker.ready:
+            worker.ready = True
+            logger.info("%s is serving", worker.name())
+        if RETIRE in data and not worker.retiring and not worker.stopping:
+            worker.retiring = True
+            logger.info("%s reached its max_requests: replacing it", worker.name())
+
+    # signals --------------------------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        signal.set_wakeup_fd(self._wake_w)
+        for signum in _FORWARDED_SIGNALS:
+            signal.signal(signum, self._on_signal)
+
+    def _restore_signals(self) -> None:
+        signal.set_wakeup_fd(-1)
+        for signum in _FORWARDED_SIGNALS:
+            signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if signum != signal.SIGCHLD:
+            self._signals.append(signum)
+
+    def _handle_signal(self, signum: int, now: float) -> None:
+        name = signal.Signals(signum).name
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            if self.stopping:
+                logger.warning("second %s: stopping now", name)
+                self._stop_all(now, graceful=False)
+            else:
+                logger.info("%s received: shutting down gracefully", name)
+                self._stop_all(now, graceful=True)
+        elif signum == signal.SIGQUIT:
+            logger.info("SIGQUIT received: stopping now")
+            self._stop_all(now, graceful=False)
+        elif self.stopping:
+            return
+        elif signum == signal.SIGHUP:
+            self._reload("SIGHUP received")
+        elif signum == signal.SIGTTIN:
+            self.count += 1
+            logger.info("SIGTTIN: now %d workers", self.count)
+        elif signum == signal.SIGTTOU:
+            if self.count > 1:
+                self.count -= 1
+                logger.info("SIGTTOU: now %d workers", self.count)
+            else:
+                logger.info("SIGTTOU: already down to one worker")
+
+    # starting and stopping workers --------------------------------------------------------
+
+    def _keys(self, plan: ServePlan) -> list[str]:
+        return [str(spec) for spec in plan.binds] + self._inherited
+
+    def _open_listeners(self, plan: ServePlan) -> None:
+        reuse = plan.workers.reuse_port and reuse_port_balances()
+        opened: list[Listener] = []
+        try:
+            for spec in plan.binds:
+                if str(spec) in self.listeners:
+                    continue
+                listener = Listener(spec, plan.server.backlog, reuse)
+                listener.open()
+                opened.append(listener)
+                self.listeners[listener.key] = listener
+        except OSError:
+            for listener in opened:
+                listener.close()
+                del self.listeners[listener.key]
+            raise
+
+    def _spawn(self, slot: int, now: float) -> None:
+        plan = self.plan
+        sockets = [self.listeners[key].socket_for(slot) for key in self._keys(plan)]
+        limit = plan.workers.max_requests
+        if limit:
+            limit += random.randint(0, plan.workers.max_requests_jitter)
+        beat_r, beat_w = os.pipe()
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED_SIGNALS)
+        try:
+            pid = os.fork()
+        except OSError:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            os.close(beat_r)
+            os.close(beat_w)
+            logger.exception("cannot fork a worker")
+            self._next_spawn[slot] = now + 1.0
+            return
+        if pid == 0:
+            self._become_worker(plan, sockets, beat_r, beat_w, limit, blocked)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        os.close(beat_w)
+        os.set_blocking(beat_r, False)
+        worker = WorkerProcess(
+            pid=pid,
+            slot=slot,
+            generation=self.generation,
+            beat_fd=beat_r,
+            started=now,
+            last_beat=now,
+            max_requests=limit,
+        )
+        self.workers[pid] = worker
+        self._next_spawn.pop(slot, None)
+        logger.debug("started %s (generation %d)", worker.name(), self.generation)
+
+    def _become_worker(
+        self,
+        plan: ServePlan,
+        sockets: list[socket.socket],
+        beat_r: int,
+        beat_w: int,
+        max_requests: int,
+        blocked: set[int | signal.Signals],
+    ) -> None:
+        """In the forked child: shed the supervisor's state, run the worker, never return."""
+        code = 1
+        try:
+            signal.set_wakeup_fd(-1)
+            for signum in _FORWARDED_SIGNALS:
+                signal.signal(signum, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            mine = {sock.fileno() for sock in sockets}
+            for fd in (
+                beat_r,
+                self._wake_r,
+                self._wake_w,
+                *(w.beat_fd for w in self.workers.values()),
+            ):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            for listener in self.listeners.values():
+                for sock in listener.sockets:
+                    if sock.fileno() not in mine:
+                        sock.close()
+            code = run_worker(plan, sockets, beat_w, max_requests, self._pid)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(code)
+
+    def _stop(self, worker: WorkerProcess, now: float, why: str) -> None:
+        logger.info("stopping %s: %s", worker.name(), why)
+        worker.stopping = True
+        worker.kill_at = now + self._plans[worker.generation].workers.graceful_timeout + STOP_MARGIN
+        self._kill(worker, signal.SIGTERM)
+
+    def _stop_all(self, now: float, graceful: bool) -> None:
+        self.stopping = True
+        self._quitting = self._quitting or not graceful
+        for worker in self.workers.values():
+            if graceful:
+                if not worker.stopping:
+                    worker.stopping = True
+                    worker.kill_at = (
+                        now + self._plans[worker.generation].workers.graceful_timeout + STOP_MARGIN
+                    )
+                    self._kill(worker, signal.SIGTERM)
+            else:
+                worker.stopping = True
+                worker.kill_at = min(worker.kill_at, now + QUIT_WAIT)
+                self._kill(worker, signal.SIGQUIT)
+
+    def _kill(self, worker: WorkerProcess, signum: int) -> None:
+        try:
+            os.kill(worker.pid, signum)
+        except OSError as exc:
+            if exc.errno != errno.ESRCH:
+                raise
+
+    # watching -------------------------------------------------------------------------------
+
+    def _reap(self, now: float) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            worker = self.workers.pop(pid, None)
+            if worker is None:
+                continue
+            with contextlib.suppress(OSError):
+                os.close(worker.beat_fd)
+            self._exited(worker, os.waitstatus_to_exitcode(status), now)
+
+    def _exited(self, worker: WorkerProcess, code: int, now: float) -> None:
+        how = f"was killed by {_signal_name(-code)}" if code < 0 else f"exited with code {code}"
+        if worker.stopping and not worker.hung:
+            logger.info("%s %s", worker.name(), "stopped" if code == 0 else how)
+            return
+        if self.stopping:
+            return
+        logger.error("%s %s%s", worker.name(), how, "" if worker.ready else " before serving")
+        booting = not worker.ready and worker.generation == self.generation
+        if booting and self._boot_failed(worker, code):
+            return
+        if worker.generation != self.generation or worker.slot >= self.count:
+            return
+        failures = self._failures.get(worker.slot, 0)
+        failures = failures + 1 if now - worker.started < CRASH_WINDOW else 1
+        self._failures[worker.slot] = failures
+        if failures >= GIVE_UP_AFTER:
+            logger.critical(
+                "workers keep dying (%d times in a row, each within %.0fs of starting): giving up",
+                failures,
+                CRASH_WINDOW,
+            )
+            self.exit_code = 1
+            self._stop_all(now, graceful=True)
+            return
+        delay = 0.0 if failures <= 1 else min(MAX_BACKOFF, 0.1 * 2 ** (failures - 2))
+        if delay:
+            logger.warning("restarting worker %d in %.1fs", worker.slot, delay)
+        self._next_spawn[worker.slot] = now + delay
+
+    def _boot_failed(self, worker: WorkerProcess, code: int) -> bool:
+        """A worker of the current generation died before serving; True when handled here."""
+        if self._stable is not None and self._stable != self.generation:
+            self._roll_back()
+            return True
+        if self.plan.workers.reload:
+            if not self._parked:
+                logger.error("the application cannot start: waiting for a change to reload")
+            self._parked = True
+            return True
+        if not self._announced:
+            logger.critical("the application failed to start: stopping")
+            self.exit_code = 2 if code == EXIT_LOAD_ERROR else 1
+            self._stop_all(time.monotonic(), graceful=True)
+            return True
+        return False
+
+    def _roll_back(self) -> None:
+        failed = self.generation
+        assert self._stable is not None
+        logger.error(
+            "reload failed: a new worker could not start; the previous workers keep serving"
+        )
+        self.generation = self._stable
+        self.plan = self._plans[self._stable]
+        self.count = self.plan.workers.workers
+        self._failures.clear()
+        self._next_spawn.clear()
+        now = time.monotonic()
+        for worker in list(self.workers.values()):
+            if worker.generation > self._stable and not worker.stopping:
+                self._stop(worker, now, f"generation {failed} was rolled back")
+
+    def _enforce_deadlines(self, now: float) -> None:
+        timeout = self.plan.workers.worker_timeout
+        for worker in self.workers.values():
+            if worker.stopping:
+                if now >= worker.kill_at:
+                    if not worker.hung:
+                        logger.warning("%s did not stop in time: killing it", worker.name())
+                    self._kill(worker, signal.SIGKILL)
+                    worker.kill_at = math.inf
+            elif now - worker.last_beat > timeout:
+                doing = "answered no heartbeat" if worker.ready else "did not start"
+                logger.error(
+                    "%s %s for %.1fs (worker_timeout): killing it", worker.name(), doing, timeout
+                )
+                worker.hung = True
+                worker.stopping = True
+                worker.kill_at = now + DUMP_WAIT
+                self._kill(worker, signal.SIGUSR2)
+
+    def _reconcile(self, now: float) -> None:
+        generation = self.generation
+        all_serving = True
+        for slot in range(self.count):
+            active = [
+                w
+                for w in self.workers.values()
+                if w.generation == generation and w.slot == slot and w.active
+            ]
+            if not active:
+                all_serving = False
+                if not self._parked and now >= self._next_spawn.get(slot, 0.0):
+                    self._spawn(slot, now)
+            elif not any(w.ready for w in active):
+                all_serving = False
+        for worker in list(self.workers.values()):
+            if worker.stopping:
+                continue
+            if worker.generation == generation:
+                if worker.slot >= self.count:
+                    self._stop(worker, now, "SIGTTOU")
+                elif worker.retiring and self._slot_serving(worker.slot):
+                    self._stop(worker, now, "replaced after max_requests")
+            elif worker.generation < generation and all_serving:
+                self._stop(worker, now, f"replaced by generation {generation}")
+        if all_serving and self.count:
+            if self._stable != generation:
+                if self._stable is not None:
+                    logger.info("reload complete: generation %d is serving", generation)
+                self._stable = generation
+            if not self._announced:
+                self._announced = True
+                if self._on_ready is not None:
+                    self._on_ready(self.urls)
+        self._release_listeners()
+
+    def _slot_serving(self, slot: int) -> bool:
+        return any(
+            w.generation == self.generation and w.slot == slot and w.active and w.ready
+            for w in self.workers.values()
+        )
+
+    def _release_listeners(self) -> None:
+        """Close sockets no worker can need any more (old binds, slots beyond the count)."""
+        live = {w.generation for w in self.workers.values()}
+        for generation in list(self._plans):
+            if generation not in live and generation not in (self.generation, self._stable):
+                del self._plans[generation]
+        needed: dict[str, int] = dict.fromkeys(self._keys(self.plan), self.count)
+        for worker in self.workers.values():
+            for key in self._keys(self._plans[worker.generation]):
+                needed[key] = max(needed.get(key, 0), worker.slot + 1)
+        if self._stable is not None:
+            for key in self._keys(self._plans[self._stable]):
+                needed.setdefault(key, 1)
+        for key, listener in list(self.listeners.items()):
+            if key in needed:
+                listener.trim(needed[key])
+            elif key not in self._inherited:
+                listener.close()
+                del self.listeners[key]
+
+    # reloading ------------------------------------------------------------------------------
+
+    def _reload(self, why: str) -> None:
+        try:
+            plan = self._reload_plan() if self._reload_plan is not None else self.plan
+            self._open_listeners(plan)
+        except (ValueError, OSError) as exc:
+            logger.error("reload failed: %s; the current workers keep serving", exc)
+            return
+        generation = self._next_generation
+        self._next_generation += 1
+        self.generation = generation
+        self._plans[generation] = plan
+        self.plan = plan
+        self.count = plan.workers.workers
+        self._failures.clear()
+        self._next_spawn.clear()
+        self._parked = False
+        logger.info("%s: starting generation %d (%d workers)", why, generation, self.count)
+        if self._watcher is not None:
+            self._watcher = SourceWatcher(plan.watch)
+
+    def _watch(self, now: float) -> None:
+        if self._watcher is None or now < self._next_watch:
+            return
+        self._next_watch = now + RELOAD_POLL
+        changed = self._watcher.changed()
+        if changed is not None:
+            self._reload(f"{os.path.relpath(changed)} changed")
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"

@@ -1,0 +1,158 @@
+"""One worker process: load the application, serve the inherited sockets, keep a heartbeat.
+
+The supervisor forks workers; each loads the application itself (so a reload picks up new
+code) and runs one event loop. A pipe back to the supervisor carries single bytes: ``R`` once
+the worker is serving, ``.`` as a heartbeat (from the event loop, so a loop blocked by a
+handler stops beating), and ``M`` once the worker has served its ``max_requests`` and asks to
+be replaced. A worker whose supervisor disappears stops gracefully on its own.
+
+Signals: SIGTERM drains gracefully, SIGQUIT exits at once, SIGINT is ignored (a Ctrl-C reaches
+the whole process group; the supervisor decides), SIGUSR2 prints every thread's stack (the
+supervisor asks for it before killing a worker that stopped answering).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import faulthandler
+import logging
+import os
+import signal
+import socket
+import ssl
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bastion.engine.config import ServerConfig, WorkerConfig
+from bastion.engine.handler import Handler
+from bastion.engine.listeners import BindSpec
+from bastion.engine.server import Server, new_event_loop
+
+logger = logging.getLogger("bastion.error")
+
+READY = b"R"
+BEAT = b"."
+RETIRE = b"M"
+
+# Exit codes a worker uses to say why it could not serve.
+EXIT_LOAD_ERROR = 3  # the application could not be imported or is not servable
+EXIT_START_ERROR = 4  # the server or the application's startup hook failed
+
+
+class WorkerBootError(Exception):
+    """The application cannot be loaded; the message says why, for the person starting it."""
+
+
+@dataclass
+class ServePlan:
+    """What one generation of workers runs; the caller builds a new one on every reload.
+
+    ``load_handler`` runs in each worker after the fork, so application code is imported
+    fresh by every new worker and never by the supervisor. ``watch`` lists files and
+    directories whose changes trigger a reload (``WorkerConfig.reload``).
+    """
+
+    load_handler: Callable[[], Handler]
+    server: ServerConfig = field(default_factory=ServerConfig)
+    workers: WorkerConfig = field(default_factory=WorkerConfig)
+    binds: list[BindSpec] = field(default_factory=list)
+    ssl_context: ssl.SSLContext | None = None
+    watch: list[str] = field(default_factory=list)
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.ssl_context is not None else "http"
+
+
+class Heartbeat:
+    """The write end of the pipe to the supervisor; never blocks, never raises."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        os.set_blocking(fd, False)
+
+    def send(self, message: bytes) -> None:
+        # A full pipe means the supervisor is busy; a broken one, that it is gone.
+        with contextlib.suppress(OSError):
+            os.write(self.fd, message)
+
+
+def heartbeat_interval(worker_timeout: float) -> float:
+    return max(0.05, min(1.0, worker_timeout / 4))
+
+
+def run_worker(
+    plan: ServePlan,
+    sockets: list[socket.socket],
+    beat_fd: int,
+    max_requests: int,
+    parent_pid: int,
+) -> int:
+    """The body of a worker process; returns its exit code."""
+    faulthandler.register(signal.SIGUSR2, all_threads=True)
+    beat = Heartbeat(beat_fd)
+    try:
+        handler = plan.load_handler()
+    except WorkerBootError as exc:
+        print(f"bastion: error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_LOAD_ERROR
+    except BaseException:
+        logger.exception("cannot load the application")
+        return EXIT_LOAD_ERROR
+    server = Server(handler, plan.server, sockets=sockets, ssl_context=plan.ssl_context)
+    loop = new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(
+            _serve(server, beat, plan.workers.worker_timeout, max_requests, parent_pid)
+        )
+    finally:
+        loop.close()
+
+
+async def _serve(
+    server: Server, beat: Heartbeat, timeout: float, max_requests: int, parent_pid: int
+) -> int:
+    try:
+        await server.start()
+    except Exception:
+        logger.exception("worker could not start serving")
+        return EXIT_START_ERROR
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, server.request_stop)
+    loop.add_signal_handler(signal.SIGQUIT, _quit_now, server)
+    beat.send(READY)
+    beating = loop.create_task(
+        _beat(server, beat, heartbeat_interval(timeout), max_requests, parent_pid)
+    )
+    await server.serve_until_stopped()
+    beating.cancel()
+    return 0
+
+
+def _quit_now(server: Server) -> None:
+    server.abort()
+    logging.shutdown()
+    os._exit(0)
+
+
+async def _beat(
+    server: Server, beat: Heartbeat, interval: float, max_requests: int, parent_pid: int
+) -> None:
+    state = server.state
+    assert state is not None
+    asked_to_retire = False
+    while True:
+        await asyncio.sleep(interval)
+        if os.getppid() != parent_pid:
+            logger.error("the supervisor is gone: shutting down")
+            server.request_stop()
+            return
+        if max_requests and not asked_to_retire and state.stats.requests >= max_requests:
+            asked_to_retire = True
+            logger.info("served %d requests: asking to be replaced", state.stats.requests)
+            beat.send(RETIRE)
+        else:
+            beat.send(BEAT)
