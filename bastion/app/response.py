@@ -34,8 +34,8 @@ class Response:
         content_type: str | None = None,
     ) -> None:
         self.status = status
-        self.headers = list(headers.items()) if type(headers) is dict else _header_list(headers)
-        if isinstance(body, str):
+        self.headers = [*headers.items()] if headers.__class__ is dict else _header_list(headers)
+        if body.__class__ is not bytes and isinstance(body, str):
             body = body.encode("utf-8")
             if content_type is None and not self._has("content-type"):
                 content_type = "text/plain; charset=utf-8"
