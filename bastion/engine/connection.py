@@ -186,12 +186,7 @@ class HTTPConnection(asyncio.Protocol):
         if self.current is None and not self.queue:
             # The common case, one request at a time: no queue round trip.
             self.current = exchange
-            if self.stats.request_observers:
-                exchange.start_time = self.loop.time()
-            try:
-                self.state.handler.handle(exchange)
-            except Exception as error:
-                exchange.fail(error)
+            self._dispatch(exchange)
             return
         self.queue.append(exchange)
         if self.current is None:

@@ -72,55 +72,29 @@ def test_graceful_timeout_bounds_the_drain() -> None:
         assert "graceful timeout" in proc.text
 
 
+def _bastion_fails(*args: str) -> str:
+    """Run ``python -m bastion ARGS`` expecting a refusal (exit 2); return its stderr."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bastion", *args],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        cwd=ROOT,
+    )
+    assert out.returncode == 2, out.stderr
+    return out.stderr
+
+
 def test_unimportable_target_is_explained() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "bastion", "run", "no_such_module:app"],
-        capture_output=True,
-        text=True,
-        timeout=20,
-        cwd=ROOT,
-    )
-    assert out.returncode == 2
-    assert "cannot import module 'no_such_module'" in out.stderr
-    out = subprocess.run(
-        [sys.executable, "-m", "bastion", "run", "bastion.demo:missing"],
-        capture_output=True,
-        text=True,
-        timeout=20,
-        cwd=ROOT,
-    )
-    assert out.returncode == 2
-    assert "has no attribute 'missing'" in out.stderr
-    out = subprocess.run(
-        [sys.executable, "-m", "bastion", "run", "json:dumps"],
-        capture_output=True,
-        text=True,
-        timeout=20,
-        cwd=ROOT,
-    )
-    assert out.returncode == 2
-    assert "cannot tell what kind of application" in out.stderr
+    assert "cannot import module 'no_such_module'" in _bastion_fails("run", "no_such_module:app")
+    assert "has no attribute 'missing'" in _bastion_fails("run", "bastion.demo:missing")
+    assert "cannot tell what kind of application" in _bastion_fails("run", "json:dumps")
 
 
 def test_bad_flag_values_are_refused() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "bastion", "run", "bastion.demo:app", "--header-timeout", "0"],
-        capture_output=True,
-        text=True,
-        timeout=20,
-        cwd=ROOT,
-    )
-    assert out.returncode == 2
-    assert "--header-timeout" in out.stderr and "positive" in out.stderr
-    out = subprocess.run(
-        [sys.executable, "-m", "bastion", "run", "bastion.demo:app", "--bind", "nope:x"],
-        capture_output=True,
-        text=True,
-        timeout=20,
-        cwd=ROOT,
-    )
-    assert out.returncode == 2
-    assert "invalid port" in out.stderr
+    stderr = _bastion_fails("run", "bastion.demo:app", "--header-timeout", "0")
+    assert "--header-timeout" in stderr and "positive" in stderr
+    assert "invalid port" in _bastion_fails("run", "bastion.demo:app", "--bind", "nope:x")
 
 
 def test_serves_an_inherited_listening_socket() -> None:
