@@ -1,6 +1,7 @@
 """Benchmark Bastion against its peers with wrk, one server at a time.
 
-    python bench/run.py [--scenario hello|pipelined|asgi|wsgi|compat] [--duration 10]
+    python bench/run.py [--scenario hello|pipelined|asgi|wsgi|compat|static-1k|static-1m|
+                                    tls|workers|flask-json|fastapi-json] [--duration 10]
                         [--connections 50] [--only name1,name2] [--json out.json]
 
 See ``--list`` for the scenarios and servers, and docs/benchmarks.md for the method.

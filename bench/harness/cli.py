@@ -1,8 +1,9 @@
 """Command line of the wrk benchmark harness; ``bench/run.py`` is the entry point.
 
-Each server runs pinned to core 0 and wrk to core 1, so the two never compete for a CPU.
-Every server gets a fresh loopback port, a correctness check, a warm-up and then the
-measured run; it is stopped afterwards whatever happened (errors and Ctrl-C included).
+Each server runs pinned to core 0 and wrk to core 1, so the two never compete for a CPU
+(except in scenarios whose servers need both cores, which pin nothing). Every server gets a
+fresh loopback port, a correctness check, a warm-up and then the measured run; it is
+stopped afterwards whatever happened (errors and Ctrl-C included).
 """
 
 import argparse
@@ -10,13 +11,14 @@ import datetime as dt
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from bench.harness import contention, procs, report, venv, wrk
-from bench.harness.specs import HOST, SCENARIOS, SERVERS, LaunchContext, Scenario
+from bench.harness.specs import HOST, SCENARIOS, SERVERS, LaunchContext, Scenario, ServerSpec
 
 BENCH_DIR = Path(__file__).resolve().parent.parent
 REPO_ROOT = BENCH_DIR.parent
@@ -36,7 +38,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--scenario", default="hello", choices=sorted(SCENARIOS))
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured wrk")
-    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument(
+        "--connections", type=int, help="wrk connections (default: the scenario's, mostly 50)"
+    )
     parser.add_argument(
         "--rounds", type=int, default=1, help="run every server this many times, report median"
     )
@@ -81,37 +85,62 @@ def selected_servers(scenario: Scenario, only: str) -> list[str]:
 def print_listing() -> None:
     print("scenarios:")
     for scenario in SCENARIOS.values():
-        print(f"  {scenario.name:<10} {scenario.description}")
-        print(f"  {'':<10} servers: {', '.join(scenario.servers)}")
+        print(f"  {scenario.name:<12} {scenario.description}")
+        print(f"  {'':<12} servers: {', '.join(scenario.servers)}")
     print("servers:")
     for spec in SERVERS.values():
         print(f"  {spec.name:<17} {spec.description}")
 
 
+def server_core(scenario: Scenario) -> str | None:
+    return procs.SERVER_CORE if scenario.pinned else None
+
+
+def client_core(scenario: Scenario) -> str | None:
+    return procs.CLIENT_CORE if scenario.pinned else None
+
+
+def connections(scenario: Scenario, args: argparse.Namespace) -> int:
+    return int(args.connections) if args.connections is not None else scenario.connections
+
+
 def wrk_argv(scenario: Scenario, url: str, duration: float, connections: int) -> list[str]:
     # Relative to the repo root (wrk's cwd), so the printed command can be copied as is.
     script = Path(BENCH_DIR.name) / scenario.wrk_script if scenario.wrk_script else None
-    return wrk.build_command(url, duration, connections, script, scenario.wrk_script_args)
+    return wrk.build_command(
+        url, duration, connections, script, scenario.wrk_script_args, client_core(scenario)
+    )
 
 
 def scenario_url(scenario: Scenario, port: int) -> str:
-    return f"http://{HOST}:{port}{scenario.path}"
+    return f"{scenario.scheme}://{HOST}:{port}{scenario.path}"
 
 
 def measure(
-    row: report.Row, scenario: Scenario, server: procs.RunningServer, args: argparse.Namespace
+    row: report.Row,
+    scenario: Scenario,
+    spec: ServerSpec,
+    server: procs.RunningServer,
+    args: argparse.Namespace,
 ) -> None:
     """Check the response, warm up, then run the measured wrk; fills ``row`` in place."""
     port = server.port
-    problem = procs.check_response(port, scenario.path, scenario.expect_body)
+    problem = procs.check_response(
+        port,
+        scenario.path,
+        scenario.body_matches,
+        tls=scenario.scheme == "https",
+        keepalive=spec.keepalive,
+    )
     if problem:
         row.status, row.message = "bad response", problem
         return
     url = scenario_url(scenario, port)
+    conns = connections(scenario, args)
     if args.warmup > 0:
-        warm = min(args.connections, WARMUP_CONNECTIONS_CAP)
+        warm = min(conns, WARMUP_CONNECTIONS_CAP)
         wrk.run(wrk_argv(scenario, url, args.warmup, warm), args.warmup, cwd=REPO_ROOT)
-    row.wrk_command = wrk_argv(scenario, url, args.duration, args.connections)
+    row.wrk_command = wrk_argv(scenario, url, args.duration, conns)
     before = contention.snapshot(server.pid)
     row.wrk_output = wrk.run(row.wrk_command, args.duration, cwd=REPO_ROOT)
     row.foreign_cpu_pct = contention.foreign_cpu_pct(before, contention.snapshot(server.pid))
@@ -119,7 +148,7 @@ def measure(
 
 
 def bench_one(
-    name: str, scenario: Scenario, env: venv.Venv, args: argparse.Namespace
+    name: str, scenario: Scenario, env: venv.Venv, args: argparse.Namespace, assets: Path
 ) -> report.Row:
     """Run one server through one scenario; never raises for server-side trouble."""
     spec = SERVERS[name]
@@ -127,9 +156,9 @@ def bench_one(
     port = procs.free_port()
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
         workdir = Path(tmp)
-        ctx = LaunchContext(port, env.python, env.bin_dir, REPO_ROOT, workdir)
+        ctx = LaunchContext(port, env.python, env.bin_dir, REPO_ROOT, workdir, assets)
         command = spec.command(ctx)
-        row.command = procs.pinned(command, procs.SERVER_CORE)
+        row.command = procs.pinned(command, server_core(scenario))
         server: procs.RunningServer | None = None
         try:
             with procs.running_server(
@@ -139,8 +168,9 @@ def bench_one(
                 env=venv.server_env(REPO_ROOT),
                 log_path=workdir / "server.log",
                 start_timeout=args.start_timeout,
+                core=server_core(scenario),
             ) as server:
-                measure(row, scenario, server, args)
+                measure(row, scenario, spec, server, args)
         except procs.ServerStartError as exc:
             row.status = "failed to start"
             row.message = _with_log(str(exc), workdir / "server.log")
@@ -178,8 +208,11 @@ def print_header(
     print(f"# scenario {scenario.name}: {scenario.description}")
     print("# " + ", ".join(f"{k} {v}" for k, v in versions.items() if v))
     url = scenario_url(scenario, 0).replace(":0", ":PORT")
-    shown = " ".join(wrk_argv(scenario, url, args.duration, args.connections))
-    print(f"# server pinned: taskset -c {procs.SERVER_CORE} SERVER; wrk: {shown}")
+    shown = " ".join(wrk_argv(scenario, url, args.duration, connections(scenario, args)))
+    if scenario.pinned:
+        print(f"# server pinned: taskset -c {procs.SERVER_CORE} SERVER; wrk: {shown}")
+    else:
+        print(f"# server and wrk unpinned, sharing every core; wrk: {shown}")
     for note in scenario.notes:
         print(f"# {note}")
     # Other work on the machine skews every row; the load averages make that visible.
@@ -187,7 +220,11 @@ def print_header(
 
 
 def run_all(
-    names: list[str], scenario: Scenario, env: venv.Venv, args: argparse.Namespace
+    names: list[str],
+    scenario: Scenario,
+    env: venv.Venv,
+    args: argparse.Namespace,
+    assets: Path,
 ) -> list[report.Row]:
     """Run the servers round-robin ``--rounds`` times and keep each one's median row.
 
@@ -200,19 +237,19 @@ def run_all(
             for name in names:
                 if any(row.status == "failed to start" for row in samples[name]):
                     continue  # it will not start next round either
-                samples[name].append(bench_with_retries(name, scenario, env, args))
+                samples[name].append(bench_with_retries(name, scenario, env, args, assets))
     except KeyboardInterrupt:
         print("interrupted; servers stopped, partial results follow", file=sys.stderr)
     return [report.median_row(rows) for rows in samples.values() if rows]
 
 
 def bench_with_retries(
-    name: str, scenario: Scenario, env: venv.Venv, args: argparse.Namespace
+    name: str, scenario: Scenario, env: venv.Venv, args: argparse.Namespace, assets: Path
 ) -> report.Row:
     """Re-run a row that other processes disturbed; the last attempt stands, flagged."""
     print(f"... {name}", file=sys.stderr, flush=True)
     contention.wait_until_quiet(args.quiet_wait)
-    row = bench_one(name, scenario, env, args)
+    row = bench_one(name, scenario, env, args, assets)
     for _ in range(args.busy_retries):
         if not row.disturbed:
             break
@@ -224,7 +261,7 @@ def bench_with_retries(
         )
         time.sleep(BUSY_RETRY_PAUSE_S)
         contention.wait_until_quiet(args.quiet_wait)
-        row = bench_one(name, scenario, env, args)
+        row = bench_one(name, scenario, env, args, assets)
     return row
 
 
@@ -236,12 +273,23 @@ def json_meta(
         "scenario": scenario.name,
         "duration_s": args.duration,
         "warmup_s": args.warmup,
-        "connections": args.connections,
+        "connections": connections(scenario, args),
+        "pinned": scenario.pinned,
         "rounds": args.rounds,
         "elapsed_s": round(elapsed, 1),
         "loadavg_after": os.getloadavg(),
         "versions": versions,
     }
+
+
+def prepare_assets(scenario: Scenario, assets: Path) -> None:
+    """Create what every server of the run shares (files to serve, a certificate)."""
+    if scenario.prepare is None:
+        return
+    try:
+        scenario.prepare(assets)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise SystemExit(f"cannot prepare scenario {scenario.name}: {exc}") from exc
 
 
 def render(path: Path, markdown: bool) -> int:
@@ -270,7 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     versions = venv.versions(env, REPO_ROOT)
     print_header(scenario, versions, args)
     started = time.monotonic()
-    rows = run_all(names, scenario, env, args)
+    with tempfile.TemporaryDirectory(prefix="bench-assets-") as tmp:
+        prepare_assets(scenario, Path(tmp))
+        rows = run_all(names, scenario, env, args, Path(tmp))
     print()
     print(report.table(rows, scenario.baselines, scenario.latency_valid, args.markdown))
     if args.json:

@@ -9,9 +9,10 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,9 +33,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def pinned(argv: list[str], core: str) -> list[str]:
-    """Prefix ``taskset`` so server and load generator never share a core."""
-    return ["taskset", "-c", core, *argv]
+def pinned(argv: list[str], core: str | None) -> list[str]:
+    """Prefix ``taskset`` so server and load generator never share a core (None: unpinned)."""
+    return ["taskset", "-c", core, *argv] if core is not None else list(argv)
 
 
 @dataclass
@@ -98,11 +99,12 @@ def running_server(
     env: dict[str, str],
     log_path: Path,
     start_timeout: float = 20.0,
+    core: str | None = SERVER_CORE,
 ) -> Iterator[RunningServer]:
-    """Start ``argv`` pinned to the server core; stop it on exit, whatever happened."""
+    """Start ``argv`` pinned to ``core``; stop it on exit, whatever happened."""
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            pinned(argv, SERVER_CORE),
+            pinned(argv, core),
             cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -119,7 +121,7 @@ def running_server(
 
 
 def _read_response(sock: socket.socket, deadline: float) -> bytes:
-    """Read one response framed by Content-Length (all hello apps send it)."""
+    """Read one response framed by Content-Length (every benchmarked server sends it)."""
     data = b""
     while b"\r\n\r\n" not in data:
         data += _recv(sock, deadline)
@@ -142,20 +144,48 @@ def _recv(sock: socket.socket, deadline: float) -> bytes:
     return chunk
 
 
-def check_response(port: int, path: str, expect_body: bytes, timeout: float = 5.0) -> str | None:
+def _unverified_tls() -> ssl.SSLContext:
+    """A client context that accepts any certificate: the benchmark's is self-signed."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _connect(port: int, timeout: float, tls: bool) -> socket.socket:
+    sock = socket.create_connection((HOST, port), timeout=timeout)
+    if not tls:
+        return sock
+    try:
+        return _unverified_tls().wrap_socket(sock)
+    except BaseException:
+        sock.close()
+        raise
+
+
+def check_response(
+    port: int,
+    path: str,
+    body_ok: Callable[[bytes], bool],
+    timeout: float = 5.0,
+    *,
+    tls: bool = False,
+    keepalive: bool = True,
+) -> str | None:
     """Send two keep-alive requests on one connection; return a problem, or None if fine.
 
     Two requests, because a server that closes after the first would silently turn the
-    benchmark into a connection-setup benchmark.
+    benchmark into a connection-setup benchmark; a server known to close (``keepalive``
+    False) gets one. ``body_ok`` judges each response body.
     """
     request = f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n".encode()
     deadline = time.monotonic() + timeout
     try:
-        with socket.create_connection((HOST, port), timeout=timeout) as sock:
-            for attempt in (1, 2):
+        with _connect(port, timeout, tls) as sock:
+            for attempt in (1, 2) if keepalive else (1,):
                 sock.sendall(request)
                 response = _read_response(sock, deadline)
-                problem = _response_problem(response, expect_body)
+                problem = _response_problem(response, body_ok)
                 if problem:
                     return f"request {attempt}: {problem}"
     except (OSError, ValueError) as exc:
@@ -163,13 +193,13 @@ def check_response(port: int, path: str, expect_body: bytes, timeout: float = 5.
     return None
 
 
-def _response_problem(response: bytes, expect_body: bytes) -> str | None:
+def _response_problem(response: bytes, body_ok: Callable[[bytes], bool]) -> str | None:
     head, _, body = response.partition(b"\r\n\r\n")
     status_line = head.split(b"\r\n", 1)[0].decode(errors="replace")
     if " 200 " not in f"{status_line} ":
         return f"unexpected status line {status_line!r}"
-    if body != expect_body:
-        return f"unexpected body {body[:40]!r}"
+    if not body_ok(body):
+        return f"unexpected body ({len(body)} bytes) {body[:40]!r}"
     return None
 
 

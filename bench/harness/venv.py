@@ -13,7 +13,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-PEERS = ("uvicorn[standard]", "granian", "waitress", "gunicorn")
+# Servers to compare with, and the frameworks of the flask-json and fastapi-json workloads.
+PEERS = ("uvicorn[standard]", "granian", "waitress", "gunicorn", "flask", "fastapi")
 # Bastion's runtime deps, installed directly when the editable install is not possible.
 BASTION_DEPS = ("httptools", "uvloop")
 VERSION_PACKAGES = (
@@ -23,6 +24,8 @@ VERSION_PACKAGES = (
     "granian",
     "gunicorn",
     "waitress",
+    "flask",
+    "fastapi",
     "bastion-http",
 )
 INSTALL_TIMEOUT_S = 900

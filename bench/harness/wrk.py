@@ -49,15 +49,16 @@ def build_command(
     connections: int,
     script: Path | None = None,
     script_args: tuple[str, ...] = (),
+    core: str | None = CLIENT_CORE,
 ) -> list[str]:
-    """The exact wrk invocation: one thread, pinned to the client core, with percentiles."""
+    """The exact wrk invocation: one thread, pinned to ``core`` (None: not), percentiles."""
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration_s:g}s", "--latency"]
     if script is not None:
         argv += ["-s", str(script)]
     argv.append(url)
     if script_args:
         argv += ["--", *script_args]
-    return pinned(argv, CLIENT_CORE)
+    return pinned(argv, core)
 
 
 def run(argv: list[str], duration_s: float, cwd: Path | None = None) -> str:
