@@ -130,7 +130,15 @@ class Server:
         if not self._sockets:
             self._sockets.append(open_listener(parse_bind("127.0.0.1:8000"), self.config.backlog))
         state.sockets = list(self._sockets)
-        await run_startup(handler, state)
+        try:
+            await run_startup(handler, state)
+        except BaseException:
+            # The application refused to start: give back what was bound for it.
+            for sock in self._sockets:
+                sock.close()
+            for path in self._unix_paths:
+                _unlink_quietly(path)
+            raise
         # A TLS handshake is bounded like a request head: a peer that never completes it (or
         # sends plain HTTP, or garbage) is dropped without a word and without touching others.
         handshake_timeout = config.header_timeout if self._ssl is not None else None
