@@ -28,7 +28,7 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
 @pytest.fixture(scope="module")
 def https(certs: Certificates) -> Iterator[Supervisor]:
     args = (
-        "--bind", "127.0.0.1:0", "--workers", "2", "--header-timeout", "1",
+        "--bind", "127.0.0.1:0", "--workers", "2", "--header-timeout", "2",
         "--tls-cert", str(certs.server_cert), "--tls-key", str(certs.server_key),
         "--interface", "app",
     )  # fmt: skip
@@ -89,8 +89,8 @@ def test_plain_http_and_garbage_on_the_tls_port_are_closed_cleanly(
         with socket.create_connection(("127.0.0.1", https.port), timeout=5) as sock:
             sock.sendall(data)
             started = time.monotonic()
-            assert read_until_close(sock, timeout=4) == b""
-            assert time.monotonic() - started < 3
+            assert read_until_close(sock, timeout=6) == b""
+            assert time.monotonic() - started < 5
     assert httpx.get(f"https://127.0.0.1:{https.port}/", verify=client_context(certs)).text == (
         "Hello, world!"
     )
@@ -106,11 +106,13 @@ def test_a_stalled_handshake_is_timed_out_without_slowing_anyone_else(
     with httpx.Client(verify=client_context(certs)) as client:
         for _ in range(10):
             assert client.get(f"https://127.0.0.1:{https.port}/").status_code == 200
-    assert time.monotonic() - started < 1.0
+    # All ten were answered while the stalled handshakes were still waiting out their
+    # 2-second deadline: the stalled peers held nobody up.
+    assert time.monotonic() - started < 2.0
     for sock in stalled:
-        assert read_until_close(sock, timeout=5) == b""
+        assert read_until_close(sock, timeout=6) == b""
         sock.close()
-    assert time.monotonic() - started < 4
+    assert time.monotonic() - started < 8
 
 
 def test_client_certificates_can_be_required(certs: Certificates) -> None:
