@@ -19,6 +19,7 @@ import logging
 from typing import Any, Literal
 
 from bastion.asgi.types import ASGI_VERSION, LIFESPAN_SPEC_VERSION, ASGIApp, Message
+from bastion.engine.handler import StartupFailed
 
 logger = logging.getLogger("bastion.error")
 
@@ -29,7 +30,7 @@ LifespanMode = Literal["auto", "on", "off"]
 _EXIT_GRACE = 1.0
 
 
-class LifespanError(RuntimeError):
+class LifespanError(StartupFailed):
     """The application's lifespan startup failed, so the server must not start."""
 
 

@@ -22,6 +22,10 @@ class Handler(Protocol):
     def handle(self, exchange: Exchange) -> None: ...
 
 
+class StartupFailed(RuntimeError):
+    """An application's startup hook refused to start; its message says why, no traceback."""
+
+
 async def run_startup(handler: Handler, state: ServerState) -> None:
     startup = getattr(handler, "startup", None)
     if startup is not None:

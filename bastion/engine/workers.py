@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bastion.engine.config import ServerConfig, WorkerConfig
-from bastion.engine.handler import Handler
+from bastion.engine.handler import Handler, StartupFailed
 from bastion.engine.listeners import BindSpec
 from bastion.engine.server import Server, new_event_loop
 
@@ -117,6 +117,9 @@ async def _serve(
 ) -> int:
     try:
         await server.start()
+    except StartupFailed as exc:
+        logger.error("%s", exc)
+        return EXIT_START_ERROR
     except Exception:
         logger.exception("worker could not start serving")
         return EXIT_START_ERROR
