@@ -110,8 +110,9 @@ class HTTPConnection(asyncio.Protocol):
             self.stats.count_error("connection-limit")
             logger.warning("connection limit (%d) reached", state.config.max_connections)
             self._refuse(503, "too many connections")
-        elif state.draining:
-            self._refuse(503, "server is shutting down")
+        # A connection accepted while the server drains (it was already in the accept queue
+        # when listening stopped) is served, with "connection: close": refusing it would fail
+        # a request that a reload promises not to fail.
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
