@@ -11,10 +11,18 @@ obs-fold, bare CR/LF, NUL and other control characters, invalid header names, a
 leaves to the server, and this module adds: limits on the request line, header count and bytes
 and the body; one ``Host`` on HTTP/1.1 (RFC 9112 §3.2); no ``Transfer-Encoding`` on HTTP/1.0
 (RFC 9112 §6.1); 501 for transfer codings we do not decode; ``Expect``; CONNECT and upgrades.
+
+llhttp checks the characters of a request target but not its form, and the Host field value
+not at all, so this module also holds the request to RFC 9112 §3.2: a target is origin-form
+(``/path?query``), ``*`` for OPTIONS alone, or an ``http``/``https`` absolute URI with a valid
+authority and no userinfo; no target carries a fragment; and every ``Host`` is
+``uri-host [":" port]`` (RFC 9110 §7.2) with no list, path, userinfo or whitespace in it.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from typing import NoReturn, Protocol
 
 import httptools
@@ -41,6 +49,19 @@ _UNSUPPORTED_VERSION_REASON = "Invalid HTTP version"
 _TCHAR = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _MAX_DIGITS = 18  # 10**18 bytes is far beyond any limit and still fits a machine word
 _METHODS: dict[bytes, str] = {}
+# RFC 3986 host and port. A reg-name may hold sub-delims, but not ",": a Host of "a, b" is a
+# list, and which member a proxy or an application would pick is a guess. A port, when its
+# colon is present, must be there too: an empty one is legal but no client sends it, and the
+# code that splits host from port downstream should not have to handle it.
+_AUTHORITY = re.compile(
+    rb"(?:(?:[A-Za-z0-9\-._~!$&'()*+;=]|%[0-9A-Fa-f]{2})+"
+    rb"|\[(?P<ipv6>[0-9A-Fa-f:.]+)\]"
+    rb"|\[v[0-9A-Fa-f]+\.[A-Za-z0-9\-._~!$&'()*+;=:]+\])"
+    rb"(?::(?P<port>[0-9]{1,5}))?"
+)
+# A service sees the same few Host values on every request; checking one is a set lookup.
+_valid_authorities: set[bytes] = set()
+_MAX_REMEMBERED_AUTHORITIES = 256
 
 
 class RequestSink(Protocol):
@@ -59,6 +80,27 @@ def parse_content_length(value: bytes) -> int:
     if not digits or len(digits) > _MAX_DIGITS or not digits.isdigit():
         raise BadRequest(f"invalid Content-Length {value[:40]!r}")
     return int(digits)
+
+
+def is_valid_authority(value: bytes) -> bool:
+    """True if ``value`` is ``uri-host [":" port]`` as a Host field or an absolute URI has it."""
+    if value in _valid_authorities:
+        return True
+    match = _AUTHORITY.fullmatch(value)
+    if match is None:
+        return False
+    port = match.group("port")
+    if port is not None and int(port) > 65535:
+        return False
+    ipv6 = match.group("ipv6")
+    if ipv6 is not None:
+        try:
+            ipaddress.IPv6Address(ipv6.decode("ascii"))
+        except ValueError:
+            return False
+    if len(_valid_authorities) < _MAX_REMEMBERED_AUTHORITIES:
+        _valid_authorities.add(value)
+    return True
 
 
 def _method_name(raw: bytes) -> str:
@@ -198,10 +240,13 @@ class RequestParser:
             return
         # RFC 9110 §5.5: surrounding whitespace is not part of a field value; llhttp drops
         # only the leading part.
-        headers.append((name, value.rstrip(b" \t")))
+        value = value.rstrip(b" \t")
+        headers.append((name, value))
         lowered = name.lower()
         if lowered == b"host":
             self._host_count += 1
+            if value not in _valid_authorities and not is_valid_authority(value):
+                self._fail(BadRequest(f"invalid Host {value[:60]!r}"))
         elif lowered in _FRAMING_HEADERS:
             framing = self._framing
             if framing is None:
@@ -222,6 +267,12 @@ class RequestParser:
         hosts = self._host_count
         if hosts != 1 and (hosts or version == "1.1"):
             self._fail(BadRequest("a request needs exactly one Host header"))
+        url = self._url
+        origin = None
+        # Origin-form is the fast path. Integers, because ``b"#" in url`` costs several times
+        # more than the membership test of one byte value.
+        if not url or url[0] != 47 or 35 in url:  # "/" and "#"
+            origin = self._other_target_form(method, url, hosts)
         framing = self._framing
         length = None
         chunked = expect_continue = False
@@ -245,8 +296,44 @@ class RequestParser:
             chunked,
             expect_continue,
             upgrade,
+            origin,
         )
         self._sink.on_request(head)
+
+    def _other_target_form(self, method: str, url: bytes, hosts: int) -> bytes:
+        """Check a target that is not plain origin-form; return its origin-form equivalent.
+
+        For an absolute-form target, RFC 9112 §3.2.2 has the server use the target's authority
+        and ignore the Host field, so the Host field in the head is replaced with (or, on an
+        HTTP/1.0 request without one, given) that authority: every adapter then sees one
+        consistent host, whichever of the two it reads.
+        """
+        if url == b"*":
+            if method == "OPTIONS":
+                return url
+            self._fail(BadRequest("asterisk-form is only for OPTIONS"))
+        if b"#" in url:
+            self._fail(BadRequest("a request target has no fragment"))
+        if url[:1] == b"/":
+            return url
+        origin, authority = _split_absolute_form(url)
+        if origin is None or authority is None:
+            self._fail(BadRequest("request target is neither a path nor an http(s) URI"))
+        if not authority or b"@" in authority or not is_valid_authority(authority):
+            self._fail(BadRequest(f"invalid authority in request target {authority[:60]!r}"))
+        if not origin:
+            # RFC 9112 §3.2.4: an OPTIONS for the server as a whole may reach it this way.
+            origin = b"*" if method == "OPTIONS" else b"/"
+        elif origin[0] == 63:  # "?": an empty path is "/" (RFC 9110 §4.2.3)
+            origin = b"/" + origin
+        headers = self._headers
+        if hosts:
+            for index, (name, _) in enumerate(headers):
+                if name.lower() == b"host":
+                    headers[index] = (name, authority)
+        else:
+            headers.append((b"Host", authority))
+        return origin
 
     def _check_protocol_name(self) -> None:
         """llhttp also reads ``RTSP/1.0`` and ``ICE/1.0`` request lines and calls them 1.0.
@@ -319,6 +406,20 @@ class _Framing:
         length = self.content_length
         if length is not None and length > max_body_bytes:
             raise ContentTooLarge("request body too large")
+
+
+def _split_absolute_form(url: bytes) -> tuple[bytes | None, bytes | None]:
+    """``scheme://authority/path?query`` → (``/path?query``, ``authority``) for http(s)."""
+    cut = url.find(b"://")
+    if cut < 0 or url[:cut].lower() not in (b"http", b"https"):
+        return None, None
+    rest = url[cut + 3 :]
+    end = len(rest)
+    for separator in (b"/", b"?"):
+        at = rest.find(separator, 0, end)
+        if at >= 0:
+            end = at
+    return rest[end:], rest[:end]
 
 
 def _method_error(data: bytes) -> ProtocolError:

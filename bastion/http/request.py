@@ -14,6 +14,12 @@ class RequestHead:
     Header names keep the case the client sent (the ``http.server`` API shows them that way);
     ``get`` compares case-insensitively. The path and query are split lazily because most
     handlers touch only one of them.
+
+    ``target`` is the request target as sent. ``path``, ``raw_path`` and ``query_string`` come
+    from its origin-form: the target itself, or for an absolute-form target
+    (``http://host/p?q``) its path and query, so that every handler routes it like ``/p?q``;
+    the asterisk-form's path is ``*``. For an absolute-form target the ``Host`` field holds the
+    target's authority (RFC 9112 §3.2.2), whatever the client sent in its own ``Host``.
     """
 
     __slots__ = (
@@ -27,6 +33,7 @@ class RequestHead:
         "expect_continue",
         "upgrade",
         "has_body",
+        "_origin",
         "_path",
         "_query",
     )
@@ -42,6 +49,7 @@ class RequestHead:
         chunked: bool,
         expect_continue: bool,
         upgrade: bool = False,
+        origin: bytes | None = None,
     ) -> None:
         self.method = method
         self.target = target
@@ -53,11 +61,13 @@ class RequestHead:
         self.expect_continue = expect_continue
         self.upgrade = upgrade
         self.has_body = chunked or bool(content_length)
+        # Only set when the target is not already origin-form, so the common case costs nothing.
+        self._origin = origin
         self._path: str | None = None
         self._query: bytes | None = None
 
     def _split_target(self) -> None:
-        target = self.target
+        target = self._origin or self.target
         cached = _split_targets.get(target)
         if cached is not None:
             self._path, self._query = cached
@@ -82,8 +92,18 @@ class RequestHead:
 
     @property
     def raw_path(self) -> bytes:
-        cut = self.target.find(b"?")
-        return self.target if cut < 0 else self.target[:cut]
+        """The path as sent, still percent-encoded."""
+        target = self._origin or self.target
+        cut = target.find(b"?")
+        return target if cut < 0 else target[:cut]
+
+    @property
+    def authority(self) -> str | None:
+        """``host[:port]`` the request is for, or None for an HTTP/1.0 request naming none.
+
+        The ``Host`` field, which for an absolute-form target holds the target's authority.
+        """
+        return self.get("host")
 
     @property
     def query_string(self) -> bytes:
