@@ -10,7 +10,6 @@ import argparse
 import datetime as dt
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -197,10 +196,6 @@ def check_tools() -> None:
         raise SystemExit(f"missing required tool(s): {', '.join(missing)}")
 
 
-def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def print_header(
     scenario: Scenario, versions: dict[str, str | None], args: argparse.Namespace
 ) -> None:
@@ -309,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         return render(args.render, args.markdown)
     check_tools()
     # SIGTERM takes the same path as Ctrl-C, so servers are stopped by the finally blocks.
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    procs.sigterm_as_interrupt()
     scenario = SCENARIOS[args.scenario]
     names = selected_servers(scenario, args.only)
     env, notes = venv.ensure(BENCH_DIR / ".venv", REPO_ROOT, install=not args.no_install)

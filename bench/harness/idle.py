@@ -18,7 +18,6 @@ import contextlib
 import os
 import resource
 import shlex
-import signal
 import sys
 import tempfile
 import time
@@ -215,14 +214,9 @@ def server_command(env: venv.Venv, args: argparse.Namespace, port: int, tmp: Pat
     ]  # fmt: skip
 
 
-def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main() -> int:
     args = parse_args()
-    # SIGTERM (e.g. from `timeout`) takes the Ctrl-C path, so the server is always stopped.
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    procs.sigterm_as_interrupt()
     limit = raise_nofile(args.connections + FD_HEADROOM)
     if limit < args.connections + FD_HEADROOM:
         print(f"warning: RLIMIT_NOFILE is {limit}; expect failures past it", file=sys.stderr)
@@ -233,24 +227,13 @@ def main() -> int:
         argv = server_command(env, args, port, Path(tmp))
         print(f"server: taskset -c {procs.SERVER_CORE} {shlex.join(argv)}")
         log_path = Path(tmp) / "server.log"
-        try:
-            with procs.running_server(
-                argv, port, REPO_ROOT, venv.server_env(REPO_ROOT), log_path
-            ) as server:
-                asyncio.run(asyncio.wait_for(measure(args, server), args.timeout))
-        except procs.ServerStartError as exc:
-            print(f"server failed to start: {exc}\n{_tail(log_path)}", file=sys.stderr)
-            return 1
-        except asyncio.TimeoutError:
-            print(f"gave up after {args.timeout:.0f}s", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            print("interrupted; server stopped", file=sys.stderr)
-            return 130
-    return 0
-
-
-def _tail(path: Path, lines: int = 10) -> str:
-    with contextlib.suppress(OSError):
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    return ""
+        _, status = procs.serve_and_run(
+            argv,
+            port,
+            REPO_ROOT,
+            venv.server_env(REPO_ROOT),
+            log_path,
+            lambda server: measure(args, server),
+            args.timeout,
+        )
+    return status

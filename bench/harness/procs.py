@@ -5,18 +5,23 @@ workers they fork (nginx, gunicorn, granian). Every wait has a deadline, so a se
 never comes up or never goes down cannot hang the run.
 """
 
+import asyncio
 import contextlib
 import os
 import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from bench.harness.specs import HOST
+
+T = TypeVar("T")
 
 SERVER_CORE = "0"
 CLIENT_CORE = "1"
@@ -118,6 +123,50 @@ def running_server(
         yield server
     finally:
         stop(process)
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def sigterm_as_interrupt() -> None:
+    """SIGTERM (e.g. from `timeout`) takes the Ctrl-C path, so servers are always stopped."""
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+
+
+def serve_and_run(
+    argv: list[str],
+    port: int,
+    cwd: Path,
+    env: dict[str, str],
+    log_path: Path,
+    work: Callable[[RunningServer], Coroutine[Any, Any, T]],
+    timeout: float,
+    core: str | None = SERVER_CORE,
+) -> tuple[T | None, int]:
+    """Start a server, run ``work`` against it on a fresh event loop, and stop the server.
+
+    Returns ``(result, 0)``, or ``(None, exit status)`` after saying on stderr why there is
+    no result: the server did not start, ``work`` outlived ``timeout``, or an interrupt.
+    """
+    try:
+        with running_server(argv, port, cwd, env, log_path, core=core) as server:
+            return asyncio.run(asyncio.wait_for(work(server), timeout)), 0
+    except ServerStartError as exc:
+        print(f"server failed to start: {exc}\n{_tail(log_path)}", file=sys.stderr)
+        return None, 1
+    except asyncio.TimeoutError:
+        print(f"gave up after {timeout:.0f}s", file=sys.stderr)
+        return None, 1
+    except KeyboardInterrupt:
+        print("interrupted; server stopped", file=sys.stderr)
+        return None, 130
+
+
+def _tail(path: Path, lines: int = 10) -> str:
+    with contextlib.suppress(OSError):
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return ""
 
 
 def _read_response(sock: socket.socket, deadline: float) -> bytes:
