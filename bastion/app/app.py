@@ -179,9 +179,15 @@ async def _stream_async(
     exchange: Exchange, response: StreamingResponse, content: AsyncIterable[bytes | str]
 ) -> None:
     exchange.start(response.status, response.headers, response.content_length)
-    async for chunk in content:
-        exchange.write(_as_bytes(chunk))
-        await exchange.drain()
+    try:
+        async for chunk in content:
+            exchange.write(_as_bytes(chunk))
+            await exchange.drain()
+    finally:
+        # A client that left ends the stream now, not when the generator is collected.
+        close = getattr(content, "aclose", None)
+        if close is not None:
+            await close()
     exchange.end()
 
 

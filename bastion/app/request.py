@@ -105,6 +105,16 @@ class _RequestBase:
     def scheme(self) -> str:
         return self.exchange.scheme
 
+    @property
+    def disconnected(self) -> bool:
+        """True once the client has closed the connection, or its sending side.
+
+        A client that half-closes after its request may still read the answer, so a response
+        is still sent; this is for work that only matters while someone waits for it (a long
+        poll, an event stream, an expensive computation).
+        """
+        return self.exchange.client_gone
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.method} {self.path}>"
 
@@ -128,6 +138,10 @@ class Request(_RequestBase):
         body = self.exchange.body
         while chunk := await body.read():
             yield chunk
+
+    async def wait_disconnected(self) -> None:
+        """Return once the client is gone (see :attr:`disconnected`); for long polls."""
+        await self.exchange.wait_client_gone()
 
 
 class SyncRequest(_RequestBase):

@@ -194,9 +194,10 @@ class ASGIHandler:
                     exc_info=error,
                 )
             return
-        if exchange.finished or exchange.conn.closed:
+        if exchange.finished or exchange.client_gone:
             if not exchange.finished:
-                # The client left first; fail() settles the books without logging.
+                # The client left first (an application that heard http.disconnect may well
+                # return without answering); fail() settles the books without logging.
                 exchange.fail(ClientDisconnected("client disconnected"))
             return
         if error is None:
@@ -236,19 +237,24 @@ class _Cycle:
     # receive ----------------------------------------------------------------------------------
 
     async def receive(self) -> Message:
-        if self.state >= _DONE or self.gone or self.exchange.finished:
+        exchange = self.exchange
+        if self.state >= _DONE or exchange.finished or exchange.conn.closed:
             return {"type": "http.disconnect"}
         reading = self.reading
+        # The request comes first from a client that only half-closed (it sent its request,
+        # then FIN): it may still be waiting for the answer.
         if reading == _NO_BODY:
             self.reading = _READ
             return {"type": "http.request", "body": b"", "more_body": False}
         if reading == _READING:
             return await self._read_body()
+        if self.gone or exchange.client_gone:
+            return {"type": "http.disconnect"}
         # The whole request was received: the next thing to happen is the end of the response
         # or the client going away.
         waiter = self.waiter
         if waiter is None or waiter.done():
-            waiter = self.waiter = self.exchange.loop.create_future()
+            waiter = self.waiter = exchange.loop.create_future()
         await waiter
         return {"type": "http.disconnect"}
 

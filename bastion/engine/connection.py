@@ -62,7 +62,7 @@ class HTTPConnection(asyncio.Protocol):
         "write_deadline",
         "write_timeout",
         "_pending_error",
-        "_eof",
+        "eof",
     )
 
     def __init__(self, state: ServerState) -> None:
@@ -91,7 +91,7 @@ class HTTPConnection(asyncio.Protocol):
         self.write_deadline = 0.0
         self.write_timeout = state.config.write_timeout
         self._pending_error: ProtocolError | None = None
-        self._eof = False
+        self.eof = False
 
     # asyncio.Protocol -----------------------------------------------------------------------
 
@@ -124,10 +124,10 @@ class HTTPConnection(asyncio.Protocol):
             if exchange is not None and exchange._body is not None:
                 exchange._body.abort(disconnected)
         self.queue.clear()
+        self._receiving = None
         self._release_writers()
-        handler_lost = getattr(self.state.handler, "connection_lost", None)
-        if handler_lost is not None and self.current is not None:
-            handler_lost(self.current)
+        if self.current is not None:
+            self._client_gone(self.current)
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -150,14 +150,36 @@ class HTTPConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         # A half-closed client may still read our responses to requests it already sent, but
-        # a body it has not finished sending will never come.
-        self._eof = True
+        # a request it has not finished sending will never come.
+        self.eof = True
+        self.wait_kind = _WAIT_NONE
+        self.parser = _DeadParser()  # type: ignore[assignment]
         receiving = self._receiving
         if receiving is not None:
-            receiving.body.abort(ClientDisconnected("client closed mid-request"))
-        if self.current is None and not self.queue:
+            self._receiving = None
+            cut = ClientDisconnected("client closed mid-request")
+            if receiving is self.current:
+                # Whatever the application would answer, it would answer a request that was
+                # never sent whole; it is told the client is gone, and its answer is dropped.
+                receiving.refuse(cut)
+                return True
+            if self.queue and self.queue[-1] is receiving:
+                self.queue.pop()  # never started: the answers before it still go out
+            receiving.body.abort(cut)
+        current = self.current
+        if current is None and not self.queue:
             self._close()
+        elif current is not None:
+            # Nothing more will come: an application waiting for the client (a long poll, an
+            # event stream) is told it is gone; what it still sends is written all the same.
+            self._client_gone(current)
         return True
+
+    def _client_gone(self, exchange: Exchange) -> None:
+        exchange.notify_client_gone()
+        handler_lost = getattr(self.state.handler, "connection_lost", None)
+        if handler_lost is not None:
+            handler_lost(exchange)
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -176,10 +198,18 @@ class HTTPConnection(asyncio.Protocol):
     # sink for the parser --------------------------------------------------------------------
 
     def on_request(self, head: RequestHead) -> None:
+        if self.closing:
+            # The last response said "connection: close" while the rest of this read was
+            # still being parsed: later requests in it get no answer.
+            self.parser = _DeadParser()  # type: ignore[assignment]
+            return
         self.stats.requests += 1
         exchange = Exchange(self, head)
         self._receiving = exchange
         if head.has_body:
+            # Made here, on the loop thread that feeds it, before any handler (perhaps on a
+            # pool thread) can ask for it.
+            exchange._body = self.new_body_stream(exchange)
             self.wait_kind = _WAIT_BODY
             self.deadline = self.state.now + self.state.config.body_timeout
         else:
@@ -200,7 +230,7 @@ class HTTPConnection(asyncio.Protocol):
         if exchange is None or exchange.finished:
             return  # the rest of a body the handler chose not to read
         self.deadline = self.state.now + self.state.config.body_timeout
-        if exchange.body.feed(data):
+        if exchange._body.feed(data):  # type: ignore[union-attr]
             self._pause_reading(2)
 
     def on_request_end(self) -> None:
@@ -253,12 +283,8 @@ class HTTPConnection(asyncio.Protocol):
             return
         self.current = None
         if abort or not exchange.keep_alive or self.closing:
-            error = self._pending_error
-            if error is not None and not abort:
-                self.stats.count_response(error.status)
-                self.write(
-                    error_response(error.status, error.detail, date_line=self.state.date_line)
-                )
+            # The client was told this is the last response (or the response broke): nothing
+            # may follow it, not even the answer to a later request that turned out bad.
             self._close()
             return
         receiving = exchange is self._receiving
@@ -267,7 +293,9 @@ class HTTPConnection(asyncio.Protocol):
             exchange._body.abort(ClientDisconnected("response already sent"))
         if self.queue:
             self._pump()
-        elif self.state.draining or self._eof:
+        elif self._pending_error is not None:
+            self._answer_pending_error()
+        elif self.state.draining or self.eof:
             self._close()
         elif not receiving:
             # (While the request is still being received, its end starts the idle clock.)
@@ -350,25 +378,46 @@ class HTTPConnection(asyncio.Protocol):
         self.stats.count_error(f"protocol-{error.status}")
         client = self.client[0] if self.client else "-"
         logger.info("refused request from %s: %d %s", client, error.status, error.detail)
+        self._refuse_stream(error)
+
+    def _refuse_stream(self, error: ProtocolError) -> None:
+        """Stop reading requests and answer ``error`` for the one that broke, in its turn.
+
+        The broken request is the one being received: a head that never parsed, or a
+        request whose body failed. Requests before it were complete and are answered first,
+        in order; the error is the answer to the broken request alone, and the connection
+        closes after it. A broken request the handler already has is refused through its
+        exchange, so the application's answer can never be sent for it.
+        """
         self.parser = _DeadParser()  # type: ignore[assignment]
-        already_closing = self.closing
-        self.closing = True
-        self.queue.clear()
-        if already_closing:
-            # The last response already said "connection: close"; what follows it on the wire
-            # (say, the unread rest of a body) gets no answer of its own.
+        self.wait_kind = _WAIT_NONE
+        if self.closing or self._pending_error is not None:
+            # The last response already said "connection: close" (or an error is queued):
+            # what follows on the wire, say the unread rest of a body, gets no answer.
             return
-        if self.current is None:
-            self.stats.count_response(error.status)
-            self.write(error_response(error.status, error.detail, date_line=self.state.date_line))
-            self._close()
-        else:
-            # Let the request in progress answer first, then close; its own response goes out
-            # before the error so the client can tell which request failed.
-            exchange = self.current
-            if exchange is self._receiving and exchange._body is not None:
-                exchange._body.abort(ClientDisconnected("request body was malformed"))
-            self._pending_error = error
+        broken = self._receiving
+        self._receiving = None
+        if broken is not None:
+            if broken is self.current:
+                broken.refuse(error)
+                return
+            if broken.finished:
+                # Answered before its body turned out bad; that answer cannot be taken back,
+                # and no second one may follow it.
+                self._close()
+                return
+            if self.queue and self.queue[-1] is broken:
+                self.queue.pop()  # never started: the error is its answer
+        self._pending_error = error
+        if self.current is None and not self.queue:
+            self._answer_pending_error()
+
+    def _answer_pending_error(self) -> None:
+        error = self._pending_error
+        assert error is not None
+        self.stats.count_response(error.status)
+        self.write(error_response(error.status, error.detail, date_line=self.state.date_line))
+        self._close()
 
     def _refuse(self, status: int, detail: str) -> None:
         self.closing = True
@@ -414,18 +463,7 @@ class HTTPConnection(asyncio.Protocol):
 
     def _timeout(self, error: RequestTimeout) -> None:
         logger.info("%s from %s", error.detail, self.client[0] if self.client else "-")
-        exchange = self.current
-        if exchange is not None and not exchange.started:
-            if exchange._body is not None:
-                exchange._body.abort(error)
-            exchange.keep_alive = False
-            exchange.finished = True
-            self.current = None
-        self.closing = True
-        if exchange is None or not exchange.started:
-            self.stats.count_response(408)
-            self.write(error_response(408, error.detail, date_line=self.state.date_line))
-        self._close()
+        self._refuse_stream(error)
 
     def close_if_idle(self) -> None:
         """Graceful shutdown: close now unless a request is being handled."""

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from bastion.engine.body import BodyStream, ClientDisconnected
 from bastion.engine.sendfile import send_file as _send_file
@@ -27,6 +27,7 @@ from bastion.http import (
     RequestHead,
     encode_chunk,
     encode_headers,
+    error_response,
     parse_content_length,
     status_allows_body,
     status_line,
@@ -80,6 +81,11 @@ class Exchange:
     # What a trusted proxy reported (bastion.engine.proxy); None for a direct client.
     forwarded_client: tuple[str, int] | None = None
     forwarded_scheme: str | None = None
+    # Why the request was taken from the application: it turned out bad (its body's framing,
+    # a deadline) and the server answered for it, or its client is gone and nobody will be
+    # answered. Either way the application's own answer must never follow.
+    refused: BaseException | None = None
+    _gone_waiter: asyncio.Future[None] | None = None
 
     def __init__(self, conn: HTTPConnection, head: RequestHead) -> None:
         self.conn = conn
@@ -120,6 +126,33 @@ class Exchange:
             if not self.head.has_body:
                 body.finish()
         return body
+
+    @property
+    def client_gone(self) -> bool:
+        """True once the client can no longer take part in this request.
+
+        That is when the connection is closed, or when the client closed its sending side
+        after its request was complete (a FIN). A half-closed client may still be reading, so
+        what the application sends is still written; this only tells it that nobody will ask
+        for anything more, which is what a long poll or an event stream needs to know.
+        """
+        conn = self.conn
+        return conn.closed or (conn.eof and self.body_complete) or self.refused is not None
+
+    async def wait_client_gone(self) -> None:
+        """Return once :attr:`client_gone` is true (at once if it already is)."""
+        if self.client_gone:
+            return
+        waiter = self._gone_waiter
+        if waiter is None:
+            waiter = self._gone_waiter = self.conn.loop.create_future()
+        await asyncio.shield(waiter)
+
+    def notify_client_gone(self) -> None:
+        """Called by the connection: wake whoever waits in :meth:`wait_client_gone`."""
+        waiter = self._gone_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     @property
     def body_complete(self) -> bool:
@@ -165,7 +198,7 @@ class Exchange:
     ) -> None:
         """Send a whole response at once: the fast path, one write for head and body."""
         if self.started:
-            raise ResponseAlreadyStarted("response already started")
+            self._already_started()
         header_block = encode_headers(headers)
         self.started = True
         self.status = status
@@ -217,7 +250,7 @@ class Exchange:
         when the connection does (for handlers written against servers that did just that).
         """
         if self.started:
-            raise ResponseAlreadyStarted("response already started")
+            self._already_started()
         headers, content_length, wants_close = _split_framing(headers, content_length)
         header_block = encode_headers(headers)
         if wants_close:
@@ -309,6 +342,48 @@ class Exchange:
             self.keep_alive = False
         self._complete()
 
+    def _already_started(self) -> NoReturn:
+        if self.finished:
+            # The server ended this request for the application (refused, or its client is
+            # gone): to the application, the client is gone.
+            raise ClientDisconnected(f"request ended by the server: {self.refused}")
+        raise ResponseAlreadyStarted("response already started")
+
+    def refuse(self, error: ProtocolError | ClientDisconnected) -> None:
+        """The request turned out bad (or cut short) after the handler got it.
+
+        The body stream fails with ``error``, so a handler reading it learns why. If nothing
+        was sent yet, a protocol error becomes this request's one answer; a request cut short
+        gets none. Anything the application sends later is dropped (it sees a gone client). A
+        response that has started cannot be taken back, so the connection is closed under it.
+        Either way the connection ends: the next request's position on the wire is unknown.
+        """
+        if self.head.has_body:
+            self.body.abort(error)
+        if self.finished:
+            return
+        if self.started or not isinstance(error, ProtocolError):
+            self._drop(error)
+            return
+        self.refused = error
+        self.started = True
+        self.keep_alive = False
+        self.status = error.status
+        conn = self.conn
+        conn.write(error_response(error.status, error.detail, date_line=conn.state.date_line))
+        self.notify_client_gone()
+        self._complete()
+
+    def _drop(self, why: BaseException) -> None:
+        """End the request with no (further) answer, and the connection with it: a missing
+        or partial answer would otherwise be taken for the next request's."""
+        self.refused = why
+        self.started = True
+        self.keep_alive = False
+        self.finished = True
+        self.notify_client_gone()
+        self.conn.exchange_done(self, abort=True)
+
     def _complete(self) -> None:
         self.finished = True
         self.conn.exchange_done(self)
@@ -318,8 +393,7 @@ class Exchange:
         if self.finished:
             return
         if isinstance(error, ClientDisconnected) or self.conn.closed:
-            self.finished = True
-            self.conn.exchange_done(self)
+            self._drop(error)
             return
         logger.error(
             "handler error on %s %s",
