@@ -76,6 +76,7 @@ class App:
             exchange.respond(404, _TEXT, _NOT_FOUND)
             return
         route, params = found
+        exchange.route = route.path
         endpoint = route.endpoints.get(head.method)
         if endpoint is None and head.method == "HEAD":
             endpoint = route.endpoints.get("GET")

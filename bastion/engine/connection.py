@@ -63,6 +63,7 @@ class HTTPConnection(asyncio.Protocol):
         "write_timeout",
         "_pending_error",
         "eof",
+        "reused",
     )
 
     def __init__(self, state: ServerState) -> None:
@@ -92,6 +93,7 @@ class HTTPConnection(asyncio.Protocol):
         self.write_timeout = state.config.write_timeout
         self._pending_error: ProtocolError | None = None
         self.eof = False
+        self.reused = False
 
     # asyncio.Protocol -----------------------------------------------------------------------
 
@@ -203,7 +205,12 @@ class HTTPConnection(asyncio.Protocol):
             # still being parsed: later requests in it get no answer.
             self.parser = _DeadParser()  # type: ignore[assignment]
             return
-        self.stats.requests += 1
+        stats = self.stats
+        stats.requests += 1
+        if self.reused:
+            stats.keepalive_reused += 1
+        else:
+            self.reused = True
         exchange = Exchange(self, head)
         self._receiving = exchange
         if head.has_body:

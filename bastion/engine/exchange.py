@@ -76,6 +76,9 @@ class Exchange:
     add_server_lines = True
     # The application's own reason phrase, when it set one that is not the standard phrase.
     reason: str | None = None
+    # The route template the application matched (``/users/{id}``), for metrics: a bounded
+    # label, unlike the path. Set by the handler adapter when it knows one.
+    route: str | None = None
     # A free slot for the handler adapter (e.g. the ASGI cycle) to hang its state on.
     state: Any = None
     # What a trusted proxy reported (bastion.engine.proxy); None for a direct client.

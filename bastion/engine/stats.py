@@ -21,6 +21,7 @@ class Stats:
         "responses_by_status",
         "connections_opened",
         "connections_closed",
+        "keepalive_reused",
         "errors_by_kind",
         "request_observers",
     )
@@ -30,6 +31,8 @@ class Stats:
         self.responses_by_status: dict[int, int] = {}
         self.connections_opened = 0
         self.connections_closed = 0
+        # Requests that arrived on a connection that had already carried one.
+        self.keepalive_reused = 0
         self.errors_by_kind: dict[str, int] = {}
         # Called with the finished exchange and its duration in seconds.
         self.request_observers: list[RequestObserver] = []

@@ -1,0 +1,477 @@
+"""The supervisor's view of every worker: snapshots merged into one server's numbers.
+
+Each worker ships a cumulative snapshot once a second (:mod:`bastion.observe.telemetry`); the
+latest per worker is kept. When a worker exits, its last snapshot's counters are folded into
+a *retired* total, so the sums exposed here never go backwards across crashes, kills, reloads
+and recycling (``rate()`` in Prometheus relies on that), and the cost of a scrape depends on
+the number of series, never on how many workers have come and gone.
+
+:class:`MetricsCollector` exposes the merged numbers through ``prometheus_client``;
+:meth:`Aggregator.tick` keeps a short per-second history for the dashboard and ``bastion top``.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from bastion.observe.metrics import DEFAULT_MAX_SERIES, DURATION_BUCKETS, OVERFLOW
+
+HISTORY = 300  # seconds of per-second figures kept for the dashboard
+_BUCKET_LABELS = [f"{bound:g}" for bound in DURATION_BUCKETS] + ["+Inf"]
+_COUNTED_APP_TYPES = frozenset(("counter", "histogram", "summary"))
+
+Key = tuple[Any, ...]
+
+
+class _Totals:
+    """Cumulative counters, summed over any number of snapshots."""
+
+    def __init__(self) -> None:
+        self.requests: dict[Key, list[float]] = {}  # (method, status, route) -> 3 sums
+        self.durations: dict[Key, list[float]] = {}  # (method, route) -> buckets + sum
+        self.engine: dict[str, float] = {}
+        self.errors: dict[str, float] = {}
+        self.cpu_by_slot: dict[int, float] = {}
+        self.app: dict[tuple[str, str, str], dict[Key, float]] = {}  # family -> sample -> sum
+
+    def add(self, snapshot: dict[str, Any]) -> None:
+        for row in snapshot.get("requests", ()):
+            _add_row(self.requests, row, 3)
+        for row in snapshot.get("durations", ()):
+            _add_row(self.durations, row, 2)
+        engine = snapshot.get("engine") or {}
+        for name in ("requests", "connections_opened", "keepalive_reused"):
+            self.engine[name] = self.engine.get(name, 0) + engine.get(name, 0)
+        for kind, count in (engine.get("errors") or {}).items():
+            self.errors[kind] = self.errors.get(kind, 0) + count
+        slot = snapshot.get("slot", 0)
+        cpu = (snapshot.get("process") or {}).get("cpu_seconds", 0.0)
+        self.cpu_by_slot[slot] = self.cpu_by_slot.get(slot, 0.0) + cpu
+        for name, kind, doc, samples in snapshot.get("app", ()):
+            if kind not in _COUNTED_APP_TYPES:
+                continue
+            family = self.app.setdefault((name, kind, doc), {})
+            for sample_name, labels, value in samples:
+                key = (sample_name, tuple(labels))
+                family[key] = family.get(key, 0.0) + value
+
+    def merged(self, live: Iterable[dict[str, Any]]) -> _Totals:
+        total = _Totals()
+        total.requests = {key: list(values) for key, values in self.requests.items()}
+        total.durations = {key: list(values) for key, values in self.durations.items()}
+        total.engine = dict(self.engine)
+        total.errors = dict(self.errors)
+        total.cpu_by_slot = dict(self.cpu_by_slot)
+        total.app = {name: dict(samples) for name, samples in self.app.items()}
+        for snapshot in live:
+            total.add(snapshot)
+        return total
+
+
+def _add_row(table: dict[Key, list[float]], row: tuple[Any, ...], key_size: int) -> None:
+    key = row[:key_size]
+    values = row[key_size:]
+    sums = table.get(key)
+    if sums is None:
+        table[key] = list(values)
+    else:
+        for index, value in enumerate(values):
+            sums[index] += value
+
+
+class WorkerView:
+    """What the supervisor knows of one worker besides its snapshots."""
+
+    __slots__ = ("pid", "slot", "generation", "state", "started", "last_beat", "snapshot")
+
+    def __init__(self, pid: int, slot: int, generation: int, started: float) -> None:
+        self.pid = pid
+        self.slot = slot
+        self.generation = generation
+        self.state = "starting"
+        self.started = started
+        self.last_beat = started
+        self.snapshot: dict[str, Any] | None = None
+
+
+class Aggregator:
+    """Every worker's latest snapshot, the retired totals, and a per-second history."""
+
+    def __init__(self, max_series: int = DEFAULT_MAX_SERIES) -> None:
+        self.max_series = max_series
+        self.workers: dict[int, WorkerView] = {}
+        self.retired = _Totals()
+        self.starts = 0
+        self.exits: dict[str, int] = {}
+        self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY)
+        self._previous: _Totals | None = None
+        self.started = time.time()
+
+    # what the supervisor reports --------------------------------------------------------------
+
+    def worker_started(self, pid: int, slot: int, generation: int) -> None:
+        self.workers[pid] = WorkerView(pid, slot, generation, time.monotonic())
+        self.starts += 1
+
+    def worker_state(self, pid: int, state: str) -> None:
+        worker = self.workers.get(pid)
+        if worker is not None:
+            worker.state = state
+
+    def beat(self, pid: int) -> None:
+        worker = self.workers.get(pid)
+        if worker is not None:
+            worker.last_beat = time.monotonic()
+
+    def update(self, snapshot: dict[str, Any]) -> None:
+        worker = self.workers.get(snapshot.get("pid", 0))
+        if worker is not None:  # a late datagram from a retired worker is not counted twice
+            worker.snapshot = snapshot
+
+    def worker_exited(self, pid: int, reason: str) -> None:
+        worker = self.workers.pop(pid, None)
+        if worker is None:
+            return
+        if worker.snapshot is not None:
+            self.retired.add(worker.snapshot)
+        self.exits[reason] = self.exits.get(reason, 0) + 1
+
+    # reading it --------------------------------------------------------------------------------
+
+    def live_snapshots(self) -> list[dict[str, Any]]:
+        return [w.snapshot for w in self.workers.values() if w.snapshot is not None]
+
+    def totals(self) -> _Totals:
+        return self.retired.merged(self.live_snapshots())
+
+    def tick(self) -> dict[str, Any]:
+        """Once a second: the figures of the last second, appended to the history."""
+        now = self.totals()
+        previous, self._previous = self._previous, now
+        point = _point(now, previous, self.workers.values())
+        self.history.append(point)
+        return point
+
+
+def _point(now: _Totals, previous: _Totals | None, workers: Iterable[WorkerView]) -> dict[str, Any]:
+    def delta(
+        table_now: dict[Key, list[float]], table_before: dict[Key, list[float]] | None, index: int
+    ) -> dict[Key, float]:
+        changes = {}
+        for key, values in table_now.items():
+            before = table_before.get(key) if table_before else None
+            change = values[index] - (before[index] if before else 0)
+            if change > 0:
+                changes[key] = change
+        return changes
+
+    counts = delta(now.requests, previous.requests if previous else None, 0) if previous else {}
+    statuses: dict[str, float] = {}
+    routes: dict[str, float] = {}
+    for (method, status, route), count in counts.items():
+        group = f"{int(status) // 100}xx"
+        statuses[group] = statuses.get(group, 0) + count
+        routes[f"{method} {route or '-'}"] = routes.get(f"{method} {route or '-'}", 0) + count
+    buckets = [0.0] * (len(DURATION_BUCKETS) + 1)
+    slowest: dict[str, float] = {}
+    if previous is not None:
+        for key, values in now.durations.items():
+            before = previous.durations.get(key)
+            for index in range(len(buckets)):
+                buckets[index] += values[index] - (before[index] if before else 0)
+            seconds = values[-1] - (before[-1] if before else 0)
+            observed = sum(values[:-1]) - (sum(before[:-1]) if before else 0)
+            if observed > 0:
+                slowest[f"{key[0]} {key[1] or '-'}"] = seconds / observed
+    per_worker = []
+    for worker in sorted(workers, key=lambda w: w.slot):
+        snapshot = worker.snapshot or {}
+        engine = snapshot.get("engine") or {}
+        process = snapshot.get("process") or {}
+        pool = snapshot.get("pool") or {}
+        per_worker.append(
+            {
+                "slot": worker.slot,
+                "pid": worker.pid,
+                "state": worker.state,
+                "requests": engine.get("requests", 0),
+                "in_flight": engine.get("in_flight", 0),
+                "connections": engine.get("connections_opened", 0)
+                - engine.get("connections_closed", 0),
+                "busy": pool.get("busy", 0),
+                "queued": pool.get("queued", 0),
+                "loop_lag": snapshot.get("loop_lag", 0.0),
+                "rss": process.get("rss_bytes", 0.0),
+                "cpu": process.get("cpu_seconds", 0.0),
+            }
+        )
+    return {
+        "time": time.time(),
+        "rps": sum(counts.values()),
+        "p50": quantile(buckets, 0.50),
+        "p95": quantile(buckets, 0.95),
+        "p99": quantile(buckets, 0.99),
+        "status": statuses,
+        "connections": sum(w["connections"] for w in per_worker),
+        "in_flight": sum(w["in_flight"] for w in per_worker),
+        "busy": sum(w["busy"] for w in per_worker),
+        "queued": sum(w["queued"] for w in per_worker),
+        "loop_lag": max((w["loop_lag"] for w in per_worker), default=0.0),
+        "workers": per_worker,
+        "busiest": sorted(routes.items(), key=lambda item: -item[1])[:5],
+        "slowest": sorted(slowest.items(), key=lambda item: -item[1])[:5],
+    }
+
+
+def quantile(buckets: list[float], q: float) -> float | None:
+    """The ``q`` quantile (seconds) of a histogram's per-bucket counts, interpolated linearly."""
+    total = sum(buckets)
+    if total <= 0:
+        return None
+    rank = q * total
+    seen = 0.0
+    lower = 0.0
+    for index, count in enumerate(buckets):
+        upper = DURATION_BUCKETS[index] if index < len(DURATION_BUCKETS) else DURATION_BUCKETS[-1]
+        if count and seen + count >= rank:
+            return lower + (upper - lower) * (rank - seen) / count
+        seen += count
+        lower = upper
+    return DURATION_BUCKETS[-1]
+
+
+class MetricsCollector:
+    """A ``prometheus_client`` collector over an :class:`Aggregator`."""
+
+    def __init__(self, aggregator: Aggregator, prefix: str = "bastion") -> None:
+        self.aggregator = aggregator
+        self.prefix = prefix
+
+    def describe(self) -> list[Metric]:
+        return []  # collected fresh on every scrape; nothing to check at registration
+
+    def collect(self) -> Iterator[Metric]:
+        aggregator = self.aggregator
+        totals = aggregator.totals()
+        cap = aggregator.max_series
+        p = self.prefix
+        yield from _request_families(p, totals, cap)
+        yield from _engine_families(p, totals, aggregator)
+        yield from _worker_families(p, totals, aggregator)
+        yield from _app_families(totals, aggregator)
+
+
+def _capped(table: dict[Key, list[float]], cap: int, route_index: int) -> dict[Key, list[float]]:
+    """At most ``cap`` label sets; the rest are summed under the route ``__overflow__``."""
+    if len(table) <= cap:
+        return table
+    kept: dict[Key, list[float]] = {}
+    for key, values in table.items():
+        if len(kept) >= cap - 1:
+            key = (*key[:route_index], OVERFLOW, *key[route_index + 1 :])
+        sums = kept.get(key)
+        if sums is None:
+            kept[key] = list(values)
+        else:
+            for index, value in enumerate(values):
+                sums[index] += value
+    return kept
+
+
+def _request_families(p: str, totals: _Totals, cap: int) -> Iterator[Metric]:
+    requests = CounterMetricFamily(
+        f"{p}_requests",
+        "Requests answered, by method, status and route template.",
+        labels=["method", "status", "route"],
+    )
+    request_bytes: dict[tuple[str, str], float] = {}
+    response_bytes: dict[tuple[str, str], float] = {}
+    for (method, status, route), (count, received, sent) in _capped(
+        totals.requests, cap, 2
+    ).items():
+        requests.add_metric([method, str(status), route], count)
+        request_bytes[(method, route)] = request_bytes.get((method, route), 0) + received
+        response_bytes[(method, route)] = response_bytes.get((method, route), 0) + sent
+    yield requests
+    for name, doc, table in (
+        ("request_body_bytes", "Request body bytes received, by method and route.", request_bytes),
+        ("response_body_bytes", "Response body bytes sent, by method and route.", response_bytes),
+    ):
+        family = CounterMetricFamily(f"{p}_{name}", doc, labels=["method", "route"])
+        for (method, route), value in table.items():
+            family.add_metric([method, route], value)
+        yield family
+    durations = HistogramMetricFamily(
+        f"{p}_request_duration_seconds",
+        "Time from the request head to the end of the response, by method and route.",
+        labels=["method", "route"],
+    )
+    for (method, route), values in _capped(totals.durations, cap, 1).items():
+        cumulative = 0.0
+        buckets = []
+        for label, count in zip(_BUCKET_LABELS, values[:-1], strict=True):
+            cumulative += count
+            buckets.append((label, cumulative))
+        durations.add_metric([method, route], buckets, values[-1])
+    yield durations
+
+
+_REFUSALS = {
+    "pool-full": "503",
+    "connection-limit": "503",
+    "timeout-head": "408",
+    "timeout-body": "408",
+}
+
+
+def _engine_families(p: str, totals: _Totals, aggregator: Aggregator) -> Iterator[Metric]:
+    accepted = CounterMetricFamily(f"{p}_connections_accepted", "Connections accepted.")
+    accepted.add_metric([], totals.engine.get("connections_opened", 0))
+    yield accepted
+    reused = CounterMetricFamily(
+        f"{p}_keepalive_reused", "Requests served on a connection that had served one before."
+    )
+    reused.add_metric([], totals.engine.get("keepalive_reused", 0))
+    yield reused
+    refusals = CounterMetricFamily(
+        f"{p}_refusals",
+        "Requests refused by the server itself, by status and reason.",
+        labels=["status", "reason"],
+    )
+    timeouts = CounterMetricFamily(
+        f"{p}_timeouts", "Deadlines that expired, by what was awaited.", labels=["kind"]
+    )
+    errors = CounterMetricFamily(
+        f"{p}_errors", "Handler failures and broken responses, by kind.", labels=["kind"]
+    )
+    for kind, count in sorted(totals.errors.items()):
+        if kind.startswith("protocol-"):
+            refusals.add_metric([kind[9:], "protocol"], count)
+        elif kind in _REFUSALS:
+            refusals.add_metric([_REFUSALS[kind], kind], count)
+        if kind.startswith("timeout-"):
+            timeouts.add_metric([kind[8:]], count)
+        elif not kind.startswith("protocol-") and kind not in _REFUSALS:
+            errors.add_metric([kind], count)
+    yield refusals
+    yield timeouts
+    yield errors
+
+
+def _worker_families(p: str, totals: _Totals, aggregator: Aggregator) -> Iterator[Metric]:
+    starts = CounterMetricFamily(f"{p}_worker_starts", "Worker processes started.")
+    starts.add_metric([], aggregator.starts)
+    yield starts
+    exits = CounterMetricFamily(
+        f"{p}_worker_exits", "Worker processes that exited, by reason.", labels=["reason"]
+    )
+    for reason, count in sorted(aggregator.exits.items()):
+        exits.add_metric([reason], count)
+    yield exits
+    gauges = {
+        "requests_in_flight": ("Requests received and not yet answered.", "engine", "in_flight"),
+        "pool_threads": ("Threads of the pool for blocking handlers.", "pool", "threads"),
+        "pool_busy_threads": ("Pool threads running a handler.", "pool", "busy"),
+        "pool_queue_depth": ("Blocking handlers waiting for a thread.", "pool", "queued"),
+        "process_resident_memory_bytes": ("Resident memory.", "process", "rss_bytes"),
+        "process_open_fds": ("Open file descriptors.", "process", "open_fds"),
+    }
+    families = {
+        name: GaugeMetricFamily(f"{p}_{name}", doc, labels=["worker"])
+        for name, (doc, _, _) in gauges.items()
+    }
+    connections = GaugeMetricFamily(
+        f"{p}_connections_open", "Open client connections.", labels=["worker"]
+    )
+    lag = GaugeMetricFamily(
+        f"{p}_event_loop_lag_seconds",
+        "How late the worker's event loop ran a timer, last second.",
+        labels=["worker"],
+    )
+    for worker in aggregator.workers.values():
+        snapshot = worker.snapshot
+        if snapshot is None:
+            continue
+        label = [str(worker.slot)]
+        for name, (_, section, field) in gauges.items():
+            families[name].add_metric(label, (snapshot.get(section) or {}).get(field, 0))
+        engine = snapshot.get("engine") or {}
+        connections.add_metric(
+            label, engine.get("connections_opened", 0) - engine.get("connections_closed", 0)
+        )
+        lag.add_metric(label, snapshot.get("loop_lag", 0.0))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    families["process_resident_memory_bytes"].add_metric(["supervisor"], _own_rss())
+    yield from families.values()
+    yield connections
+    yield lag
+    cpu = CounterMetricFamily(
+        f"{p}_process_cpu_seconds",
+        "CPU time of the worker processes in each slot, and of the supervisor.",
+        labels=["worker"],
+    )
+    for slot, seconds in sorted(totals.cpu_by_slot.items()):
+        cpu.add_metric([str(slot)], seconds)
+    cpu.add_metric(["supervisor"], usage.ru_utime + usage.ru_stime)
+    yield cpu
+    states: dict[str, int] = {}
+    for worker in aggregator.workers.values():
+        states[worker.state] = states.get(worker.state, 0) + 1
+    workers = GaugeMetricFamily(f"{p}_workers", "Worker processes, by state.", labels=["state"])
+    for state in ("starting", "serving", "draining"):
+        workers.add_metric([state], states.get(state, 0))
+    yield workers
+    checks = GaugeMetricFamily(
+        f"{p}_health_check_passing",
+        "1 when a readiness check passes in every worker.",
+        labels=["check"],
+    )
+    verdicts: dict[str, bool] = {}
+    for snapshot in aggregator.live_snapshots():
+        for name, result in (snapshot.get("checks") or {}).items():
+            verdicts[name] = verdicts.get(name, True) and bool(result.get("ok"))
+    for name, passing in sorted(verdicts.items()):
+        checks.add_metric([name], 1.0 if passing else 0.0)
+    yield checks
+
+
+def _app_families(totals: _Totals, aggregator: Aggregator) -> Iterator[Metric]:
+    """The application's own metrics: counters summed (retired workers included), gauges per
+    worker slot."""
+    for (name, kind, doc), samples in totals.app.items():
+        family = Metric(name, doc, kind)
+        for (sample_name, labels), value in samples.items():
+            family.add_sample(sample_name, dict(labels), value)
+        yield family
+    gauges: dict[tuple[str, str, str], Metric] = {}
+    for worker in aggregator.workers.values():
+        for name, kind, doc, samples in (worker.snapshot or {}).get("app", ()):
+            if kind in _COUNTED_APP_TYPES:
+                continue
+            found = gauges.get((name, kind, doc))
+            if found is None:
+                found = gauges[(name, kind, doc)] = Metric(name, doc, kind)
+            family = found
+            for sample_name, labels, value in samples:
+                family.add_sample(sample_name, {**dict(labels), "worker": str(worker.slot)}, value)
+    yield from gauges.values()
+
+
+def _own_rss() -> float:
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return float(int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
