@@ -401,8 +401,10 @@ class _Framing:
             if len(codings) > 1:
                 raise NotImplementedByServer("unsupported transfer coding")
             self.chunked = True
-        if version != "1.1":
-            self.expect_continue = False  # RFC 9110 §10.1.1: ignore Expect from HTTP/1.0
+        if version != "1.1" or not (self.chunked or self.content_length):
+            # RFC 9110 §10.1.1: an HTTP/1.0 client's 100-continue is ignored, and a request
+            # without content has nothing to wait for, so no interim 100 is owed to it.
+            self.expect_continue = False
         length = self.content_length
         if length is not None and length > max_body_bytes:
             raise ContentTooLarge("request body too large")

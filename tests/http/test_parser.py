@@ -339,12 +339,22 @@ def test_http10_content_length_body() -> None:
         (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n", False),
         # RFC 9110 §10.1.1: an Expect from an HTTP/1.0 client is ignored.
         (b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n", False),
+        # A request without content is owed no interim 100.
+        (b"GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n", False),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n", False),
+        (
+            b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n",
+            True,
+        ),
     ],
 )
 def test_expect_100_continue_flag(request_bytes: bytes, expect_continue: bool) -> None:
     sink = parse(request_bytes)
     assert sink.heads[0].expect_continue is expect_continue
-    assert [e[0] for e in sink.events] == ["head"]  # the body is still to come
+    # A body still to come, or none at all.
+    has_body = sink.heads[0].has_body
+    assert [e[0] for e in sink.events] == (["head"] if has_body else ["head", "end"])
 
 
 UPGRADE_THEN_GET = (
