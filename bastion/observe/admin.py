@@ -1,0 +1,224 @@
+"""The admin listener's application: health probes, metrics, the live dashboard and its feed.
+
+It is an ordinary native :class:`~bastion.App`, served by the supervisor on its own
+listener (``--admin-bind``), so it shows the whole server and is never reachable on the public
+port by accident. Everything it answers comes from what the supervisor already holds in
+memory (the workers' latest snapshots and heartbeats): a probe never waits for a worker, a
+busy one included, and a blocked worker shows up as a failed liveness probe at once.
+
+Routes: ``/healthz`` (liveness), ``/readyz`` (readiness; ``?verbose`` lists every check, as
+text or, with ``Accept: application/json`` or ``?format=json``, JSON), ``/metrics``
+(Prometheus text or OpenMetrics by ``Accept``), ``/`` (the dashboard), ``/events`` (its
+Server-Sent Events feed, one point a second) and ``/api/summary`` (the latest point and
+recent history as JSON, for ``bastion top`` and scripts). With a token set, every route asks
+for ``Authorization: Bearer <token>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator
+from importlib import resources
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from bastion.app import App, Request, Response, StreamingResponse
+from bastion.observe.aggregate import Aggregator, MetricsCollector
+
+_TEXT = "text/plain; charset=utf-8"
+_JSON = "application/json"
+
+
+class ServerHealth:
+    """Liveness and readiness of the whole server, from the supervisor's own records.
+
+    ``beat_deadline`` is how long a worker may go without a heartbeat from its event loop
+    before liveness fails; the supervisor sets ``draining`` the moment it starts a graceful
+    stop, and ``accepting`` while it still wants traffic.
+    """
+
+    def __init__(self, aggregator: Aggregator, beat_deadline: float = 3.0) -> None:
+        self.aggregator = aggregator
+        self.beat_deadline = beat_deadline
+        self.draining = False
+        self.started = time.monotonic()
+
+    def liveness(self) -> tuple[bool, dict[str, Any]]:
+        now = time.monotonic()
+        workers = {}
+        alive = True
+        for worker in self.aggregator.workers.values():
+            if worker.state != "serving":
+                continue
+            silent = now - worker.last_beat
+            ok = silent <= self.beat_deadline
+            alive = alive and ok
+            workers[str(worker.slot)] = {
+                "ok": ok,
+                "pid": worker.pid,
+                "detail": "" if ok else f"event loop silent for {silent:.1f}s",
+            }
+        return alive, {"supervisor": {"ok": True}, "workers": workers}
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        reasons = []
+        serving = [w for w in self.aggregator.workers.values() if w.state == "serving"]
+        if self.draining:
+            reasons.append("draining")
+        if not serving:
+            reasons.append("no worker is serving yet")
+        checks: dict[str, dict[str, Any]] = {}
+        for worker in serving:
+            for name, result in ((worker.snapshot or {}).get("checks") or {}).items():
+                entry = checks.setdefault(name, {"ok": True, "workers": {}})
+                entry["workers"][str(worker.slot)] = result
+                if not result.get("ok"):
+                    entry["ok"] = False
+        reasons.extend(f"check {name} failing" for name, entry in checks.items() if not entry["ok"])
+        return not reasons, {"reasons": reasons, "checks": checks, "workers": len(serving)}
+
+
+def admin_app(
+    health: ServerHealth,
+    *,
+    token: str | None = None,
+    registry: CollectorRegistry | None = None,
+    tick: float = 1.0,
+) -> App:
+    """The admin application over ``health`` (and its aggregator)."""
+    aggregator = health.aggregator
+    if registry is None:
+        registry = CollectorRegistry()
+        registry.register(MetricsCollector(aggregator))
+    app = App()
+    expected = f"Bearer {token}".encode() if token else None
+
+    def refused(request: Request) -> Response | None:
+        if expected is None:
+            return None
+        given = (request.headers.get("authorization") or "").encode("latin-1")
+        if hmac.compare_digest(given, expected):
+            return None
+        return Response(
+            b"401 Unauthorized: this endpoint needs the admin token\n",
+            status=401,
+            headers={"www-authenticate": 'Bearer realm="bastion-admin"', "content-type": _TEXT},
+        )
+
+    @app.get("/healthz")
+    async def healthz(request: Request) -> Response:
+        return refused(request) or _verdict(request, *health.liveness())
+
+    @app.get("/readyz")
+    async def readyz(request: Request) -> Response:
+        return refused(request) or _verdict(request, *health.readiness())
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        denied = refused(request)
+        if denied is not None:
+            return denied
+        encoder, content_type = choose_encoder(request.headers.get("accept") or "")
+        return Response(encoder(registry), headers={"content-type": content_type})
+
+    @app.get("/api/summary")
+    async def summary(request: Request) -> Response:
+        denied = refused(request)
+        if denied is not None:
+            return denied
+        history = list(aggregator.history)
+        body = {"now": history[-1] if history else None, "history": history[-120:]}
+        return Response(json.dumps(body).encode(), headers={"content-type": _JSON})
+
+    @app.get("/events")
+    async def events(request: Request) -> Response | StreamingResponse:
+        denied = refused(request)
+        if denied is not None:
+            return denied
+        return StreamingResponse(
+            _feed(aggregator, request, tick),
+            headers={"cache-control": "no-store", "x-accel-buffering": "no"},
+            content_type="text/event-stream",
+        )
+
+    @app.get("/")
+    async def dashboard(request: Request) -> Response:
+        return refused(request) or _asset("index.html", "text/html; charset=utf-8")
+
+    @app.get("/assets/{name}")
+    async def asset(request: Request) -> Response:
+        denied = refused(request)
+        if denied is not None:
+            return denied
+        name = request.path_params["name"]
+        kind = _ASSET_TYPES.get(name.rsplit(".", 1)[-1])
+        if kind is None or "/" in name or name.startswith("."):
+            return Response(b"404 Not Found\n", status=404, headers={"content-type": _TEXT})
+        return _asset(name, kind)
+
+    return app
+
+
+_ASSET_TYPES = {
+    "js": "text/javascript; charset=utf-8",
+    "css": "text/css; charset=utf-8",
+    "html": "text/html; charset=utf-8",
+}
+
+
+def _asset(name: str, content_type: str) -> Response:
+    try:
+        data = resources.files("bastion.observe").joinpath("dashboard", name).read_bytes()
+    except (FileNotFoundError, IsADirectoryError):
+        return Response(b"404 Not Found\n", status=404, headers={"content-type": _TEXT})
+    return Response(data, headers={"content-type": content_type, "cache-control": "no-cache"})
+
+
+def _verdict(request: Request, ok: bool, detail: dict[str, Any]) -> Response:
+    status = 200 if ok else 503
+    wants_json = "json" in (request.query_param("format") or "") or _JSON in (
+        request.headers.get("accept") or ""
+    )
+    if wants_json:
+        body = json.dumps({"ok": ok, **detail}, indent=1).encode()
+        return Response(body, status=status, headers={"content-type": _JSON})
+    lines = ["ok" if ok else "failing"]
+    if "verbose" in request.query or not ok:
+        lines.extend(_describe(detail))
+    text = "\n".join(lines) + "\n"
+    return Response(text.encode(), status=status, headers={"content-type": _TEXT})
+
+
+def _describe(detail: dict[str, Any]) -> list[str]:
+    lines = [f"- {reason}" for reason in detail.get("reasons", ())]
+    for name, entry in sorted((detail.get("checks") or {}).items()):
+        mark = "+" if entry["ok"] else "-"
+        notes = "; ".join(
+            f"worker {slot}: {result.get('detail') or 'ok'}"
+            for slot, result in sorted(entry["workers"].items())
+        )
+        lines.append(f"[{mark}] {name}: {notes}")
+    for slot, entry in sorted(
+        (detail.get("workers") or {}).items() if isinstance(detail.get("workers"), dict) else ()
+    ):
+        mark = "+" if entry["ok"] else "-"
+        lines.append(f"[{mark}] worker {slot} (pid {entry['pid']}) {entry['detail']}".rstrip())
+    return lines
+
+
+async def _feed(aggregator: Aggregator, request: Request, tick: float) -> AsyncIterator[bytes]:
+    """The dashboard's stream: the recent history once, then each new point as it is made."""
+    history = list(aggregator.history)
+    yield b"retry: 2000\nevent: history\ndata: %s\n\n" % json.dumps(history).encode()
+    sent = history[-1]["time"] if history else 0.0
+    while not request.disconnected:
+        await asyncio.sleep(tick / 4)
+        if aggregator.history and aggregator.history[-1]["time"] > sent:
+            point = aggregator.history[-1]
+            sent = point["time"]
+            yield b"data: %s\n\n" % json.dumps(point).encode()
