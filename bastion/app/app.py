@@ -36,6 +36,24 @@ class App:
 
     def __init__(self) -> None:
         self.router = Router()
+        # (check, name, timeout) for readiness; run by the server's monitoring, not here.
+        self.health_checks: list[tuple[Callable[[], Any], str, float]] = []
+
+    def health_check(
+        self, fn: Callable[[], Any] | None = None, *, name: str | None = None, timeout: float = 5.0
+    ) -> Any:
+        """Register a readiness check: ``@app.health_check`` or ``@app.health_check(timeout=2)``.
+
+        A check is a plain or ``async`` function without arguments; it passes by returning
+        ``None`` or ``True`` and fails by returning ``False`` or raising. While one fails,
+        ``/readyz`` on the admin listener answers 503 and names it.
+        """
+
+        def register(check: Callable[[], Any]) -> Callable[[], Any]:
+            self.health_checks.append((check, name or check.__name__, timeout))
+            return check
+
+        return register(fn) if fn is not None else register
 
     # registering routes -----------------------------------------------------------------------
 

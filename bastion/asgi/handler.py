@@ -153,7 +153,7 @@ class ASGIHandler:
             "server": conn.server_address,
             "state": self._state.copy(),
         }
-        cycle = _Cycle(exchange)
+        cycle = _Cycle(exchange, scope)
         exchange.state = cycle
         call = self.app(scope, cycle.receive, cycle.send)
         if not asyncio.iscoroutine(call):
@@ -211,6 +211,7 @@ class _Cycle:
 
     __slots__ = (
         "exchange",
+        "scope",
         "state",
         "status",
         "headers",
@@ -222,8 +223,9 @@ class _Cycle:
         "task",
     )
 
-    def __init__(self, exchange: Exchange) -> None:
+    def __init__(self, exchange: Exchange, scope: dict[str, Any]) -> None:
         self.exchange = exchange
+        self.scope = scope
         self.state = _IDLE
         self.status = 0
         self.headers: Iterable[Any] = ()
@@ -340,6 +342,11 @@ class _Cycle:
         headers, length, flags = _response_headers(self.headers)
         if flags:
             _apply_flags(exchange, headers, flags)
+        route = self.scope.get("route")
+        if route is not None:
+            # Starlette and FastAPI leave the matched route in the scope: its template is a
+            # bounded metrics label, where the path is not.
+            exchange.route = getattr(route, "path", None)
         if length is None or length == len(body):
             exchange.respond(self.status, headers, body)
         else:
@@ -360,6 +367,11 @@ class _Cycle:
         headers, length, flags = _response_headers(self.headers)
         if flags:
             _apply_flags(exchange, headers, flags)
+        route = self.scope.get("route")
+        if route is not None:
+            # Starlette and FastAPI leave the matched route in the scope: its template is a
+            # bounded metrics label, where the path is not.
+            exchange.route = getattr(route, "path", None)
         exchange.start(self.status, headers, length)
         self.state = _BODY
 

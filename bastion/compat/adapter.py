@@ -203,6 +203,9 @@ class HandlerClassAdapter:
     def __init__(self, handler_class: Any, server: Any) -> None:
         self.factory = handler_factory(handler_class)
         self.server = server
+        # A handler class has no routes; its name is the one bounded label it offers metrics.
+        named = handler_class.func if isinstance(handler_class, partial) else handler_class
+        self.route = getattr(named, "__qualname__", None)
         self._state: ServerState | None = None
         self.read_timeout = 30.0
         # The server's own handle_error is called only when the user overrode it; the default
@@ -221,6 +224,7 @@ class HandlerClassAdapter:
     def handle(self, exchange: Exchange) -> None:
         state = self._state
         assert state is not None, "startup() was not run"
+        exchange.route = self.route
         if not state.pool.try_submit(partial(self._serve, exchange), _ignore):
             state.stats.count_error("pool-full")
             exchange.respond(503, [*_TEXT, ("retry-after", "1")], _BUSY)

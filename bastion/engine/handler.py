@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from bastion.engine.exchange import Exchange
@@ -36,3 +36,26 @@ async def run_shutdown(handler: Handler) -> None:
     shutdown = getattr(handler, "shutdown", None)
     if shutdown is not None:
         await shutdown()
+
+
+class HandlerWrapper:
+    """A handler in front of another: runs its lifecycle hooks, and lets everything else an
+    adapter exposes (a lifespan object, registered health checks, ...) show through."""
+
+    def __init__(self, inner: Handler) -> None:
+        self.inner = inner
+        lost = getattr(inner, "connection_lost", None)
+        if lost is not None:
+            self.connection_lost = lost
+
+    def handle(self, exchange: Exchange) -> None:
+        self.inner.handle(exchange)
+
+    async def startup(self, state: ServerState) -> None:
+        await run_startup(self.inner, state)
+
+    async def shutdown(self) -> None:
+        await run_shutdown(self.inner)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)

@@ -18,13 +18,12 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from bastion.engine.handler import Handler, run_shutdown, run_startup
+from bastion.engine.handler import Handler, HandlerWrapper
 
 if TYPE_CHECKING:
     from bastion.engine.exchange import Exchange
-    from bastion.engine.server import ServerState
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -90,30 +89,17 @@ class TrustedPeers:
         return any(address in network for network in self.networks)
 
 
-class ProxyHeaders:
+class ProxyHeaders(HandlerWrapper):
     """Wraps a handler: applies trusted proxy headers to each exchange before it runs."""
 
     def __init__(self, inner: Handler, trusted: TrustedPeers) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.trusted = trusted
         self._handle = inner.handle
-        lost = getattr(inner, "connection_lost", None)
-        if lost is not None:
-            self.connection_lost = lost
 
     def handle(self, exchange: Exchange) -> None:
         apply_proxy_headers(exchange, self.trusted)
         self._handle(exchange)
-
-    async def startup(self, state: ServerState) -> None:
-        await run_startup(self.inner, state)
-
-    async def shutdown(self) -> None:
-        await run_shutdown(self.inner)
-
-    def __getattr__(self, name: str) -> Any:
-        # Anything else an adapter exposes (e.g. a lifespan object) stays reachable.
-        return getattr(self.inner, name)
 
 
 def apply_proxy_headers(exchange: Exchange, trusted: TrustedPeers) -> None:

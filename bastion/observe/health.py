@@ -55,6 +55,14 @@ class HealthChecks:
         for check in other._checks:
             self.add(check.fn, check.name, check.timeout)
 
+    @classmethod
+    def of(cls, handler: object) -> HealthChecks:
+        """The checks an application registered (``App.health_checks``), wrappers seen through."""
+        checks = cls()
+        for fn, name, timeout in getattr(handler, "health_checks", None) or ():
+            checks.add(fn, name, timeout)
+        return checks
+
     async def run_all(self) -> None:
         if self._checks:
             await asyncio.gather(*(self._run(check) for check in self._checks))

@@ -139,6 +139,8 @@ class StaticFiles:
         self.cache = SmallFiles(cache_bytes, follow_symlinks) if cache_bytes else None
         self._prefix = _prefix_segments(prefix)
         self.prefix = _url(self._prefix, False) if self._prefix else ""
+        # One metrics label for every file: a tree's paths are not a bounded set.
+        self.route = f"{self.prefix}/{{path:path}}"
         self._extra: list[tuple[str, str]] = (
             [("cache-control", cache_control)] if cache_control else []
         )
@@ -153,6 +155,7 @@ class StaticFiles:
         self._state = state
 
     def handle(self, exchange: Exchange) -> None:
+        exchange.route = self.route
         self.serve(exchange, self._prefix)
 
     def serve(self, exchange: Exchange, prefix: tuple[str, ...]) -> None:
@@ -538,6 +541,7 @@ class Mount:
         self.prefix = _url(segments, False)
         self._segments = segments
         self._raw = self.prefix.encode("ascii")
+        self.route = f"{self.prefix}/{{path:path}}"
         lost: Callable[[Exchange], None] | None = getattr(app, "connection_lost", None)
         if lost is not None:
             self.connection_lost = lost
@@ -553,6 +557,7 @@ class Mount:
         target = exchange.head.target
         raw = self._raw
         if target.startswith(raw) and (len(target) == len(raw) or target[len(raw)] in b"/?"):
+            exchange.route = self.route
             self.static.serve(exchange, self._segments)
         else:
             self.app.handle(exchange)

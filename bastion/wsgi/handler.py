@@ -65,7 +65,7 @@ class WSGIHandler:
         if exchange.disconnected:
             return _SKIPPED  # the client gave up while the request waited for a thread
         environ = self._environ.build(exchange)
-        call = WSGICall(exchange)
+        call = WSGICall(exchange, environ)
         try:
             result = self.app(environ, call.start_response)
             try:

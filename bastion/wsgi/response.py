@@ -180,10 +180,20 @@ def _next_nonempty(iterator: Iterator[Any]) -> bytes | None:
 class WSGICall:
     """The state of one application call: what ``start_response`` set, and what was sent."""
 
-    __slots__ = ("exchange", "status", "headers", "length", "close", "head_sent", "writer")
+    __slots__ = (
+        "exchange",
+        "environ",
+        "status",
+        "headers",
+        "length",
+        "close",
+        "head_sent",
+        "writer",
+    )
 
-    def __init__(self, exchange: Exchange) -> None:
+    def __init__(self, exchange: Exchange, environ: dict[str, Any]) -> None:
         self.exchange = exchange
+        self.environ = environ
         self.status = 0
         self.headers: HeaderList = []
         self.length: int | None = None
@@ -210,6 +220,8 @@ class WSGICall:
         code = parse_status(status)
         self.headers, self.length, self.close = clean_headers(headers)
         self.status = code
+        # Read here, while the framework's request is still current (Flask clears it after).
+        self.exchange.route = _route_template(self.environ)
         reason = status[4:]
         if reason and reason != reason_phrase(code):
             self.exchange.reason = reason  # read on the loop after this thread hands over
@@ -409,3 +421,15 @@ def complete_on_loop(exchange: Exchange, action: Any, error: BaseException | Non
             exchange.end()  # shorter than declared: the exchange logs it and closes
     except Exception as exc:
         exchange.fail(exc)
+
+
+def _route_template(environ: dict[str, Any]) -> str | None:
+    """The route the framework matched, when it tells: a bounded metrics label.
+
+    Flask (Werkzeug) keeps its request object in the environ and the matched rule on it.
+    """
+    request = environ.get("werkzeug.request")
+    if request is None:
+        return None
+    template = getattr(getattr(request, "url_rule", None), "rule", None)
+    return template if isinstance(template, str) else None
