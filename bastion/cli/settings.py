@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import ipaddress
 import json
 import math
 import os
@@ -58,6 +59,38 @@ def _check_format(value: str) -> None:
 
 def _check_networks(values: list[str]) -> None:
     TrustedPeers(values)
+
+
+def _check_admin_bind(value: str) -> None:
+    spec = parse_bind(value)
+    if spec.kind not in ("tcp", "unix"):
+        raise ValueError("must be host:port or unix:/path")
+
+
+def _check_checks(values: list[str]) -> None:
+    for value in values:
+        module, _, name = value.partition(":")
+        if not module or not name:
+            raise ValueError(f"expected module:function, got {value!r}")
+
+
+def _check_prefix(value: str) -> None:
+    if value and (not value.startswith("/") or value.strip("/") == "" or " " in value):
+        raise ValueError(f"expected a path such as /_bastion, got {value!r}")
+
+
+def admin_is_private(value: str) -> bool:
+    """True when an admin address is reachable from this machine only."""
+    spec = parse_bind(value)
+    if spec.kind == "unix":
+        return True
+    host = (spec.host or "").strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -173,6 +206,23 @@ def _options() -> tuple[Option, ...]:
         Option("log_config", "path", None, "a logging configuration (dictConfig as .json or "
                ".toml, else fileConfig .ini) instead of the above", "logging",
                metavar="FILE"),
+        Option("admin_bind", "str", None, "serve /healthz, /readyz, /metrics and the dashboard "
+               "here (host:port or unix:/path), from the supervisor", "monitoring",
+               metavar="ADDRESS", check=_check_admin_bind),
+        Option("admin_token", "str", None, "bearer token the admin listener asks for (required "
+               "unless it is on loopback or a unix socket)", "monitoring", metavar="TOKEN"),
+        Option("shutdown_delay", "float", 0.0, "seconds to keep serving after readiness fails "
+               "on SIGTERM, before draining (for load balancers to notice)", "monitoring",
+               minimum=0),
+        Option("health_check", "list", [], "a readiness check, module:function (plain or "
+               "async); repeatable", "monitoring", metavar="CHECK", check=_check_checks),
+        Option("health_check_timeout", "float", 5.0, "seconds each --health-check may take",
+               "monitoring", positive=True),
+        Option("health_path_prefix", "str", "", "also answer PREFIX/healthz and PREFIX/readyz "
+               "on the main listener, before the application", "monitoring", metavar="PREFIX",
+               check=_check_prefix),
+        Option("metrics_max_series", "int", 2000, "label sets per metric before the rest are "
+               "counted under route='__overflow__'", "monitoring", minimum=10),
     )  # fmt: skip
 
 
@@ -379,6 +429,15 @@ def _cross_check(settings: Settings) -> None:
             raise settings.error(name, "is set but tls_cert is not")
     if settings["tls_verify_client"] != "none" and settings["tls_ca"] is None:
         raise settings.error("tls_verify_client", "needs tls_ca, the CA bundle to verify with")
+    admin = settings["admin_bind"]
+    if admin is not None and not settings["admin_token"] and not admin_is_private(admin):
+        raise settings.error(
+            "admin_bind",
+            f"{admin} is reachable from other machines: set admin_token (--admin-token or "
+            "BASTION_ADMIN_TOKEN), or bind the admin listener to 127.0.0.1 or a unix socket",
+        )
+    if settings["admin_token"] is not None and admin is None:
+        raise settings.error("admin_token", "is set but admin_bind is not")
 
 
 # the command line -----------------------------------------------------------------------------
@@ -486,7 +545,7 @@ def render(settings: Settings) -> str:
     for option in OPTIONS:
         value = settings[option.name]
         source = where[settings.sources.get(option.name, "default")]
-        if option.name == "tls_key_password" and value is not None:
+        if option.name in ("tls_key_password", "admin_token") and value is not None:
             value = "********"
         if value is None:
             lines.append(f"# {option.name.replace('_', '-')} is not set")
