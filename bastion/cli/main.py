@@ -22,6 +22,7 @@ from bastion.cli.settings import (
     render,
     resolve,
 )
+from bastion.cli.top import add_top_command, top_command
 from bastion.engine import ServerConfig, parse_bind, run
 from bastion.engine.config import WorkerConfig
 from bastion.engine.handler import Handler
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_arguments(run_parser)
     add_serve_command(commands)
+    add_top_command(commands)
     return parser
 
 
@@ -174,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve_command(args)
+    if args.command == "top":
+        return top_command(args, dict(os.environ))
     return run_command(args)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import inspect
 import threading
 import time
@@ -90,6 +91,19 @@ class HealthChecks:
     def results(self) -> dict[str, dict[str, Any]]:
         """Name → ``{"ok": bool, "detail": str, "seconds": float}`` for checks that have run."""
         return {check.name: dict(check.result) for check in self._checks if check.result}
+
+
+def load_check(spec: str) -> Check:
+    """``module:function`` (or ``module:object.method``) imported; ValueError if not callable."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"a health check is module:function, not {spec!r}")
+    target: Any = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        target = getattr(target, part)
+    if not callable(target):
+        raise ValueError(f"health check {spec} is not callable")
+    return target  # type: ignore[no-any-return]
 
 
 def _verdict(ok: bool, detail: str) -> dict[str, Any]:

@@ -21,10 +21,13 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
-from bastion.observe.health import HealthChecks
+from bastion.observe.config import MonitorConfig
+from bastion.observe.health import HealthChecks, load_check
 from bastion.observe.metrics import DEFAULT_MAX_SERIES, RequestMetrics
+from bastion.observe.probes import ProbeRoutes
 
 if TYPE_CHECKING:
+    from bastion.engine.handler import Handler
     from bastion.engine.server import ServerState
 
 SNAPSHOT_VERSION = 1
@@ -59,18 +62,32 @@ class WorkerTelemetry:
         state.stats.request_observers.append(self.metrics)
 
     async def run(self, channel: socket.socket) -> None:
-        """Ship a snapshot every interval until cancelled (then one last one)."""
+        """Ship a snapshot every interval until cancelled (then one last one).
+
+        The first goes out as soon as the checks have run once, so readiness does not wait a
+        whole interval; checks then run on their own schedule, so a slow one never delays
+        the numbers.
+        """
         channel.setblocking(False)
+        await self.checks.run_all()
+        send(channel, self.snapshot())
+        checking = asyncio.ensure_future(self._check_forever()) if len(self.checks) else None
         try:
             while True:
                 before = time.monotonic()
                 await asyncio.sleep(self.interval)
                 # How late the loop woke us is how long a request would have waited for it.
                 self.loop_lag = max(0.0, time.monotonic() - before - self.interval)
-                await self.checks.run_all()
                 send(channel, self.snapshot())
         finally:
+            if checking is not None:
+                checking.cancel()
             send(channel, self.snapshot(final=True))
+
+    async def _check_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.checks.run_all()
 
     def snapshot(self, final: bool = False) -> dict[str, Any]:
         state = self._state
@@ -114,6 +131,23 @@ class WorkerTelemetry:
             **self.metrics.snapshot(),
             "app": app_metrics(),
         }
+
+
+def for_worker(
+    handler: Handler, monitor: MonitorConfig, slot: int
+) -> tuple[Handler, WorkerTelemetry]:
+    """Set up a worker's monitoring: its checks, its telemetry, and the probe paths if asked.
+
+    Raises ImportError or ValueError (in the worker, at start-up) for a check that cannot be
+    loaded, so a typo is reported where the application's own errors are.
+    """
+    checks = HealthChecks.of(handler)
+    for spec in monitor.health_checks:
+        checks.add(load_check(spec), spec, monitor.health_check_timeout)
+    telemetry = WorkerTelemetry(slot, checks, max_series=monitor.max_series)
+    if monitor.health_path_prefix:
+        handler = ProbeRoutes(handler, monitor.health_path_prefix, checks)
+    return handler, telemetry
 
 
 def send(channel: socket.socket, snapshot: dict[str, Any]) -> None:
