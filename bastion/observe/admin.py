@@ -12,11 +12,20 @@ text or, with ``Accept: application/json`` or ``?format=json``, JSON), ``/metric
 Server-Sent Events feed, one point a second) and ``/api/summary`` (the latest point and
 recent history as JSON, for ``bastion top`` and scripts). With a token set, every route asks
 for ``Authorization: Bearer <token>``.
+
+A browser cannot add that header to a page it navigates to, nor to an ``EventSource``, so the
+dashboard also takes the token once, as ``/?token=<token>``: the answer sets a cookie derived
+from the token (``HttpOnly``, ``SameSite=Strict``, so no other site's page can send it) and
+redirects to ``./``, taking the token out of the address bar and the browser's history. The
+cookie is honoured only by the read-only dashboard routes (``/``, ``/assets/*``, ``/events``,
+``/api/summary``); probes and ``/metrics`` keep to the header.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gzip
+import hashlib
 import hmac
 import json
 import time
@@ -97,13 +106,20 @@ def admin_app(
         registry.register(MetricsCollector(aggregator))
     app = App()
     expected = f"Bearer {token}".encode() if token else None
+    # The cookie carries a digest of the token, not the token: a cookie read off a disk or a
+    # proxy's memory opens the dashboard, not /metrics or a future admin action.
+    cookie = _cookie_value(token) if token else None
 
-    def refused(request: Request) -> Response | None:
+    def refused(request: Request, dashboard: bool = False) -> Response | None:
         if expected is None:
             return None
         given = (request.headers.get("authorization") or "").encode("latin-1")
         if hmac.compare_digest(given, expected):
             return None
+        if dashboard and cookie is not None:
+            for value in _cookies(request, _COOKIE):
+                if hmac.compare_digest(value.encode("latin-1", "replace"), cookie):
+                    return None
         return Response(
             b"401 Unauthorized: this endpoint needs the admin token\n",
             status=401,
@@ -128,7 +144,7 @@ def admin_app(
 
     @app.get("/api/summary")
     async def summary(request: Request) -> Response:
-        denied = refused(request)
+        denied = refused(request, dashboard=True)
         if denied is not None:
             return denied
         history = list(aggregator.history)
@@ -137,7 +153,7 @@ def admin_app(
 
     @app.get("/events")
     async def events(request: Request) -> Response | StreamingResponse:
-        denied = refused(request)
+        denied = refused(request, dashboard=True)
         if denied is not None:
             return denied
         return StreamingResponse(
@@ -148,18 +164,23 @@ def admin_app(
 
     @app.get("/")
     async def dashboard(request: Request) -> Response:
-        return refused(request) or _asset("index.html", "text/html; charset=utf-8")
+        offered = request.query_param("token")
+        if offered is not None and expected is not None and cookie is not None:
+            return _exchange_token(offered, token or "", cookie)
+        return refused(request, dashboard=True) or _asset(
+            request, "index.html", "text/html; charset=utf-8"
+        )
 
     @app.get("/assets/{name}")
     async def asset(request: Request) -> Response:
-        denied = refused(request)
+        denied = refused(request, dashboard=True)
         if denied is not None:
             return denied
         name = request.path_params["name"]
         kind = _ASSET_TYPES.get(name.rsplit(".", 1)[-1])
-        if kind is None or "/" in name or name.startswith("."):
+        if kind is None or "/" in name or "\\" in name or name.startswith("."):
             return Response(b"404 Not Found\n", status=404, headers={"content-type": _TEXT})
-        return _asset(name, kind)
+        return _asset(request, name, kind)
 
     return app
 
@@ -169,14 +190,75 @@ _ASSET_TYPES = {
     "css": "text/css; charset=utf-8",
     "html": "text/html; charset=utf-8",
 }
+_COOKIE = "bastion_admin"
+# The page loads nothing from another origin, and nothing may frame it or read its address.
+_PAGE_HEADERS = (
+    (
+        "content-security-policy",
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    ),
+    ("referrer-policy", "no-referrer"),
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+)
+_gzipped: dict[str, tuple[bytes, bytes]] = {}  # name -> (file as read, its gzip)
 
 
-def _asset(name: str, content_type: str) -> Response:
+def _cookie_value(token: str) -> bytes:
+    digest = hmac.new(token.encode(), b"bastion dashboard cookie", hashlib.sha256)
+    return digest.hexdigest().encode()
+
+
+def _cookies(request: Request, name: str) -> list[str]:
+    found = []
+    for header in request.headers.get_all("cookie"):
+        for part in header.split(";"):
+            key, _, value = part.strip().partition("=")
+            if key == name:
+                found.append(value)
+    return found
+
+
+def _exchange_token(offered: str, token: str, cookie: bytes) -> Response:
+    """``/?token=``: a cookie for the dashboard and a redirect that drops the token from the URL."""
+    if not hmac.compare_digest(offered.encode("latin-1", "replace"), token.encode()):
+        return Response(
+            b"401 Unauthorized: wrong admin token\n",
+            status=401,
+            headers={"www-authenticate": 'Bearer realm="bastion-admin"', "content-type": _TEXT},
+        )
+    return Response(
+        b"",
+        status=303,
+        headers=[
+            ("location", "./"),
+            ("set-cookie", f"{_COOKIE}={cookie.decode()}; Path=/; HttpOnly; SameSite=Strict"),
+            ("cache-control", "no-store"),
+            *_PAGE_HEADERS,
+        ],
+    )
+
+
+def _asset(request: Request, name: str, content_type: str) -> Response:
     try:
         data = resources.files("bastion.observe").joinpath("dashboard", name).read_bytes()
     except (FileNotFoundError, IsADirectoryError):
         return Response(b"404 Not Found\n", status=404, headers={"content-type": _TEXT})
-    return Response(data, headers={"content-type": content_type, "cache-control": "no-cache"})
+    headers = [
+        ("content-type", content_type),
+        ("cache-control", "no-cache"),
+        ("vary", "accept-encoding"),
+        *_PAGE_HEADERS,
+    ]
+    # Compressed once per file and kept: a phone on a slow link loads a third of the bytes.
+    if "gzip" in (request.headers.get("accept-encoding") or ""):
+        cached = _gzipped.get(name)
+        if cached is None or cached[0] != data:
+            cached = _gzipped[name] = (data, gzip.compress(data, 9, mtime=0))
+        headers.append(("content-encoding", "gzip"))
+        data = cached[1]
+    return Response(data, headers=headers)
 
 
 def _verdict(request: Request, ok: bool, detail: dict[str, Any]) -> Response:
