@@ -170,11 +170,9 @@ class RequestParser:
         except httptools.HttpParserUpgrade as upgrade:
             # We never switch protocols, so the request was answered as plain HTTP/1.1; the
             # parser is left in "upgraded" mode, so the bytes after it go to a fresh one.
-            self._parser = httptools.HttpRequestParser(self)
+            # They are fed outside this handler: an error raised while it runs would take
+            # the upgrade as its context and hide the ProtocolError httptools chained.
             offset = int(upgrade.args[0])
-            if offset < len(data):
-                self.feed(data[offset:])
-            return
         except httptools.HttpParserCallbackError as callback_error:
             # httptools chains what our callback raised as the context of its own error.
             error = self._error or callback_error.__context__
@@ -186,11 +184,16 @@ class RequestParser:
             raise _method_error(data) from None
         except httptools.HttpParserError as exc:
             raise _grammar_error(exc) from None
-        if self._progressed:
-            self._progressed = False
-            self._unseen_bytes = 0
-        elif self._phase != _IDLE:
-            self._count_unseen(len(data))
+        else:
+            if self._progressed:
+                self._progressed = False
+                self._unseen_bytes = 0
+            elif self._phase != _IDLE:
+                self._count_unseen(len(data))
+            return
+        self._parser = httptools.HttpRequestParser(self)
+        if offset < len(data):
+            self.feed(data[offset:])
 
     def _count_unseen(self, size: int) -> None:
         """Bound what llhttp buffers out of our sight.

@@ -294,3 +294,41 @@ def expected_summary(pipeline: list[Request]) -> list[tuple[object, ...]]:
             )
         )
     return [*out, ("ends", len(pipeline))]
+
+
+def wire(pipeline: list[Request]) -> bytes:
+    return b"".join(request.wire for request in pipeline)
+
+
+# (kind, where, bytes, count): where is taken modulo the length, so any integer lands inside.
+Mutation = tuple[str, int, bytes, int]
+
+
+def mutations(max_size: int = 4) -> st.SearchStrategy[list[Mutation]]:
+    return st.lists(
+        st.tuples(
+            st.sampled_from(["replace", "insert", "delete", "repeat"]),
+            st.integers(0, 10_000),
+            st.binary(min_size=1, max_size=4)
+            | st.sampled_from(
+                [b"\r", b"\n", b"\r\n", b" ", b"\t", b"\x00", b":", b",", b";", b"0", b"#", b"@"]
+            ),
+            st.integers(1, 3000),
+        ),
+        min_size=1,
+        max_size=max_size,
+    )
+
+
+def mutate(data: bytes, changes: list[Mutation]) -> bytes:
+    for kind, where, value, count in changes:
+        at = where % (len(data) + 1)
+        if kind == "replace":
+            data = data[:at] + value + data[at + len(value) :]
+        elif kind == "insert":
+            data = data[:at] + value + data[at:]
+        elif kind == "delete":
+            data = data[:at] + data[at + count % 16 + 1 :]
+        else:  # a long run of one piece: what grows a field, a line or a body past a limit
+            data = data[:at] + value * count + data[at:]
+    return data

@@ -729,6 +729,29 @@ def test_http2_preface_is_refused() -> None:
     assert error.status in (400, 505)
 
 
+@pytest.mark.parametrize(
+    ("bad", "status"),
+    [
+        (POST_X + b"Transfer-Encoding: gzip\r\n\r\n", 400),
+        (POST_X + b"Content-Length: +1\r\n\r\n", 400),
+        (GET_X + b"Expect: nope\r\n\r\n", 417),
+        (b"GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
+        (b"GET /" + b"a" * 200 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    ],
+)
+def test_refusal_after_an_upgrade_request_in_the_same_feed(bad: bytes, status: int) -> None:
+    # The bytes after an upgrade request go to a fresh llhttp parser; what that one refuses
+    # must still come out as a ProtocolError, not as httptools' own callback error.
+    upgrade = GET_X + b"Connection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+    sink = Recorder()
+    parser = RequestParser(sink, Limits(max_request_line=100))
+    with pytest.raises(ProtocolError) as caught:
+        parser.feed(upgrade + bad)
+    assert caught.value.status == status
+    assert len(sink.heads) == 1
+
+
 def test_good_request_is_reported_before_a_bad_pipelined_one() -> None:
     sink = Recorder()
     parser = RequestParser(sink)

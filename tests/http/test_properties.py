@@ -12,11 +12,15 @@ from hypothesis import strategies as st
 from bastion.http import ProtocolError
 from tests.http.strategies import (
     LIMITS,
+    Mutation,
     Request,
     expected_summary,
     feed_checked,
+    mutate,
+    mutations,
     pipelines,
     split,
+    wire,
 )
 
 # No example database: a run leaves no files behind and every run starts fresh.
@@ -26,10 +30,6 @@ BOUNDED = settings(
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-
-
-def wire(pipeline: list[Request]) -> bytes:
-    return b"".join(request.wire for request in pipeline)
 
 
 @BOUNDED
@@ -53,43 +53,16 @@ def test_byte_by_byte_parses_like_the_whole(pipeline: list[Request]) -> None:
     assert sink.summary() == expected_summary(pipeline)
 
 
-MUTATIONS = st.lists(
-    st.tuples(
-        st.sampled_from(["replace", "insert", "delete", "repeat"]),
-        st.integers(0, 10_000),
-        st.binary(min_size=1, max_size=4)
-        | st.sampled_from([b"\r", b"\n", b"\r\n", b" ", b"\t", b"\x00", b":", b",", b";", b"0"]),
-        st.integers(1, 3000),
-    ),
-    min_size=1,
-    max_size=4,
-)
-
-
-def mutate(data: bytes, mutations: list[tuple[str, int, bytes, int]]) -> bytes:
-    for kind, where, value, count in mutations:
-        at = where % (len(data) + 1)
-        if kind == "replace":
-            data = data[:at] + value + data[at + len(value) :]
-        elif kind == "insert":
-            data = data[:at] + value + data[at:]
-        elif kind == "delete":
-            data = data[:at] + data[at + count % 16 + 1 :]
-        else:  # a long run of one piece: what grows a field, a line or a body past a limit
-            data = data[:at] + value * count + data[at:]
-    return data
-
-
 @BOUNDED
 @given(
     pipeline=pipelines(),
-    mutations=MUTATIONS,
+    changes=mutations(),
     cuts=st.lists(st.integers(0, 100_000), max_size=8),
 )
 def test_mutations_are_refused_or_parsed_never_crash(
-    pipeline: list[Request], mutations: list[tuple[str, int, bytes, int]], cuts: list[int]
+    pipeline: list[Request], changes: list[Mutation], cuts: list[int]
 ) -> None:
-    data = mutate(wire(pipeline), mutations)
+    data = mutate(wire(pipeline), changes)
     for pieces in ([data], split(data, [cut % (len(data) + 1) for cut in cuts])):
         sink, error = feed_checked(pieces)
         # Whatever was reported is self-consistent (the recording sink asserts the order),
