@@ -134,7 +134,7 @@ class Conversation:
         extra = await self.reader.read(65536)
         if extra:
             self.received += extra
-            raise Unexpected(f"more after the answer: {extra[:40]!r}")
+            raise Unexpected(f"a second answer, {extra[:24]!r}..., instead of {self.stage}")
 
     def reset(self) -> None:
         """Close with RST instead of FIN (SO_LINGER 0), as a crashed or impatient client."""
