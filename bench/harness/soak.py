@@ -302,6 +302,7 @@ class ProcessFigures:
     rss_end_kib: int | None
     rss_max_kib: int
     rss_slope_kib_per_min: float
+    rss_slope_second_half_kib_per_min: float
     fds_start: int
     fds_end: int | None
     fds_max: int
@@ -387,6 +388,8 @@ def figures(
     rows = []
     for pid, role in pids.items():
         rss_points = [(s.at, s.rss_kib[pid]) for s in run if pid in s.rss_kib]
+        # Allocators and caches grow early in a run; a leak keeps growing in the second half.
+        second_half = rss_points[len(rss_points) // 2 :]
         fd_points = [(s.at, s.fds[pid]) for s in run if pid in s.fds]
         rows.append(
             ProcessFigures(
@@ -396,6 +399,7 @@ def figures(
                 rss_end_kib=end.rss_kib.get(pid),
                 rss_max_kib=max(v for _, v in [(0, baseline.rss_kib[pid]), *rss_points]),
                 rss_slope_kib_per_min=round(slope_per_minute(rss_points), 1),
+                rss_slope_second_half_kib_per_min=round(slope_per_minute(second_half), 1),
                 fds_start=baseline.fds[pid],
                 fds_end=end.fds.get(pid),
                 fds_max=max(v for _, v in [(0, baseline.fds[pid]), *fd_points]),
@@ -406,13 +410,16 @@ def figures(
     return rows
 
 
-def versions() -> dict[str, str | None]:
+def versions(bastion_from: Path | None) -> dict[str, str | None]:
     found: dict[str, str | None] = {"python": platform.python_version()}
     for name in ("uvloop", "httptools"):
         try:
             found[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             found[name] = None
+    if bastion_from is not None:
+        found["bastion-commit"] = None  # an export; its commit is whatever the caller says
+        return found
     done = subprocess.run(
         ["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty"],
         capture_output=True,
@@ -499,7 +506,7 @@ async def soak(args: argparse.Namespace, server: procs.RunningServer) -> dict[st
     rows = figures(roles, baseline, run, end)
     drain_s = None if args.no_drain else await drain_under_load(server, tally, args)
     return {
-        "versions": versions(),
+        "versions": versions(args.bastion_from),
         "command": shlex.join(server_command(args, server.port)),
         "bastion_from": str(args.bastion_from) if args.bastion_from else None,
         "duration_s": args.duration,
@@ -568,7 +575,7 @@ def render(result: dict[str, Any], problems: list[str]) -> str:
         f"{result['clients']} concurrent clients; Python {v['python']}, uvloop {v['uvloop']}, "
         f"httptools {v['httptools']}, bastion {result['bastion_from'] or v['bastion-commit']}",
         "",
-        f"{'process':<18} {'RSS MiB start -> end (max)':<28} {'slope':>12}  "
+        f"{'process':<18} {'RSS MiB start -> end (max)':<28} {'KiB/min (2nd half)':>18}  "
         f"{'fds start -> end (max)':<22} {'cpu s':>6}",
     ]
     for row in result["processes"]:
@@ -576,10 +583,12 @@ def render(result: dict[str, Any], problems: list[str]) -> str:
             f"{mib(row['rss_start_kib'])} -> {mib(row['rss_end_kib'])} ({mib(row['rss_max_kib'])})"
         )
         fds = f"{row['fds_start']} -> {row['fds_end']} ({row['fds_max']})"
-        slope = f"{row['rss_slope_kib_per_min']:+.1f} KiB/min"
+        slope = (
+            f"{row['rss_slope_kib_per_min']:+.0f} ({row['rss_slope_second_half_kib_per_min']:+.0f})"
+        )
         cpu = f"{row['cpu_seconds']:.0f}" if row["cpu_seconds"] is not None else "-"
         out.append(
-            f"{row['role'] + ' ' + str(row['pid']):<18} {rss:<28} {slope:>12}  {fds:<22} {cpu:>6}"
+            f"{row['role'] + ' ' + str(row['pid']):<18} {rss:<28} {slope:>18}  {fds:<22} {cpu:>6}"
         )
     out += [
         f"client CPU: {result['client_cpu_s']:.0f}s",
