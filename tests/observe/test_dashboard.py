@@ -139,6 +139,16 @@ def fed_every_second(server: RunningServer, aggregator: Aggregator) -> Iterator[
         feeder.join(5)
 
 
+def wait_for_streams_to_end(server: RunningServer) -> None:
+    """Let an event stream whose client has left notice it before the server is stopped."""
+    engine = server.server.state
+    assert engine is not None
+    deadline = time.monotonic() + 3
+    while engine.connections and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not engine.connections
+
+
 # -- the files ------------------------------------------------------------------------------------
 
 
@@ -202,7 +212,7 @@ def test_whole_page_is_within_its_gzipped_budget(aggregator: Aggregator) -> None
 
 
 def test_token_is_exchanged_for_a_dashboard_cookie(aggregator: Aggregator) -> None:
-    with serve(admin_app(ServerHealth(aggregator), token="s3cret")) as server:
+    with serve(admin_app(ServerHealth(aggregator), token="s3cret", tick=0.1)) as server:
         with httpx.Client(base_url=server.url) as client:
             assert client.get("/?token=wrong").status_code == 401
             assert client.get("/").status_code == 401
@@ -223,6 +233,7 @@ def test_token_is_exchanged_for_a_dashboard_cookie(aggregator: Aggregator) -> No
                 assert client.get(path).status_code == 401, path
         forged = httpx.get(f"{server.url}/api/summary", headers={"cookie": "bastion_admin=x"})
         assert forged.status_code == 401
+        wait_for_streams_to_end(server)
 
 
 # -- the page in a browser ------------------------------------------------------------------------
@@ -271,6 +282,7 @@ class DevTools:
         self._next_id = 0
         self.events: list[dict[str, Any]] = []
         self.session = ""
+        self.target = ""
 
     def close(self) -> None:
         with suppress(OSError, TimeoutError, RuntimeError):
@@ -319,6 +331,7 @@ class DevTools:
             "Target.attachToTarget", session=False, targetId=target["targetId"], flatten=True
         )
         self.session = attached["sessionId"]
+        self.target = target["targetId"]
         for domain in ("Page", "Runtime", "Log"):
             self.call(f"{domain}.enable")
 
@@ -432,12 +445,32 @@ def test_dashboard_in_headless_chromium(aggregator: Aggregator, tmp_path: Path) 
             assert browser.errors() == []
             seen = len(browser.events)
 
-        # The server is gone (a supervisor restarting): the page says so instead of freezing.
-        reconnecting = "document.getElementById('conn').dataset.state === 'reconnecting'"
-        assert browser.wait_for(reconnecting, 5), browser.evaluate(FIGURES)
-        # The browser logs the broken stream and the refused reconnections; nothing else.
-        del browser.events[:seen]
-        assert all("/events: Failed to load resource: net::ERR_" in e for e in browser.errors())
+            # The stream breaks (the supervisor restarting, a proxy timing out): the page says
+            # it is reconnecting, and is live again once the browser's own retry (2 s) is in.
+            state = "document.getElementById('conn').dataset.state"
+            engine = server.server.state
+            assert engine is not None
+
+            def break_streams() -> None:
+                for connection in list(engine.connections):
+                    connection.abort()
+
+            server.call(break_streams)
+            assert browser.wait_for(f"{state} === 'reconnecting'", 3), browser.evaluate(FIGURES)
+            assert browser.wait_for(f"{state} === 'live'", 5), browser.evaluate(FIGURES)
+            # The browser logs the broken stream; nothing else.
+            del browser.events[:seen]
+            assert all("/events: Failed to load resource: net::ERR_" in e for e in browser.errors())
+
+            # Close the page before the server stops, so its stream ends as a client's would
+            # (navigating away is not enough: the page may stay alive in the back/forward cache).
+            streams = len(engine.connections)
+            browser.call("Target.closeTarget", session=False, targetId=browser.target)
+            deadline = time.monotonic() + 3
+            while len(engine.connections) >= streams > 0:
+                assert time.monotonic() < deadline, "the event stream outlived its page"
+                time.sleep(0.05)
+            time.sleep(0.3)  # the feed notices its client left within a quarter tick
     finally:
         browser.close()
     for shot in (laptop, later, mobile):
