@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +60,7 @@ class Vector:
     status: int  # the one status expected, or CLOSED
     eof: bool = False  # half-close after sending: the client has nothing more to say
     xfail: str = ""
+    answered: int = 0  # valid requests pipelined before the bad one, each answered first
 
 
 GET = b"GET / HTTP/1.1\r\nHost: t\r\n"
@@ -521,12 +523,54 @@ VECTORS: list[Vector] = [
         ],
     ),
     # the client stops: a head or body that never completes is a 408 once its deadline passes
+    # (these are sent all at once, when the table starts; see ``stalled``)
     Vector("stall-head", b"GET / HTTP/1.1\r\nHost: t\r\n", 408),
     Vector("stall-request-line", b"GET /waiting", 408),
     Vector("stall-cl-body", POST + b"Content-Length: 10\r\n\r\nabc", 408),
     Vector("stall-chunk-data", chunked(b"a\r\nabc"), 408),
     Vector("stall-chunk-size-line", chunked(b"3\r\nabc\r\n1"), 408),
     Vector("stall-trailers", chunked(b"3\r\nabc\r\n0\r\nX: y\r\n"), 408),
+    # pipelined: the valid requests before a bad one are answered, in order, then the refusal;
+    # a valid request after a bad one is never answered
+    *(
+        Vector(
+            f"pipelined-{name}",
+            GET + END + POST + b"Content-Length: 2\r\n\r\nok" + bad,
+            status,
+            answered=2,
+        )
+        for name, bad, status in [
+            ("then-bad-host", host(b"a b"), 400),
+            ("then-asterisk-get", target(b"*"), 400),
+            ("then-fragment", target(b"/a#b"), 400),
+            (
+                "then-cl-and-te",
+                POST + b"Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                400,
+            ),
+            ("then-bad-chunk", chunked(b"zz\r\n"), 400),
+            ("then-version-2.0", version(b"HTTP/2.0"), 505),
+            ("then-expect", field(b"Expect: nope"), 417),
+            (
+                "then-too-many-fields",
+                GET + b"".join(b"X-%d: v\r\n" % i for i in range(14)) + END,
+                431,
+            ),
+            ("then-unknown-method", line(b"FOO / HTTP/1.1"), 501),
+            ("then-garbage", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400),
+        ]
+    ),
+    *(
+        Vector(f"pipelined-{name}-then-good", bad + GET + END, status)
+        for name, bad, status in [
+            ("bad-host", host(b"a,b"), 400),
+            ("asterisk-get", target(b"*"), 400),
+            ("cl-two", POST + b"Content-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400),
+            ("chunk-data-too-long", chunked(b"1\r\nab\r\n0\r\n\r\n"), 400),
+            ("chunk-ext-bad", chunked(b"1;a b\r\na\r\n0\r\n\r\n"), 400),
+            ("te-gzip-chunked", POST + b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
+        ]
+    ),
     # the client half-closes mid-request: the framing is lost, so a close (at most a 4xx)
     Vector("eof-mid-request-line", b"GET /half", CLOSED, eof=True),
     Vector("eof-mid-head", b"GET / HTTP/1.1\r\nHost: t\r\nX: y", CLOSED, eof=True),
@@ -604,18 +648,33 @@ def statuses(data: bytes) -> list[tuple[int, dict[str, str], bytes]]:
     return responses
 
 
+@pytest.fixture(scope="module")
+def stalled(server: RunningServer) -> Iterator[dict[str, Future[tuple[bytes, bool]]]]:
+    """The vectors that wait for a deadline, all sent at once so their waits overlap."""
+    slow = [vector for vector in VECTORS if vector.name.startswith("stall-")]
+    with ThreadPoolExecutor(len(slow)) as pool:
+        yield {vector.name: pool.submit(exchange, server, vector) for vector in slow}
+
+
 @pytest.mark.parametrize("vector", params())
-def test_vector(server: RunningServer, vector: Vector) -> None:
-    data, closed = exchange(server, vector)
+def test_vector(
+    server: RunningServer, stalled: dict[str, Future[tuple[bytes, bool]]], vector: Vector
+) -> None:
+    running = stalled.get(vector.name)
+    data, closed = exchange(server, vector) if running is None else running.result()
     assert closed, f"no close within {VECTOR_DEADLINE}s; received {data[:300]!r}"
     responses = statuses(data)
-    assert all(APP_MARK not in body for _, _, body in responses), data[:300]
+    assert all(APP_MARK not in body for _, _, body in responses[vector.answered :]), data[:300]
     if vector.status == CLOSED:
         assert len(responses) <= 1, data[:300]
         assert all(400 <= status < 500 for status, _, _ in responses), data[:300]
         return
-    assert [status for status, _, _ in responses] == [vector.status], data[:300]
-    status, headers, body = responses[0]
+    assert [status for status, _, _ in responses] == [200] * vector.answered + [vector.status], (
+        data[:300]
+    )
+    for _, _, body in responses[: vector.answered]:
+        assert body.startswith(APP_MARK)
+    status, headers, body = responses[-1]
     assert headers.get("connection") == "close"
     assert body.startswith(str(status).encode())
 
