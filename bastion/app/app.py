@@ -202,11 +202,15 @@ async def _stream_async(
         async for chunk in content:
             exchange.write(_as_bytes(chunk))
             await exchange.drain()
-    finally:
-        # A client that left ends the stream now, not when the generator is collected.
+    except GeneratorExit:
+        raise  # the task itself is being destroyed: nothing may be awaited any more
+    except BaseException:
+        # A client that left (or a cancellation) ends the stream now, not when the generator
+        # is collected; one that failed inside its own step has already finished.
         close = getattr(content, "aclose", None)
-        if close is not None:
+        if close is not None and not getattr(content, "ag_running", False):
             await close()
+        raise
     exchange.end()
 
 

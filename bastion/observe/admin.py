@@ -81,6 +81,10 @@ class ServerHealth:
             reasons.append("draining")
         if not serving:
             reasons.append("no worker is serving yet")
+        # A worker that has not reported yet has not run its checks: not ready until it has.
+        reasons.extend(
+            f"worker {w.slot} has not reported yet" for w in serving if w.snapshot is None
+        )
         checks: dict[str, dict[str, Any]] = {}
         for worker in serving:
             for name, result in ((worker.snapshot or {}).get("checks") or {}).items():
@@ -298,7 +302,9 @@ async def _feed(aggregator: Aggregator, request: Request, tick: float) -> AsyncI
     history = list(aggregator.history)
     yield b"retry: 2000\nevent: history\ndata: %s\n\n" % json.dumps(history).encode()
     sent = history[-1]["time"] if history else 0.0
-    while not request.disconnected:
+    state = request.exchange.conn.state
+    # Ends when the client goes, or when the server stops: a feed must not hold a drain open.
+    while not request.disconnected and not state.draining:
         await asyncio.sleep(tick / 4)
         if aggregator.history and aggregator.history[-1]["time"] > sent:
             point = aggregator.history[-1]
