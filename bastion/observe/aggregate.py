@@ -17,7 +17,7 @@ import resource
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -92,7 +92,7 @@ def _add_row(table: dict[Key, list[float]], row: tuple[Any, ...], key_size: int)
 
 
 class WorkerView:
-    """What the supervisor knows of one worker besides its snapshots."""
+    """What the supervisor knows of one worker besides its snapshots (changed on the loop)."""
 
     __slots__ = ("pid", "slot", "generation", "state", "started", "last_beat", "snapshot")
 
@@ -145,7 +145,9 @@ class Aggregator:
         if worker is None:
             return
         if worker.snapshot is not None:
-            self.retired.add(worker.snapshot)
+            # A new object, never changed in place: a view taken earlier (being rendered on
+            # another thread) keeps the totals it was taken with.
+            self.retired = self.retired.merged([worker.snapshot])
         self.exits[reason] = self.exits.get(reason, 0) + 1
 
     # reading it --------------------------------------------------------------------------------
@@ -153,19 +155,57 @@ class Aggregator:
     def live_snapshots(self) -> list[dict[str, Any]]:
         return [w.snapshot for w in self.workers.values() if w.snapshot is not None]
 
+    def view(self) -> AggregateView:
+        """What is known now, frozen: cheap to take on the loop, safe to read on any thread."""
+        return AggregateView(
+            self.retired,
+            tuple(WorkerRecord(w.pid, w.slot, w.state, w.snapshot) for w in self.workers.values()),
+            self.starts,
+            dict(self.exits),
+            self.max_series,
+        )
+
     def totals(self) -> _Totals:
-        return self.retired.merged(self.live_snapshots())
+        return self.view().totals()
+
+    def next_point(self, view: AggregateView) -> dict[str, Any]:
+        """The figures of the last second (from ``view``); may run on another thread, one
+        call at a time. Append the result to :attr:`history` on the loop."""
+        now = view.totals()
+        previous, self._previous = self._previous, now
+        return _point(now, previous, view.workers)
 
     def tick(self) -> dict[str, Any]:
-        """Once a second: the figures of the last second, appended to the history."""
-        now = self.totals()
-        previous, self._previous = self._previous, now
-        point = _point(now, previous, self.workers.values())
+        """Once a second, all on the calling thread: the last second's point, recorded."""
+        point = self.next_point(self.view())
         self.history.append(point)
         return point
 
 
-def _point(now: _Totals, previous: _Totals | None, workers: Iterable[WorkerView]) -> dict[str, Any]:
+class WorkerRecord(NamedTuple):
+    pid: int
+    slot: int
+    state: str
+    snapshot: dict[str, Any] | None
+
+
+class AggregateView(NamedTuple):
+    retired: _Totals
+    workers: tuple[WorkerRecord, ...]
+    starts: int
+    exits: dict[str, int]
+    max_series: int
+
+    def snapshots(self) -> list[dict[str, Any]]:
+        return [w.snapshot for w in self.workers if w.snapshot is not None]
+
+    def totals(self) -> _Totals:
+        return self.retired.merged(self.snapshots())
+
+
+def _point(
+    now: _Totals, previous: _Totals | None, workers: Iterable[WorkerRecord]
+) -> dict[str, Any]:
     def delta(
         table_now: dict[Key, list[float]], table_before: dict[Key, list[float]] | None, index: int
     ) -> dict[Key, float]:
@@ -253,24 +293,25 @@ def quantile(buckets: list[float], q: float) -> float | None:
 
 
 class MetricsCollector:
-    """A ``prometheus_client`` collector over an :class:`Aggregator`."""
+    """A ``prometheus_client`` collector over an :class:`Aggregator` (a fresh view per
+    scrape) or over one :class:`AggregateView` (to render it on another thread)."""
 
-    def __init__(self, aggregator: Aggregator, prefix: str = "bastion") -> None:
-        self.aggregator = aggregator
+    def __init__(self, source: Aggregator | AggregateView, prefix: str = "bastion") -> None:
+        self.source = source
         self.prefix = prefix
 
     def describe(self) -> list[Metric]:
         return []  # collected fresh on every scrape; nothing to check at registration
 
     def collect(self) -> Iterator[Metric]:
-        aggregator = self.aggregator
-        totals = aggregator.totals()
-        cap = aggregator.max_series
+        source = self.source
+        view = source.view() if isinstance(source, Aggregator) else source
+        totals = view.totals()
         p = self.prefix
-        yield from _request_families(p, totals, cap)
-        yield from _engine_families(p, totals, aggregator)
-        yield from _worker_families(p, totals, aggregator)
-        yield from _app_families(totals, aggregator)
+        yield from _request_families(p, totals, view.max_series)
+        yield from _engine_families(p, totals)
+        yield from _worker_families(p, totals, view)
+        yield from _app_families(totals, view)
 
 
 def _capped(table: dict[Key, list[float]], cap: int, route_index: int) -> dict[Key, list[float]]:
@@ -336,7 +377,7 @@ _REFUSALS = {
 }
 
 
-def _engine_families(p: str, totals: _Totals, aggregator: Aggregator) -> Iterator[Metric]:
+def _engine_families(p: str, totals: _Totals) -> Iterator[Metric]:
     accepted = CounterMetricFamily(f"{p}_connections_accepted", "Connections accepted.")
     accepted.add_metric([], totals.engine.get("connections_opened", 0))
     yield accepted
@@ -370,14 +411,14 @@ def _engine_families(p: str, totals: _Totals, aggregator: Aggregator) -> Iterato
     yield errors
 
 
-def _worker_families(p: str, totals: _Totals, aggregator: Aggregator) -> Iterator[Metric]:
+def _worker_families(p: str, totals: _Totals, view: AggregateView) -> Iterator[Metric]:
     starts = CounterMetricFamily(f"{p}_worker_starts", "Worker processes started.")
-    starts.add_metric([], aggregator.starts)
+    starts.add_metric([], view.starts)
     yield starts
     exits = CounterMetricFamily(
         f"{p}_worker_exits", "Worker processes that exited, by reason.", labels=["reason"]
     )
-    for reason, count in sorted(aggregator.exits.items()):
+    for reason, count in sorted(view.exits.items()):
         exits.add_metric([reason], count)
     yield exits
     gauges = {
@@ -400,7 +441,7 @@ def _worker_families(p: str, totals: _Totals, aggregator: Aggregator) -> Iterato
         "How late the worker's event loop ran a timer, last second.",
         labels=["worker"],
     )
-    for worker in aggregator.workers.values():
+    for worker in view.workers:
         snapshot = worker.snapshot
         if snapshot is None:
             continue
@@ -427,7 +468,7 @@ def _worker_families(p: str, totals: _Totals, aggregator: Aggregator) -> Iterato
     cpu.add_metric(["supervisor"], usage.ru_utime + usage.ru_stime)
     yield cpu
     states: dict[str, int] = {}
-    for worker in aggregator.workers.values():
+    for worker in view.workers:
         states[worker.state] = states.get(worker.state, 0) + 1
     workers = GaugeMetricFamily(f"{p}_workers", "Worker processes, by state.", labels=["state"])
     for state in ("starting", "serving", "draining"):
@@ -439,7 +480,7 @@ def _worker_families(p: str, totals: _Totals, aggregator: Aggregator) -> Iterato
         labels=["check"],
     )
     verdicts: dict[str, bool] = {}
-    for snapshot in aggregator.live_snapshots():
+    for snapshot in view.snapshots():
         for name, result in (snapshot.get("checks") or {}).items():
             verdicts[name] = verdicts.get(name, True) and bool(result.get("ok"))
     for name, passing in sorted(verdicts.items()):
@@ -447,7 +488,7 @@ def _worker_families(p: str, totals: _Totals, aggregator: Aggregator) -> Iterato
     yield checks
 
 
-def _app_families(totals: _Totals, aggregator: Aggregator) -> Iterator[Metric]:
+def _app_families(totals: _Totals, view: AggregateView) -> Iterator[Metric]:
     """The application's own metrics: counters summed (retired workers included), gauges per
     worker slot."""
     for (name, kind, doc), samples in totals.app.items():
@@ -456,7 +497,7 @@ def _app_families(totals: _Totals, aggregator: Aggregator) -> Iterator[Metric]:
             family.add_sample(sample_name, dict(labels), value)
         yield family
     gauges: dict[tuple[str, str, str], Metric] = {}
-    for worker in aggregator.workers.values():
+    for worker in view.workers:
         for name, kind, doc, samples in (worker.snapshot or {}).get("app", ()):
             if kind in _COUNTED_APP_TYPES:
                 continue
