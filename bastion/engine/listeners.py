@@ -9,9 +9,11 @@ systemd passes to a socket-activated service.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import socket
 import stat
+import struct
 import sys
 from collections.abc import MutableMapping
 from dataclasses import dataclass
@@ -62,9 +64,12 @@ def parse_bind(spec: str) -> BindSpec:
 
 
 def open_listener(
-    spec: BindSpec, backlog: int = 2048, *, reuse_port: bool = False
+    spec: BindSpec, backlog: int = 2048, *, reuse_port: bool = False, listen: bool = True
 ) -> socket.socket:
-    """A bound, listening, non-blocking socket for ``spec`` (``reuse_port``: TCP only)."""
+    """A bound, listening, non-blocking socket for ``spec`` (``reuse_port``: TCP only).
+
+    With ``listen=False`` the socket is only bound: whoever serves it listens on it.
+    """
     if spec.kind == "fd":
         sock = socket.socket(fileno=spec.fd)
         _check_listening(sock, str(spec))
@@ -85,7 +90,8 @@ def open_listener(
         except OSError:
             sock.close()
             raise
-    sock.listen(backlog)
+    if listen:
+        sock.listen(backlog)
     sock.setblocking(False)
     return sock
 
@@ -121,6 +127,55 @@ def _check_listening(sock: socket.socket, name: str) -> None:
     if sock.type != socket.SOCK_STREAM or not listening:
         sock.detach()
         raise OSError(f"{name} is not a listening stream socket")
+
+
+# Linux's SO_ATTACH_FILTER / SO_GET_FILTER, which the socket module does not name.
+_SO_ATTACH_FILTER = 26
+# A classic BPF socket filter, run on each TCP segment that reaches the listening socket (at
+# offset 0: the TCP header): drop a segment whose flags have SYN without ACK, keep the rest.
+_REFUSE_SYN = (
+    (0x30, 0, 0, 13),  # ldb [13]: the flags byte
+    (0x54, 0, 0, 0x12),  # and #(SYN|ACK)
+    (0x15, 0, 1, 0x02),  # jeq #SYN: drop, else keep
+    (0x06, 0, 0, 0),  # ret #0
+    (0x06, 0, 0, 0xFFFFFFFF),  # ret #-1
+)
+
+
+def refuse_new_connections(sock: socket.socket) -> bool:
+    """Have a listening TCP socket ignore new connection attempts from now on (Linux).
+
+    Closing a listening socket resets the handshakes still under way on it, and there is no
+    way to close it without racing the next one. With this filter the kernel drops every new
+    SYN while the handshakes already begun complete into the accept queue, where whoever
+    serves the socket can accept them before closing it. A dropped client sends its SYN again
+    about a second later and is then refused (or, with ``SO_REUSEPORT``, reaches a socket that
+    is still open). It applies to the socket, not to this descriptor: every process sharing
+    the socket stops receiving new connections on it. Returns whether it was applied.
+    """
+    if not sys.platform.startswith("linux") or sock.family not in (
+        socket.AF_INET,
+        socket.AF_INET6,
+    ):
+        return False
+    code = b"".join(struct.pack("HBBI", *op) for op in _REFUSE_SYN)
+    program = ctypes.create_string_buffer(code, len(code))
+    fprog = struct.pack("HP", len(_REFUSE_SYN), ctypes.addressof(program))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
+    except OSError:
+        return False
+    return True
+
+
+def refusing_new_connections(sock: socket.socket) -> bool:
+    """Whether :func:`refuse_new_connections` (or any socket filter) applies to ``sock``."""
+    if not sys.platform.startswith("linux") or sock.fileno() < 0:
+        return False
+    try:
+        return bool(sock.getsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, 256))
+    except OSError:
+        return False
 
 
 # sd_listen_fds(3): passed sockets start at fd 3.
@@ -164,6 +219,12 @@ class Listener:
     keeps each open while any worker may use it, so a restarted or reloaded worker in the same
     slot takes over its accept queue and no queued connection is lost. Otherwise all workers
     share one socket.
+
+    A slot's socket is created bound but not listening: the kernel starts handing it
+    connections only once its first worker serves (the server listens when it starts), so none
+    wait on a worker that is still loading, or are reset when that worker is stopped before it
+    ever served. The first socket listens at once, so that connections arriving while the
+    workers start are queued rather than refused.
     """
 
     def __init__(
@@ -177,6 +238,7 @@ class Listener:
         self.backlog = backlog
         self.reuse_port = reuse_port and spec.kind == "tcp" and sock is None
         self.sockets: list[socket.socket] = [] if sock is None else [sock]
+        self.owned = sock is None
         self.owned_path = spec.path if spec.kind == "unix" and sock is None else ""
 
     @property
@@ -206,21 +268,29 @@ class Listener:
         while len(self.sockets) <= slot:
             port = self.sockets[0].getsockname()[1]
             spec = BindSpec("tcp", host=self.spec.host, port=port)
-            self.sockets.append(open_listener(spec, self.backlog, reuse_port=True))
+            self.sockets.append(open_listener(spec, self.backlog, reuse_port=True, listen=False))
         return self.sockets[slot]
 
     def trim(self, slots: int) -> None:
         """Close per-slot sockets beyond ``slots`` (at least one always stays)."""
         while self.reuse_port and len(self.sockets) > max(1, slots):
-            self.sockets.pop().close()
+            self._release(self.sockets.pop())
 
     def url(self, scheme: str) -> str:
         return describe(self.sockets[0], scheme)
 
     def close(self) -> None:
         for sock in self.sockets:
-            sock.close()
+            self._release(sock)
         self.sockets.clear()
         if self.owned_path:
             with contextlib.suppress(OSError):
                 os.unlink(self.owned_path)
+
+    def _release(self, sock: socket.socket) -> None:
+        # A worker may still hold this socket and will close it once it has taken the
+        # connections in its queue; new ones must stop arriving first (and a socket that was
+        # passed in belongs to someone who may serve it again, so it is left as it is).
+        if self.owned:
+            refuse_new_connections(sock)
+        sock.close()

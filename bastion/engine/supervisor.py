@@ -348,7 +348,9 @@ class Supervisor:
             for signum in _FORWARDED_SIGNALS:
                 signal.signal(signum, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            # SIGTERM stays blocked until the worker serves (run_worker unblocks it): a worker
+            # stopped while loading would otherwise die with connections in its accept queue.
+            signal.pthread_sigmask(signal.SIG_SETMASK, {*blocked, signal.SIGTERM})
             mine = {sock.fileno() for sock in sockets}
             for fd in (
                 beat_r,
@@ -377,11 +379,24 @@ class Supervisor:
         logger.info("stopping %s: %s", worker.name(), why)
         worker.stopping = True
         worker.kill_at = now + self._plans[worker.generation].workers.graceful_timeout + STOP_MARGIN
+        # Before the signal: a socket that only this worker still needs must be closed by the
+        # worker itself, after it has taken what waits in the queue (see _release_listeners).
+        self._release_listeners()
         self._kill(worker, signal.SIGTERM)
 
     def _stop_all(self, now: float, graceful: bool) -> None:
         self.stopping = True
         self._quitting = self._quitting or not graceful
+        # The workers must hold the last references to the listening sockets: each empties
+        # its accept queue before closing, so the kernel stops listening only once nothing
+        # is left in it. Were the supervisor to keep them open until the workers are gone,
+        # the kernel would go on completing handshakes that nobody accepts, and reset them
+        # all when it finally closed. Closing here also tells the kernel to ignore new
+        # connection attempts on them (Listener.close), so the workers' own closes cut no
+        # handshake short.
+        for listener in self.listeners.values():
+            listener.close()
+        self.listeners.clear()
         for worker in self.workers.values():
             if graceful:
                 if not worker.stopping:
@@ -516,6 +531,17 @@ class Supervisor:
                     self._spawn(slot, now)
             elif not any(w.ready for w in active):
                 all_serving = False
+        if all_serving and self.count:
+            # Before the previous generation is stopped, so that the listeners only it used
+            # are released as it goes (see _stop).
+            if self._stable != generation:
+                if self._stable is not None:
+                    logger.info("reload complete: generation %d is serving", generation)
+                self._stable = generation
+            if not self._announced:
+                self._announced = True
+                if self._on_ready is not None:
+                    self._on_ready(self.urls)
         for worker in list(self.workers.values()):
             if worker.stopping:
                 continue
@@ -526,15 +552,6 @@ class Supervisor:
                     self._stop(worker, now, "replaced after max_requests")
             elif worker.generation < generation and all_serving:
                 self._stop(worker, now, f"replaced by generation {generation}")
-        if all_serving and self.count:
-            if self._stable != generation:
-                if self._stable is not None:
-                    logger.info("reload complete: generation %d is serving", generation)
-                self._stable = generation
-            if not self._announced:
-                self._announced = True
-                if self._on_ready is not None:
-                    self._on_ready(self.urls)
         self._release_listeners()
 
     def _slot_serving(self, slot: int) -> bool:
@@ -544,13 +561,19 @@ class Supervisor:
         )
 
     def _release_listeners(self) -> None:
-        """Close sockets no worker can need any more (old binds, slots beyond the count)."""
+        """Close sockets no serving worker can need any more (old binds, slots beyond the count).
+
+        A stopping worker does not keep a socket open here: it holds its own reference, and
+        being the last to close it is what lets it accept the connections still queued.
+        """
         live = {w.generation for w in self.workers.values()}
         for generation in list(self._plans):
             if generation not in live and generation not in (self.generation, self._stable):
                 del self._plans[generation]
         needed: dict[str, int] = dict.fromkeys(self._keys(self.plan), self.count)
         for worker in self.workers.values():
+            if worker.stopping:
+                continue
             for key in self._keys(self._plans[worker.generation]):
                 needed[key] = max(needed.get(key, 0), worker.slot + 1)
         if self._stable is not None:

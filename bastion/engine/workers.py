@@ -6,7 +6,8 @@ the worker is serving, ``.`` as a heartbeat (from the event loop, so a loop bloc
 handler stops beating), and ``M`` once the worker has served its ``max_requests`` and asks to
 be replaced. A worker whose supervisor disappears stops gracefully on its own.
 
-Signals: SIGTERM drains gracefully, SIGQUIT exits at once, SIGINT is ignored (a Ctrl-C reaches
+Signals: SIGTERM drains gracefully (one that arrives while the application is still loading
+takes effect once the worker serves), SIGQUIT exits at once, SIGINT is ignored (a Ctrl-C reaches
 the whole process group; the supervisor decides), SIGUSR2 prints every thread's stack (the
 supervisor asks for it before killing a worker that stopped answering).
 """
@@ -126,6 +127,9 @@ async def _serve(
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, server.request_stop)
     loop.add_signal_handler(signal.SIGQUIT, _quit_now, server)
+    # The supervisor forks workers with SIGTERM blocked: one that came while the application
+    # was loading is delivered now, and drains what was queued instead of resetting it.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     beat.send(READY)
     beating = loop.create_task(
         _beat(server, beat, heartbeat_interval(timeout), max_requests, parent_pid)
