@@ -28,8 +28,8 @@ from bastion.engine.config import WorkerConfig
 from bastion.engine.handler import Handler
 from bastion.engine.listeners import BindSpec, systemd_sockets
 from bastion.engine.tls import TLSConfig, TLSConfigError, server_context
-from bastion.engine.workers import ServePlan, WorkerBootError
 from bastion.http import Limits
+from bastion.process.workers import ServePlan, WorkerBootError
 from bastion.static.cli import add_serve_command, serve_command
 
 logger = logging.getLogger("bastion.error")
@@ -206,7 +206,7 @@ def run_command(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     if not hasattr(os, "fork"):
         return _run_in_process(plan, inherited)
-    from bastion.engine.supervisor import Supervisor  # POSIX signals: imported where they exist
+    from bastion.process.supervisor import Supervisor  # POSIX signals: imported where they exist
 
     def reload_plan() -> ServePlan:
         fresh = resolve(cli, os.environ)

@@ -40,8 +40,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from bastion.engine.listeners import BindSpec, Listener, reuse_port_balances
-from bastion.engine.reloader import SourceWatcher
-from bastion.engine.workers import (
+from bastion.process.reloader import SourceWatcher
+from bastion.process.workers import (
     EXIT_LOAD_ERROR,
     READY,
     RETIRE,
