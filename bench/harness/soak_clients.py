@@ -295,29 +295,22 @@ async def slowloris(conv: Conversation, t: Timeouts) -> Result:
     conv.send(b"GET / HTTP/1.1\r\n" + HOST_HEADER + b"X-Slow: ")
     conv.stage = "cut off of a slowloris head"
     gap = max(0.2, t.header / 10)
-    while not conv.reader.at_eof():
-        with contextlib.suppress(asyncio.TimeoutError):
+    while True:
+        try:
             data = await asyncio.wait_for(conv.reader.read(1), gap)
-            if data:
-                conv.received += data
-                return await _finish_cut_off(conv)
+        except asyncio.TimeoutError:
+            with contextlib.suppress(ConnectionError):
+                conv.send(b"a")
+            continue
+        if not data:
             return Result("closed")
-        with contextlib.suppress(ConnectionError):
-            conv.send(b"a")
-    return Result("closed")
-
-
-async def _finish_cut_off(conv: Conversation) -> Result:
-    rest = await conv.reader.read(65536)
-    whole = bytes(conv.received) + rest
-    conv.received += rest
-    status = whole.split(b" ", 2)[1] if whole.startswith(b"HTTP/1.") else b"?"
-    if status.startswith(b"2"):
-        raise Unexpected(f"answered {status.decode()} to an unfinished head")
-    while rest:
-        rest = await conv.reader.read(65536)
-        conv.received += rest
-    return Result("answered", status.decode(errors="replace"))
+        conv.received += data
+        while more := await conv.reader.read(65536):
+            conv.received += more
+        status = bytes(conv.received).split(b" ", 2)[1:2] or [b"?"]
+        if not conv.received.startswith(b"HTTP/1.") or status[0].startswith(b"2"):
+            raise Unexpected(f"answered {bytes(conv.received[:12])!r} to an unfinished head")
+        return Result("answered", status[0].decode(errors="replace"))
 
 
 async def stalled_body(conv: Conversation, t: Timeouts) -> Result:
