@@ -29,6 +29,7 @@ from bastion.engine.handler import Handler
 from bastion.engine.listeners import BindSpec, systemd_sockets
 from bastion.engine.tls import TLSConfig, TLSConfigError, server_context
 from bastion.http import Limits
+from bastion.observe.config import MonitorConfig
 from bastion.process.workers import ServePlan, WorkerBootError
 from bastion.static.cli import add_serve_command, serve_command
 
@@ -140,6 +141,19 @@ def build_plan(settings: Settings, inherited: Sequence[socket.socket] = ()) -> S
         binds=binds,
         ssl_context=context,
         watch=watch,
+        monitor=monitor_config(settings),
+    )
+
+
+def monitor_config(settings: Settings) -> MonitorConfig:
+    return MonitorConfig(
+        admin_bind=settings["admin_bind"],
+        admin_token=settings["admin_token"],
+        shutdown_delay=settings["shutdown_delay"],
+        health_checks=tuple(settings["health_check"]),
+        health_check_timeout=settings["health_check_timeout"],
+        health_path_prefix=settings["health_path_prefix"],
+        max_series=settings["metrics_max_series"],
     )
 
 
@@ -219,6 +233,9 @@ def run_command(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"bastion: error: cannot listen: {exc}", file=sys.stderr)
         return 1
+    for url in supervisor.admin_urls:
+        logger.info("admin listener on %s", url)
+        print(f"Bastion admin (health, metrics, dashboard) on {url}", file=sys.stderr, flush=True)
     return supervisor.run()
 
 

@@ -37,7 +37,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from bastion.app import App, Request, Response, StreamingResponse
-from bastion.observe.aggregate import Aggregator, MetricsCollector
+from bastion.observe.aggregate import AggregateView, Aggregator, MetricsCollector
 
 _TEXT = "text/plain; charset=utf-8"
 _JSON = "application/json"
@@ -105,9 +105,7 @@ def admin_app(
 ) -> App:
     """The admin application over ``health`` (and its aggregator)."""
     aggregator = health.aggregator
-    if registry is None:
-        registry = CollectorRegistry()
-        registry.register(MetricsCollector(aggregator))
+    custom_registry = registry
     app = App()
     expected = f"Bearer {token}".encode() if token else None
     # The cookie carries a digest of the token, not the token: a cookie read off a disk or a
@@ -143,8 +141,12 @@ def admin_app(
         denied = refused(request)
         if denied is not None:
             return denied
-        encoder, content_type = choose_encoder(request.headers.get("accept") or "")
-        return Response(encoder(registry), headers={"content-type": content_type})
+        accept = request.headers.get("accept") or ""
+        if custom_registry is not None:
+            encoder, content_type = choose_encoder(accept)
+            return Response(encoder(custom_registry), headers={"content-type": content_type})
+        body, content_type = await render_metrics(aggregator.view(), accept)
+        return Response(body, headers={"content-type": content_type})
 
     @app.get("/api/summary")
     async def summary(request: Request) -> Response:
@@ -310,3 +312,33 @@ async def _feed(aggregator: Aggregator, request: Request, tick: float) -> AsyncI
             point = aggregator.history[-1]
             sent = point["time"]
             yield b"data: %s\n\n" % json.dumps(point).encode()
+
+
+class _OneFamily:
+    """What ``prometheus_client``'s encoders take: something with ``collect()``."""
+
+    def __init__(self, family: Any) -> None:
+        self._family = family
+
+    def collect(self) -> list[Any]:
+        return [self._family]
+
+
+_EOF = b"# EOF\n"
+
+
+async def render_metrics(view: AggregateView, accept: str) -> tuple[bytes, str]:
+    """The exposition of ``view``, in the format ``accept`` asks for, rendered a metric family
+    at a time with a turn of the loop in between: the loop also answers probes, and a scrape
+    of a thousand series must not hold them up."""
+    encoder, content_type = choose_encoder(accept)
+    totals = await view.totals_stepwise()
+    parts = []
+    for family in MetricsCollector(view, totals=totals).collect():
+        await asyncio.sleep(0)
+        part = encoder(_OneFamily(family))  # type: ignore[arg-type]
+        # OpenMetrics ends every exposition with "# EOF": once, at the very end.
+        parts.append(part[: -len(_EOF)] if part.endswith(_EOF) else part)
+    if content_type.startswith("application/openmetrics-text"):
+        parts.append(_EOF)
+    return b"".join(parts), content_type

@@ -12,6 +12,7 @@ the number of series, never on how many workers have come and gone.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import resource
 import time
@@ -168,10 +169,10 @@ class Aggregator:
     def totals(self) -> _Totals:
         return self.view().totals()
 
-    def next_point(self, view: AggregateView) -> dict[str, Any]:
-        """The figures of the last second (from ``view``); may run on another thread, one
-        call at a time. Append the result to :attr:`history` on the loop."""
-        now = view.totals()
+    def next_point(self, view: AggregateView, totals: _Totals | None = None) -> dict[str, Any]:
+        """The figures of the last second, from ``view`` (and its ``totals``, if already
+        summed); one call at a time. The caller appends the result to :attr:`history`."""
+        now = totals if totals is not None else view.totals()
         previous, self._previous = self._previous, now
         return _point(now, previous, view.workers)
 
@@ -201,6 +202,15 @@ class AggregateView(NamedTuple):
 
     def totals(self) -> _Totals:
         return self.retired.merged(self.snapshots())
+
+    async def totals_stepwise(self) -> _Totals:
+        """:meth:`totals`, giving the loop a turn after each worker's snapshot, so a probe
+        that arrives during a scrape is answered in the middle of it."""
+        total = self.retired.merged(())
+        for snapshot in self.snapshots():
+            await asyncio.sleep(0)
+            total.add(snapshot)
+        return total
 
 
 def _point(
@@ -296,9 +306,15 @@ class MetricsCollector:
     """A ``prometheus_client`` collector over an :class:`Aggregator` (a fresh view per
     scrape) or over one :class:`AggregateView` (to render it on another thread)."""
 
-    def __init__(self, source: Aggregator | AggregateView, prefix: str = "bastion") -> None:
+    def __init__(
+        self,
+        source: Aggregator | AggregateView,
+        prefix: str = "bastion",
+        totals: _Totals | None = None,
+    ) -> None:
         self.source = source
         self.prefix = prefix
+        self._totals = totals
 
     def describe(self) -> list[Metric]:
         return []  # collected fresh on every scrape; nothing to check at registration
@@ -306,7 +322,7 @@ class MetricsCollector:
     def collect(self) -> Iterator[Metric]:
         source = self.source
         view = source.view() if isinstance(source, Aggregator) else source
-        totals = view.totals()
+        totals = self._totals or view.totals()
         p = self.prefix
         yield from _request_families(p, totals, view.max_series)
         yield from _engine_families(p, totals)

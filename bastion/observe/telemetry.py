@@ -84,6 +84,12 @@ class WorkerTelemetry:
                 checking.cancel()
             send(channel, self.snapshot(final=True))
 
+    async def check_forever(self) -> None:
+        """Run the checks once an interval (for the probe paths, with no supervisor to ship
+        figures to)."""
+        await self.checks.run_all()
+        await self._check_forever()
+
     async def _check_forever(self) -> None:
         while True:
             await asyncio.sleep(self.interval)

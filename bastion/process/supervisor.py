@@ -1,7 +1,8 @@
 """The supervisor: binds the listeners, forks the workers, keeps the right number alive.
 
-It runs no event loop and never imports the application: a plain ``select`` loop over a
-signal wake-up pipe and one heartbeat pipe per worker. What it does, and when:
+It never imports the application. It waits on a signal wake-up pipe and one heartbeat pipe
+per worker: with ``select``, or, when there is an admin listener, with an asyncio loop that
+serves it meanwhile (:mod:`bastion.process.monitor`). What it does, and when:
 
 - a worker that dies unasked is replaced, at once the first time and with a doubling delay
   while it keeps dying young; after :data:`GIVE_UP_AFTER` such deaths in a row the supervisor
@@ -36,16 +37,18 @@ import sys
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from bastion.engine.listeners import BindSpec, Listener, reuse_port_balances
+from bastion.process.monitor import Monitor
 from bastion.process.reloader import SourceWatcher
 from bastion.process.workers import (
     EXIT_LOAD_ERROR,
     READY,
     RETIRE,
     ServePlan,
+    heartbeat_interval,
     run_worker,
 )
 
@@ -87,6 +90,8 @@ class WorkerProcess:
     stopping: bool = False
     hung: bool = False
     kill_at: float = math.inf
+    # Why the supervisor stopped it (for the exits metric); None while it was not asked to.
+    stop_reason: str | None = None
 
     @property
     def active(self) -> bool:
@@ -141,6 +146,14 @@ class Supervisor:
         self._watcher: SourceWatcher | None = None
         self._next_watch = 0.0
         self._pid = os.getpid()
+        # Set on SIGTERM with shutdown_delay: serve on (readiness failing) until then.
+        self._stop_at: float | None = None
+        self.monitor: Monitor | None = None
+        monitor = plan.monitor
+        if monitor.admin_bind is not None:
+            beat = heartbeat_interval(plan.workers.worker_timeout)
+            deadline = max(monitor.beat_deadline, 3 * beat)
+            self.monitor = Monitor(monitor, beat_deadline=deadline)
 
     # public ---------------------------------------------------------------------------------
 
@@ -148,9 +161,22 @@ class Supervisor:
     def urls(self) -> list[str]:
         return [self.listeners[key].url(self.plan.scheme) for key in self._keys(self.plan)]
 
+    @property
+    def admin_urls(self) -> list[str]:
+        return self.monitor.urls if self.monitor is not None else []
+
     def bind(self) -> None:
-        """Open the listeners of the first plan; raises ``OSError`` when one cannot be."""
+        """Open the listeners of the first plan and the admin listener; raises ``OSError``
+        when one cannot be."""
         self._open_listeners(self.plan)
+        if self.monitor is not None and self.monitor.server is None:
+            try:
+                self.monitor.start()
+            except OSError as exc:
+                for listener in self.listeners.values():
+                    listener.close()
+                self.listeners.clear()
+                raise OSError(exc.errno, f"admin listener: {exc.strerror or exc}") from None
 
     def run(self) -> int:
         """Supervise until stopped; returns the exit code for the process."""
@@ -167,6 +193,8 @@ class Supervisor:
             for listener in self.listeners.values():
                 listener.close()
             self.listeners.clear()
+            if self.monitor is not None:
+                self.monitor.close()
         logger.info("supervisor stopped")
         return self.exit_code
 
@@ -175,10 +203,15 @@ class Supervisor:
     def _tick(self) -> None:
         fds = [self._wake_r, *(w.beat_fd for w in self.workers.values())]
         timeout = max(0.0, min(1.0, self._next_deadline() - time.monotonic()))
-        try:
-            readable, _, _ = select.select(fds, [], [], timeout)
-        except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for safety
-            readable = []
+        readable: Collection[int]
+        if self.monitor is not None:
+            # The admin listener is served while the supervisor waits.
+            readable = self.monitor.wait(fds, timeout)
+        else:
+            try:
+                readable, _, _ = select.select(fds, [], [], timeout)
+            except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for safety
+                readable = []
         now = time.monotonic()
         if self._wake_r in readable:
             with contextlib.suppress(BlockingIOError):
@@ -189,6 +222,9 @@ class Supervisor:
                 self._read_beats(worker, now)
         while self._signals:
             self._handle_signal(self._signals.popleft(), now)
+        if self._stop_at is not None and now >= self._stop_at and not self.stopping:
+            logger.info("shutdown delay over: draining")
+            self._stop_all(now, graceful=True)
         self._reap(now)
         self._enforce_deadlines(now)
         if not self.stopping:
@@ -206,6 +242,8 @@ class Supervisor:
             deadline = min(deadline, when)
         if self._watcher is not None:
             deadline = min(deadline, self._next_watch)
+        if self._stop_at is not None:
+            deadline = min(deadline, self._stop_at)
         return deadline
 
     def _read_beats(self, worker: WorkerProcess, now: float) -> None:
@@ -218,10 +256,15 @@ class Supervisor:
         if not data:
             return  # the worker closed its end; it is exiting and will be reaped
         worker.last_beat = now
+        monitor = self.monitor
+        if monitor is not None:
+            monitor.worker_beat(worker.pid)
         # Any byte is a heartbeat; READY and RETIRE also change the worker's state.
         if READY in data and not worker.ready:
             worker.ready = True
             logger.info("%s is serving", worker.name())
+            if monitor is not None and not worker.stopping:
+                monitor.worker_ready(worker.pid)
         if RETIRE in data and not worker.retiring and not worker.stopping:
             worker.retiring = True
             logger.info("%s reached its max_requests: replacing it", worker.name())
@@ -255,9 +298,21 @@ class Supervisor:
             if self.stopping:
                 logger.warning("second %s: stopping now", name)
                 self._stop_all(now, graceful=False)
-            else:
-                logger.info("%s received: shutting down gracefully", name)
+            elif self._stop_at is not None:
+                logger.info("second %s: draining now", name)
                 self._stop_all(now, graceful=True)
+            else:
+                if self.monitor is not None:
+                    self.monitor.draining()
+                delay = self.plan.monitor.shutdown_delay
+                if delay > 0:
+                    # Load balancers (a Kubernetes Service) stop sending new requests only
+                    # once they see readiness fail; until then, keep serving them.
+                    logger.info("%s received: readiness fails now, draining in %.1fs", name, delay)
+                    self._stop_at = now + delay
+                else:
+                    logger.info("%s received: shutting down gracefully", name)
+                    self._stop_all(now, graceful=True)
         elif signum == signal.SIGQUIT:
             logger.info("SIGQUIT received: stopping now")
             self._stop_all(now, graceful=False)
@@ -304,6 +359,7 @@ class Supervisor:
         if limit:
             limit += random.randint(0, plan.workers.max_requests_jitter)
         beat_r, beat_w = os.pipe()
+        # The loop never runs during a fork (see bastion.process.monitor).
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED_SIGNALS)
         try:
             pid = os.fork()
@@ -315,7 +371,7 @@ class Supervisor:
             self._next_spawn[slot] = now + 1.0
             return
         if pid == 0:
-            self._become_worker(plan, sockets, beat_r, beat_w, limit, blocked)
+            self._become_worker(plan, slot, sockets, beat_r, beat_w, limit, blocked)
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         os.close(beat_w)
         os.set_blocking(beat_r, False)
@@ -329,12 +385,15 @@ class Supervisor:
             max_requests=limit,
         )
         self.workers[pid] = worker
+        if self.monitor is not None:
+            self.monitor.worker_started(pid, slot, self.generation)
         self._next_spawn.pop(slot, None)
         logger.debug("started %s (generation %d)", worker.name(), self.generation)
 
     def _become_worker(
         self,
         plan: ServePlan,
+        slot: int,
         sockets: list[socket.socket],
         beat_r: int,
         beat_w: int,
@@ -352,11 +411,13 @@ class Supervisor:
             # stopped while loading would otherwise die with connections in its accept queue.
             signal.pthread_sigmask(signal.SIG_SETMASK, {*blocked, signal.SIGTERM})
             mine = {sock.fileno() for sock in sockets}
+            monitor = self.monitor
             for fd in (
                 beat_r,
                 self._wake_r,
                 self._wake_w,
                 *(w.beat_fd for w in self.workers.values()),
+                *(monitor.child_fds() if monitor is not None else ()),
             ):
                 with contextlib.suppress(OSError):
                     os.close(fd)
@@ -364,7 +425,15 @@ class Supervisor:
                 for sock in listener.sockets:
                     if sock.fileno() not in mine:
                         sock.close()
-            code = run_worker(plan, sockets, beat_w, max_requests, self._pid)
+            code = run_worker(
+                plan,
+                sockets,
+                beat_w,
+                max_requests,
+                self._pid,
+                slot=slot,
+                telemetry=monitor.sender if monitor is not None else None,
+            )
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
         except BaseException:
@@ -375,9 +444,9 @@ class Supervisor:
                 sys.stderr.flush()
             os._exit(code)
 
-    def _stop(self, worker: WorkerProcess, now: float, why: str) -> None:
+    def _stop(self, worker: WorkerProcess, now: float, why: str, reason: str) -> None:
         logger.info("stopping %s: %s", worker.name(), why)
-        worker.stopping = True
+        self._mark_stopping(worker, reason)
         worker.kill_at = now + self._plans[worker.generation].workers.graceful_timeout + STOP_MARGIN
         # Before the signal: a socket that only this worker still needs must be closed by the
         # worker itself, after it has taken what waits in the queue (see _release_listeners).
@@ -397,18 +466,27 @@ class Supervisor:
         for listener in self.listeners.values():
             listener.close()
         self.listeners.clear()
+        if self.monitor is not None:
+            self.monitor.draining()
         for worker in self.workers.values():
             if graceful:
                 if not worker.stopping:
-                    worker.stopping = True
+                    self._mark_stopping(worker, "shutdown")
                     worker.kill_at = (
                         now + self._plans[worker.generation].workers.graceful_timeout + STOP_MARGIN
                     )
                     self._kill(worker, signal.SIGTERM)
             else:
-                worker.stopping = True
+                self._mark_stopping(worker, "shutdown")
                 worker.kill_at = min(worker.kill_at, now + QUIT_WAIT)
                 self._kill(worker, signal.SIGQUIT)
+
+    def _mark_stopping(self, worker: WorkerProcess, reason: str) -> None:
+        worker.stopping = True
+        if worker.stop_reason is None:
+            worker.stop_reason = reason
+        if self.monitor is not None:
+            self.monitor.worker_stopping(worker.pid)
 
     def _kill(self, worker: WorkerProcess, signum: int) -> None:
         try:
@@ -432,7 +510,10 @@ class Supervisor:
                 continue
             with contextlib.suppress(OSError):
                 os.close(worker.beat_fd)
-            self._exited(worker, os.waitstatus_to_exitcode(status), now)
+            code = os.waitstatus_to_exitcode(status)
+            if self.monitor is not None:
+                self.monitor.worker_exited(pid, _exit_reason(worker, code))
+            self._exited(worker, code, now)
 
     def _exited(self, worker: WorkerProcess, code: int, now: float) -> None:
         how = f"was killed by {_signal_name(-code)}" if code < 0 else f"exited with code {code}"
@@ -495,7 +576,7 @@ class Supervisor:
         now = time.monotonic()
         for worker in list(self.workers.values()):
             if worker.generation > self._stable and not worker.stopping:
-                self._stop(worker, now, f"generation {failed} was rolled back")
+                self._stop(worker, now, f"generation {failed} was rolled back", "rolled-back")
 
     def _enforce_deadlines(self, now: float) -> None:
         timeout = self.plan.workers.worker_timeout
@@ -512,7 +593,8 @@ class Supervisor:
                     "%s %s for %.1fs (worker_timeout): killing it", worker.name(), doing, timeout
                 )
                 worker.hung = True
-                worker.stopping = True
+                worker.stop_reason = "heartbeat-timeout"
+                self._mark_stopping(worker, "heartbeat-timeout")
                 worker.kill_at = now + DUMP_WAIT
                 self._kill(worker, signal.SIGUSR2)
 
@@ -547,11 +629,11 @@ class Supervisor:
                 continue
             if worker.generation == generation:
                 if worker.slot >= self.count:
-                    self._stop(worker, now, "SIGTTOU")
+                    self._stop(worker, now, "SIGTTOU", "scale-down")
                 elif worker.retiring and self._slot_serving(worker.slot):
-                    self._stop(worker, now, "replaced after max_requests")
+                    self._stop(worker, now, "replaced after max_requests", "max-requests")
             elif worker.generation < generation and all_serving:
-                self._stop(worker, now, f"replaced by generation {generation}")
+                self._stop(worker, now, f"replaced by generation {generation}", "reload")
         self._release_listeners()
 
     def _slot_serving(self, slot: int) -> bool:
@@ -615,6 +697,15 @@ class Supervisor:
         changed = self._watcher.changed()
         if changed is not None:
             self._reload(f"{os.path.relpath(changed)} changed")
+
+
+def _exit_reason(worker: WorkerProcess, code: int) -> str:
+    """Why a worker is gone, as the exits metric counts it."""
+    if worker.stop_reason is not None:
+        return worker.stop_reason
+    if not worker.ready:
+        return "failed-to-start"
+    return "crash" if code != 0 else "exited"
 
 
 def _signal_name(signum: int) -> str:

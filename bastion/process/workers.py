@@ -30,6 +30,8 @@ from bastion.engine.config import ServerConfig, WorkerConfig
 from bastion.engine.handler import Handler, StartupFailed
 from bastion.engine.listeners import BindSpec
 from bastion.engine.server import Server, new_event_loop
+from bastion.observe.config import MonitorConfig
+from bastion.observe.telemetry import WorkerTelemetry, for_worker
 
 logger = logging.getLogger("bastion.error")
 
@@ -61,6 +63,7 @@ class ServePlan:
     binds: list[BindSpec] = field(default_factory=list)
     ssl_context: ssl.SSLContext | None = None
     watch: list[str] = field(default_factory=list)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
     @property
     def scheme(self) -> str:
@@ -90,8 +93,15 @@ def run_worker(
     beat_fd: int,
     max_requests: int,
     parent_pid: int,
+    *,
+    slot: int = 0,
+    telemetry: socket.socket | None = None,
 ) -> int:
-    """The body of a worker process; returns its exit code."""
+    """The body of a worker process; returns its exit code.
+
+    With ``telemetry`` (a datagram socket to the supervisor), the worker counts its requests
+    and ships a snapshot of its figures once a second (:mod:`bastion.observe.telemetry`).
+    """
     faulthandler.register(signal.SIGUSR2, all_threads=True)
     beat = Heartbeat(beat_fd)
     try:
@@ -102,19 +112,45 @@ def run_worker(
     except BaseException:
         logger.exception("cannot load the application")
         return EXIT_LOAD_ERROR
-    server = Server(handler, plan.server, sockets=sockets, ssl_context=plan.ssl_context)
+    monitoring: WorkerTelemetry | None = None
+    if telemetry is not None or plan.monitor.health_path_prefix:
+        try:
+            handler, monitoring = for_worker(handler, plan.monitor, slot)
+        except (ImportError, AttributeError, ValueError) as exc:
+            print(f"bastion: error: health check: {exc}", file=sys.stderr, flush=True)
+            return EXIT_LOAD_ERROR
+    server = Server(
+        handler,
+        plan.server,
+        sockets=sockets,
+        ssl_context=plan.ssl_context,
+    )
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
     try:
         return loop.run_until_complete(
-            _serve(server, beat, plan.workers.worker_timeout, max_requests, parent_pid)
+            _serve(
+                server,
+                beat,
+                plan.workers.worker_timeout,
+                max_requests,
+                parent_pid,
+                monitoring,
+                telemetry,
+            )
         )
     finally:
         loop.close()
 
 
 async def _serve(
-    server: Server, beat: Heartbeat, timeout: float, max_requests: int, parent_pid: int
+    server: Server,
+    beat: Heartbeat,
+    timeout: float,
+    max_requests: int,
+    parent_pid: int,
+    monitoring: WorkerTelemetry | None = None,
+    channel: socket.socket | None = None,
 ) -> int:
     try:
         await server.start()
@@ -134,8 +170,21 @@ async def _serve(
     beating = loop.create_task(
         _beat(server, beat, heartbeat_interval(timeout), max_requests, parent_pid)
     )
+    reporting = None
+    if monitoring is not None:
+        assert server.state is not None
+        monitoring.attach(server.state)
+        if channel is not None:
+            reporting = loop.create_task(monitoring.run(channel))
+        elif len(monitoring.checks):
+            reporting = loop.create_task(monitoring.check_forever())
     await server.serve_until_stopped()
     beating.cancel()
+    if reporting is not None:
+        # After the drain, so the last snapshot counts every request this worker served.
+        reporting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reporting
     return 0
 
 
