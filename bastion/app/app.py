@@ -108,8 +108,7 @@ class App:
             )
         else:
             config = exchange.conn.state.config
-            # A little past the engine's own body deadline, so a stalled upload is its 408.
-            request = SyncRequest(exchange, params, config.body_timeout + config.sweep_interval + 1)
+            request = SyncRequest(exchange, params, config.blocking_read_timeout)
             self._submit(
                 exchange,
                 partial(self._call_blocking, endpoint.fn, request, exchange),

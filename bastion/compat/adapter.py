@@ -215,7 +215,7 @@ class HandlerClassAdapter:
 
     async def startup(self, state: ServerState) -> None:
         self._state = state
-        self.read_timeout = state.config.body_timeout
+        self.read_timeout = state.config.blocking_read_timeout
         if isinstance(self.server, ServerInfo) and state.sockets:
             address = state.sockets[0].getsockname()
             if isinstance(address, tuple):

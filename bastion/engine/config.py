@@ -86,6 +86,16 @@ class ServerConfig:
             raise ValueError(f"access_log_format: {exc}") from None
 
     @property
+    def blocking_read_timeout(self) -> float:
+        """How long a blocking handler's read of the body waits for the client, at most.
+
+        The connection itself enforces ``body_timeout`` (a 408, then close) and wakes a
+        waiting reader with that error; the reader's own deadline is only a backstop, a
+        little later, so that a stalled upload is answered 408 and not by the handler.
+        """
+        return self.body_timeout + self.sweep_interval + 1.0
+
+    @property
     def sweep_interval(self) -> float:
         """How often deadlines are checked: fine enough that none fires much late."""
         shortest = min(

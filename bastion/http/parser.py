@@ -49,6 +49,7 @@ _UNSUPPORTED_VERSION_REASON = "Invalid HTTP version"
 _TCHAR = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _MAX_DIGITS = 18  # 10**18 bytes is far beyond any limit and still fits a machine word
 _METHODS: dict[bytes, str] = {}
+_REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) [^ ]+ HTTP/[0-9]\.[0-9]")
 # RFC 3986 host and port. A reg-name may hold sub-delims, but not ",": a Host of "a, b" is a
 # list, and which member a proxy or an application would pick is a guess. A port, when its
 # colon is present, must be there too: an empty one is legal but no client sends it, and the
@@ -131,6 +132,10 @@ class RequestParser:
         "_body_bytes",
         "_progressed",
         "_data",
+        "_fed_idle",
+        "_idle_prefix",
+        "_ended",
+        "_ended_body",
         "_unseen_bytes",
     )
 
@@ -152,6 +157,10 @@ class RequestParser:
         self._progressed = False
         self._unseen_bytes = 0
         self._data = b""
+        self._fed_idle = True
+        self._idle_prefix = b""
+        self._ended = 0
+        self._ended_body = False
 
     @property
     def in_request(self) -> bool:
@@ -165,6 +174,10 @@ class RequestParser:
     def feed(self, data: bytes) -> None:
         """Parse ``data``; report what it completes to the sink; raise ProtocolError if bad."""
         self._data = data
+        # Where this feed's requests begin, should one of them need to be found again.
+        self._fed_idle = self._phase == _IDLE
+        self._ended = 0
+        self._ended_body = False
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -181,19 +194,53 @@ class RequestParser:
             self._error = error
             raise error from None
         except httptools.HttpParserInvalidMethodError:
-            raise _method_error(data) from None
+            raise self._method_error(data) from None
         except httptools.HttpParserError as exc:
             raise _grammar_error(exc) from None
         else:
             if self._progressed:
                 self._progressed = False
                 self._unseen_bytes = 0
+                self._idle_prefix = b""
             elif self._phase != _IDLE:
                 self._count_unseen(len(data))
+            elif len(self._idle_prefix) < 64:
+                # A method arriving in pieces reports nothing until the target: keep its start.
+                self._idle_prefix += data
             return
         self._parser = httptools.HttpRequestParser(self)
         if offset < len(data):
             self.feed(data[offset:])
+
+    def _method_error(self, data: bytes) -> ProtocolError:
+        """501 for a well-formed request line whose method we do not know, else 400.
+
+        llhttp does not say where the failing request starts. When this feed began between
+        requests and every request it completed had no body, each ended with an empty line,
+        so the failing one is the segment after them; otherwise (bytes past a body, say) it
+        cannot be found, and the line is called malformed rather than guessed at.
+        """
+        start = b""
+        if self._fed_idle and not self._ended_body:
+            segments = data.split(b"\r\n\r\n")
+            if self._ended < len(segments):
+                start = segments[self._ended]
+                if not self._ended and self._idle_prefix:
+                    # What earlier feeds brought of this request's first line.
+                    start = self._idle_prefix + start
+                else:
+                    start = start.lstrip(b"\r\n")
+        line, complete, _ = start.partition(b"\r\n")
+        if complete:
+            found = _REQUEST_LINE.fullmatch(line)
+            method = found.group(1) if found is not None else b""
+        else:  # the line is still arriving: its first word is all there is to judge
+            method = line.partition(b" ")[0]
+            if not all(c in _TCHAR for c in method):
+                method = b""
+        if method:
+            return NotImplementedByServer(f"unknown method {method[:20]!r}")
+        return BadRequest("malformed request line")
 
     def _count_unseen(self, size: int) -> None:
         """Bound what llhttp buffers out of our sight.
@@ -360,6 +407,9 @@ class RequestParser:
 
     def on_message_complete(self) -> None:
         self._progressed = True
+        self._ended += 1
+        if self._body_bytes:
+            self._ended_body = True
         self._phase = _IDLE
         self._url = b""
         self._headers = []
@@ -425,15 +475,6 @@ def _split_absolute_form(url: bytes) -> tuple[bytes | None, bytes | None]:
         if at >= 0:
             end = at
     return rest[end:], rest[:end]
-
-
-def _method_error(data: bytes) -> ProtocolError:
-    # The failing request is the last one begun in this feed; look at its first word.
-    request = data.rpartition(b"\r\n\r\n")[2] or data
-    method = request.partition(b" ")[0]
-    if method and all(c in _TCHAR for c in method):
-        return NotImplementedByServer(f"unknown method {method[:20]!r}")
-    return BadRequest("malformed request line")
 
 
 def _grammar_error(exc: Exception) -> ProtocolError:

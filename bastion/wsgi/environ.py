@@ -13,7 +13,6 @@ from urllib.parse import unquote_to_bytes
 from bastion.wsgi.streams import EMPTY_INPUT, ERRORS, FileWrapper, WSGIInput
 
 if TYPE_CHECKING:
-    from bastion.engine.config import ServerConfig
     from bastion.engine.exchange import Exchange
 
 _CACHE_LIMIT = 1024
@@ -83,15 +82,6 @@ def _path_of(target: bytes) -> bytes:
     return target
 
 
-def _backstop(config: ServerConfig) -> float:
-    """How long a read of ``wsgi.input`` waits for the client, at most.
-
-    The connection itself enforces ``body_timeout`` (a 408, then close) and wakes a waiting
-    reader with that error; the reader's own deadline is only a backstop, a little later.
-    """
-    return config.body_timeout + config.sweep_interval + 1.0
-
-
 class EnvironBuilder:
     """Makes the environ dict; what is the same for every request is computed once here."""
 
@@ -142,7 +132,7 @@ class EnvironBuilder:
             "REMOTE_PORT": str(client[1]) if client is not None else "",
             "wsgi.version": (1, 0),
             "wsgi.url_scheme": scheme,
-            "wsgi.input": WSGIInput(exchange.body, _backstop(config))
+            "wsgi.input": WSGIInput(exchange.body, config.blocking_read_timeout)
             if head.has_body
             else EMPTY_INPUT,
             "wsgi.errors": ERRORS,

@@ -138,18 +138,8 @@ def _cells() -> Iterator[Any]:
         for kind in KINDS:
             for moment in MOMENTS:
                 for mode in modes:
-                    marks = (
-                        [pytest.mark.xfail(reason="refusal names the wrong method", strict=False)]
-                        if case.kind == OVERRUN
-                        else []
-                    )
                     yield pytest.param(
-                        case,
-                        kind,
-                        moment,
-                        mode,
-                        id=f"{kind}-{moment}-{mode}-{case.name}",
-                        marks=marks,
+                        case, kind, moment, mode, id=f"{kind}-{moment}-{mode}-{case.name}"
                     )
 
 

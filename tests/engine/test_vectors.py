@@ -556,7 +556,9 @@ VECTORS: list[Vector] = [
                 GET + b"".join(b"X-%d: v\r\n" % i for i in range(14)) + END,
                 431,
             ),
-            ("then-unknown-method", line(b"FOO / HTTP/1.1"), 501),
+            # Past a body in the same read, where the next request starts is not known, so
+            # an unknown method there cannot be told from stray bytes: malformed, not 501.
+            ("then-unknown-method", line(b"FOO / HTTP/1.1"), 400),
             ("then-garbage", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400),
         ]
     ),
