@@ -6,12 +6,13 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from bastion.engine import Server, ServerConfig, new_event_loop
 from bastion.engine.handler import Handler
+from bastion.engine.stats import RequestObserver
 
 
 class RunningServer:
@@ -45,11 +46,14 @@ class RunningServer:
 
 @contextmanager
 def serve(
-    handler: Handler, config: ServerConfig | None = None, binds: tuple[str, ...] = ()
+    handler: Handler,
+    config: ServerConfig | None = None,
+    binds: tuple[str, ...] = (),
+    observers: Iterable[RequestObserver] = (),
 ) -> Iterator[RunningServer]:
     """Start ``handler`` on 127.0.0.1:0 (plus ``binds``), yield it, then shut it down."""
     loop = new_event_loop()
-    server = Server(handler, config, binds=binds or ("127.0.0.1:0",))
+    server = Server(handler, config, binds=binds or ("127.0.0.1:0",), observers=observers)
     started = threading.Event()
     failure: list[BaseException] = []
 

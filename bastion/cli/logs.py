@@ -1,10 +1,13 @@
 """Logging for ``bastion run``: the error log, the access log, or the user's own configuration.
 
 The error log is the root logger (Bastion logs on ``bastion.error``, applications on their own
-loggers): stderr by default. The access log is the ``bastion.access`` logger, which does not
-propagate, so its lines go only where it is sent: stdout by default. Files are opened with
-``WatchedFileHandler``, so log rotation needs no signal. ``log_config`` hands everything to the
-standard library's ``dictConfig`` (a ``.json`` or ``.toml`` file) or ``fileConfig``.
+loggers): stderr by default, opened with ``WatchedFileHandler``, so log rotation needs no
+signal. The access log is not written through ``logging`` unless asked to: each worker writes
+its lines in batches straight to ``access_log_file`` (stdout by default; a file is reopened
+when it is rotated; see :mod:`bastion.observe.accesslog`), which is much cheaper per request.
+``log_config`` hands everything to the standard library's ``dictConfig`` (a ``.json`` or
+``.toml`` file) or ``fileConfig``; the access log then goes to the ``bastion.access`` logger,
+for that configuration to route.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import json
 import logging
 import logging.config
 import logging.handlers
+import os
 import sys
 from typing import Any
 
@@ -44,14 +48,13 @@ def configure_logging(settings: Settings) -> None:
     root.addHandler(error_handler)
     root.setLevel(settings["log_level"].upper())
     _installed.append((root, error_handler))
-    access = logging.getLogger("bastion.access")
-    if settings["access_log"]:
-        access_handler = _handler(settings["access_log_file"], sys.stdout)
-        access_handler.setFormatter(logging.Formatter("%(message)s"))
-        access.addHandler(access_handler)
-        access.setLevel(logging.INFO)
-        access.propagate = False
-        _installed.append((access, access_handler))
+    target = settings["access_log_file"]
+    if settings["access_log"] and target != "-":
+        # Workers open it themselves; trying here turns a bad path into one clear message.
+        try:
+            os.close(os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
+        except OSError as exc:
+            raise ConfigError(f"cannot open log file {target}: {exc.strerror}") from None
 
 
 def _handler(target: str, stream: Any) -> logging.Handler:

@@ -29,6 +29,7 @@ from bastion.engine.handler import Handler
 from bastion.engine.listeners import BindSpec, systemd_sockets
 from bastion.engine.tls import TLSConfig, TLSConfigError, server_context
 from bastion.http import Limits
+from bastion.observe.accesslog import access_log_observers
 from bastion.observe.config import MonitorConfig
 from bastion.process.workers import ServePlan, WorkerBootError
 from bastion.static.cli import add_serve_command, serve_command
@@ -78,6 +79,9 @@ def server_config(settings: Settings) -> ServerConfig:
         forwarded_allow_ips=tuple(settings["forwarded_allow_ips"]),
         access_log=settings["access_log"],
         access_log_format=settings["access_log_format"],
+        # With a logging configuration the lines go to the bastion.access logger, for it to
+        # route; otherwise straight to the file (or stdout), which is cheaper.
+        access_log_file=None if settings["log_config"] else settings["access_log_file"],
     )
 
 
@@ -255,6 +259,7 @@ def _run_in_process(plan: ServePlan, inherited: Sequence[socket.socket]) -> int:
             plan.server,
             ssl_context=plan.ssl_context,
             on_ready=lambda server: _announce(getattr(server, "urls", [])),
+            observers=access_log_observers(plan.server),
         )
     except OSError as exc:
         print(f"bastion: error: cannot listen: {exc}", file=sys.stderr)

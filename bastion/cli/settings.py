@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bastion.cli.loader import INTERFACES
-from bastion.engine.accesslog import compile_format
 from bastion.engine.config import ServerConfig, cpu_count, default_threads
 from bastion.engine.listeners import parse_bind
 from bastion.engine.proxy import TrustedPeers
 from bastion.engine.tls import VERIFY_MODES
 from bastion.http import Limits
+from bastion.observe.accesslog import compile_format
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -196,13 +196,12 @@ def _options() -> tuple[Option, ...]:
                choices=LOG_LEVELS),
         Option("error_log_file", "path", "-", "where the error log goes ('-': stderr)",
                "logging", metavar="FILE"),
-        Option("access_log", "bool", False, "log every request on the bastion.access logger",
-               "logging"),
-        Option("access_log_format", "str", "common", "common, combined, json, or an "
-               "Apache-style format string", "logging", metavar="FORMAT",
+        Option("access_log", "bool", False, "log a line per request", "logging"),
+        Option("access_log_format", "str", "common", "common, combined, json, http.server, "
+               "or an Apache-style format string", "logging", metavar="FORMAT",
                check=_check_format),
-        Option("access_log_file", "path", "-", "where the access log goes ('-': stdout)",
-               "logging", metavar="FILE"),
+        Option("access_log_file", "path", "-", "where the access log goes ('-': stdout; with "
+               "--log-config, the bastion.access logger instead)", "logging", metavar="FILE"),
         Option("log_config", "path", None, "a logging configuration (dictConfig as .json or "
                ".toml, else fileConfig .ini) instead of the above", "logging",
                metavar="FILE"),

@@ -33,8 +33,15 @@ class ServerConfig:
 
     ``proxy_headers`` trusts ``Forwarded``/``X-Forwarded-*`` from peers in
     ``forwarded_allow_ips`` (addresses or CIDR networks, ``unix`` for Unix-socket peers, ``*``
-    for any). ``access_log`` sends a line per request to the ``bastion.access`` logger in
-    ``access_log_format`` (``common``, ``combined``, ``json`` or an Apache-style format string).
+    for any).
+
+    ``access_log``, ``access_log_format`` and ``access_log_file`` are settings for whoever
+    builds the server's observers (``bastion run`` and its workers, with
+    ``bastion.observe.accesslog.access_log_observers``): the engine only calls the request
+    observers it is given (``Server(observers=...)``) and never reads them. The format is a
+    name (``common``, ``combined``, ``json``, ``http.server``) or an Apache-style format
+    string, checked where it is built; the file is a path, ``-`` for standard output, or None
+    for the ``bastion.access`` logger.
     """
 
     limits: Limits = field(default_factory=Limits)
@@ -54,6 +61,7 @@ class ServerConfig:
     forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)
     access_log: bool = False
     access_log_format: str = "common"
+    access_log_file: str | None = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -71,8 +79,7 @@ class ServerConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
         if self.queue_size < 0:
             raise ValueError("queue_size must not be negative")
-        # Imported here: both modules read this one, and the checks are start-up only.
-        from bastion.engine.accesslog import compile_format
+        # Imported here: that module reads this one, and the check is start-up only.
         from bastion.engine.proxy import TrustedPeers
 
         self.forwarded_allow_ips = tuple(self.forwarded_allow_ips)
@@ -80,10 +87,6 @@ class ServerConfig:
             TrustedPeers(self.forwarded_allow_ips)
         except ValueError as exc:
             raise ValueError(f"forwarded_allow_ips: {exc}") from None
-        try:
-            compile_format(self.access_log_format)
-        except ValueError as exc:
-            raise ValueError(f"access_log_format: {exc}") from None
 
     @property
     def blocking_read_timeout(self) -> float:

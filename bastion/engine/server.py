@@ -12,7 +12,6 @@ import ssl
 import time
 from collections.abc import Iterable
 
-from bastion.engine.accesslog import AccessLog
 from bastion.engine.config import ServerConfig
 from bastion.engine.connection import HTTPConnection
 from bastion.engine.handler import Handler, run_shutdown, run_startup
@@ -24,7 +23,7 @@ from bastion.engine.listeners import (
 )
 from bastion.engine.pool import ThreadPool
 from bastion.engine.proxy import ProxyHeaders, TrustedPeers
-from bastion.engine.stats import Stats
+from bastion.engine.stats import RequestObserver, Stats
 from bastion.http import format_date
 
 logger = logging.getLogger("bastion.error")
@@ -83,6 +82,10 @@ class Server:
 
     ``await start()`` binds and begins accepting; ``await serve_until_stopped()`` returns
     after :meth:`request_stop` (SIGTERM/SIGINT when signals are installed) and a graceful drain.
+
+    ``observers`` are request observers (``Stats.request_observers``: an access log, metrics)
+    that the caller built; they are attached when the server starts, and those with a
+    ``close()`` method are closed after the drain, so that buffered output is written out.
     """
 
     def __init__(
@@ -93,8 +96,10 @@ class Server:
         binds: Iterable[str] = (),
         sockets: Iterable[socket.socket] = (),
         ssl_context: ssl.SSLContext | None = None,
+        observers: Iterable[RequestObserver] = (),
     ) -> None:
         self.handler = handler
+        self._observers = list(observers)
         self.config = config or ServerConfig()
         self._binds = [parse_bind(b) for b in binds]
         self._sockets = list(sockets)
@@ -143,8 +148,7 @@ class Server:
         if config.proxy_headers:
             handler = ProxyHeaders(handler, TrustedPeers(config.forwarded_allow_ips))
         state = self.state = ServerState(loop, handler, config)
-        if config.access_log:
-            state.stats.request_observers.append(AccessLog(config.access_log_format))
+        state.stats.request_observers.extend(self._observers)
         for spec in self._binds:
             self._sockets.append(open_listener(spec, self.config.backlog))
             if spec.kind == "unix":
@@ -299,6 +303,17 @@ class Server:
         await run_shutdown(self.handler)
         for path in self._unix_paths:
             _unlink_quietly(path)
+        self._close_observers()
+
+    def _close_observers(self) -> None:
+        for observer in self._observers:
+            close = getattr(observer, "close", None)
+            if close is None:
+                continue
+            try:
+                close()
+            except Exception:  # one observer's failure must not hide the others' output
+                logger.exception("closing request observer %r", observer)
 
     def _stop_listening(self) -> list[socket.socket]:
         """Close the listeners, returning the connections that were waiting in their queues.
@@ -381,9 +396,13 @@ def run(
     *,
     ssl_context: ssl.SSLContext | None = None,
     on_ready: object = None,
+    observers: Iterable[RequestObserver] = (),
 ) -> None:
-    """Serve ``handler`` until SIGTERM/SIGINT, then drain gracefully and return."""
-    server = Server(handler, config, binds=binds, ssl_context=ssl_context)
+    """Serve ``handler`` until SIGTERM/SIGINT, then drain gracefully and return.
+
+    ``observers`` are given to the :class:`Server` (an access log, for instance).
+    """
+    server = Server(handler, config, binds=binds, ssl_context=ssl_context, observers=observers)
 
     async def main() -> None:
         await server.start()

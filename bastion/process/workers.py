@@ -30,6 +30,7 @@ from bastion.engine.config import ServerConfig, WorkerConfig
 from bastion.engine.handler import Handler, StartupFailed
 from bastion.engine.listeners import BindSpec
 from bastion.engine.server import Server, new_event_loop
+from bastion.observe.accesslog import access_log_observers
 from bastion.observe.config import MonitorConfig
 from bastion.observe.telemetry import WorkerTelemetry, for_worker
 
@@ -124,6 +125,7 @@ def run_worker(
         plan.server,
         sockets=sockets,
         ssl_context=plan.ssl_context,
+        observers=access_log_observers(plan.server),
     )
     loop = new_event_loop()
     asyncio.set_event_loop(loop)

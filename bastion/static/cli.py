@@ -15,7 +15,7 @@ from typing import Any
 
 from bastion.engine import ServerConfig, parse_bind, run
 from bastion.engine.config import default_threads
-from bastion.static.accesslog import AccessLog
+from bastion.observe.accesslog import AccessLog
 from bastion.static.handler import StaticFiles
 
 _LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -90,7 +90,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=default_threads(),
         help="threads for directory listings and copying reads (default %(default)s)",
     )
-    parser.add_argument("--quiet", "-q", action="store_true", help="no access log lines")
+    parser.add_argument(
+        "--quiet", "-q", action="store_true", help="no access log lines (http.server's, on stderr)"
+    )
     parser.add_argument("--log-level", choices=_LEVELS, default="warning")
 
 
@@ -153,12 +155,11 @@ def serve_command(args: argparse.Namespace) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-        if not args.quiet and server.state is not None:
-            log = AccessLog(sys.stderr, server.state.loop)
-            server.state.stats.request_observers.append(log)
 
+    # What python -m http.server prints for each request, on the same stream.
+    observers = [] if args.quiet else [AccessLog("http.server", sys.stderr)]
     try:
-        run(static, binds, config, on_ready=ready)
+        run(static, binds, config, on_ready=ready, observers=observers)
     except OSError as exc:
         print(f"bastion serve: error: cannot listen: {exc}", file=sys.stderr)
         return 1

@@ -1,0 +1,701 @@
+"""The access log: one line per finished request, formatted on the loop, written off it.
+
+:class:`AccessLog` is an engine request observer (``Stats.request_observers``; give it to
+``Server(observers=...)``). For each finished request it renders a line and appends it to a
+list; once per turn of the event loop (or every ``batch_lines`` lines) the list is joined and
+queued for a writer thread, which writes everything queued with one call every 50 ms (sooner
+when much is waiting): never a write per request. The loop never waits for the output:
+the text waiting for the writer is bounded (``max_pending`` characters), and what does not fit
+while the output is stalled (a terminal scrolled back, a pipe nobody reads, a slow disk) is
+dropped and counted in :attr:`AccessLog.dropped`, then reported on ``bastion.error`` once the
+output moves again.
+
+Outputs: a file path, ``"-"`` for standard output, a file descriptor or a stream (written
+directly: the fast path), or a :class:`logging.Logger` (one record per line, at INFO, so
+logging configuration can route, filter and format them; the records are emitted on the writer
+thread). The default is the ``bastion.access`` logger. A file named by path is reopened when
+it is moved or removed (log rotation needs no signal).
+
+Formats: ``common`` and ``combined`` (the Apache/NCSA formats every log tool reads), ``json``
+(one object per line), ``http.server`` (exactly the line ``http.server`` writes for a
+request, ``127.0.0.1 - - [28/Nov/2026 01:02:03] "GET / HTTP/1.1" 200 -``), or an
+Apache-style format string:
+
+======================  ==========================================================
+``%h``                  client address (after trusted proxy headers)
+``%a``                  address of the connection's peer (the proxy, behind one)
+``%l`` / ``%u``         ``-`` / the user of Basic authentication, else ``-``
+``%t``                  time the request finished, ``[10/Oct/2000:13:55:36 +0000]``
+``%r``                  request line; ``%m`` method, ``%U`` path, ``%q`` ``?query``,
+                        ``%H`` protocol
+``%s`` / ``%>s``        status
+``%b`` / ``%B``         body bytes sent (``-`` / ``0`` when none)
+``%D`` / ``%T``         duration in microseconds / seconds; ``%{ms}T`` milliseconds
+``%{Name}i``            a request header
+``%{trace_id}n``        the trace id of a valid W3C ``traceparent`` header, else ``-``
+``%{request_id}n``      the ``X-Request-ID`` header, else ``-``
+``%v``                  the request's Host; ``%P`` process id; ``%%`` a percent sign
+======================  ==========================================================
+
+Text from the request is escaped the way Apache escapes it (``\\"``, ``\\\\``, ``\\xNN`` for
+control and non-ASCII bytes), so a line is always one line and quoted fields stay quoted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import collections
+import logging
+import os
+import re
+import select
+import stat
+import sys
+import threading
+import time
+from collections.abc import Callable
+from json.encoder import encode_basestring_ascii
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from bastion.engine.config import ServerConfig
+    from bastion.engine.exchange import Exchange
+    from bastion.engine.stats import RequestObserver
+
+logger = logging.getLogger("bastion.access")
+error_logger = logging.getLogger("bastion.error")
+
+Render = Callable[["Exchange", float], str]
+
+COMMON = '%h %l %u %t "%r" %>s %b'
+COMBINED = COMMON + ' "%{Referer}i" "%{User-Agent}i"'
+NAMED_FORMATS = {"common": COMMON, "combined": COMBINED}
+FORMAT_NAMES = ("common", "combined", "json", "http.server")
+
+# A batch is handed to the writer at the end of the loop turn, or sooner when it has this many
+# lines (a long pipelined burst), so that no single hand-off is huge.
+BATCH_LINES = 512
+# Text waiting for the writer; beyond it, lines are dropped rather than held.
+MAX_PENDING = 1 << 20
+# Writes to a pipe of at most PIPE_BUF bytes are atomic: with several workers on one pipe,
+# lines never interleave mid-line.
+PIPE_BUF = getattr(select, "PIPE_BUF", 512)
+# How often the writer thread looks for lines to write (sooner when the queue fills up).
+WRITE_INTERVAL = 0.05
+# How often a file named by path is checked for rotation.
+ROTATION_CHECK = 1.0
+
+_DIRECTIVE = re.compile(r"%(?:\{([^}]*)\})?(>?)([a-zA-Z%])")
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f-\xff"\\]')
+_MONTHS = ("", "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+# http.server escapes C0 and C1 control characters as \xNN (BaseHTTPRequestHandler.log_message).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
+
+
+def _escape(text: str) -> str:
+    """Quote-safe, one line: the way Apache escapes what it logs (``\\"``, ``\\xNN``)."""
+    if _UNSAFE.search(text) is None:
+        return text
+    return _UNSAFE.sub(
+        lambda m: "\\" + m.group() if m.group() in '"\\' else f"\\x{ord(m.group()):02x}", text
+    )
+
+
+def _control_escape(text: str) -> str:
+    if _CONTROL.search(text) is None:
+        return text
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def trace_id(exchange: Exchange) -> str | None:
+    """The trace id of the request's W3C ``traceparent`` header, if it is a valid one."""
+    value = exchange.head.get("traceparent")
+    if value is None:
+        return None
+    found = _TRACEPARENT.fullmatch(value.strip())
+    if found is None:
+        return None
+    version, trace, parent, _flags, rest = found.groups()
+    # Version ff is invalid; version 00 allows nothing after the flags; all-zero ids are invalid.
+    if version == "ff" or (version == "00" and rest) or not trace.strip("0"):
+        return None
+    if not parent.strip("0"):
+        return None
+    return trace
+
+
+def request_id(exchange: Exchange) -> str | None:
+    """The request's ``X-Request-ID`` header."""
+    return exchange.head.get("x-request-id")
+
+
+class _Clock:
+    """Timestamps formatted once per second, not once per request."""
+
+    __slots__ = ("_second", "_text", "_style")
+
+    def __init__(self, style: str) -> None:
+        self._second = -1
+        self._text = ""
+        self._style = style
+
+    def now(self) -> str:
+        second = int(time.time())
+        if second != self._second:
+            self._second = second
+            t = time.localtime(second)
+            if self._style == "apache":
+                self._text = time.strftime("[%d/%b/%Y:%H:%M:%S %z]", t)
+            elif self._style == "iso":
+                self._text = time.strftime("%Y-%m-%dT%H:%M:%S%z", t)
+            else:  # http.server's log_date_time_string, whatever the locale
+                self._text = (
+                    f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon]}/{t.tm_year:04d} "
+                    f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+                )
+        return self._text
+
+
+def _header(name: str) -> Render:
+    wanted = name.lower().encode("latin-1")
+
+    def field(exchange: Exchange, duration: float) -> str:
+        for key, value in exchange.head.headers:
+            if key.lower() == wanted:
+                return _escape(value.decode("latin-1"))
+        return "-"
+
+    return field
+
+
+def _note(name: str) -> Render:
+    if name == "trace_id":
+        return lambda exchange, duration: trace_id(exchange) or "-"
+    if name == "request_id":
+        return _header("x-request-id")
+    raise ValueError(f"unknown field %{{{name}}}n: use trace_id or request_id")
+
+
+def _request_line(exchange: Exchange, duration: float) -> str:
+    head = exchange.head
+    return _escape(f"{head.method} {head.target.decode('latin-1')} HTTP/{head.version}")
+
+
+def _client(exchange: Exchange, duration: float) -> str:
+    client = exchange.client
+    return client[0] if client is not None else "-"
+
+
+def _peer(exchange: Exchange, duration: float) -> str:
+    peer = exchange.peer
+    return peer[0] if peer is not None else "-"
+
+
+def _user(exchange: Exchange, duration: float) -> str:
+    value = exchange.head.get("authorization")
+    if not value or value[:6].lower() != "basic ":
+        return "-"
+    try:
+        decoded = base64.b64decode(value[6:].strip(), validate=True).decode("utf-8", "replace")
+    except (binascii.Error, ValueError):
+        return "-"
+    return _escape(decoded.partition(":")[0]) or "-"
+
+
+def _bytes_or_dash(exchange: Exchange, duration: float) -> str:
+    return str(exchange.bytes_sent) if exchange.bytes_sent else "-"
+
+
+def _query(exchange: Exchange, duration: float) -> str:
+    query = exchange.head.query_string
+    return "?" + _escape(query.decode("latin-1")) if query else ""
+
+
+def _path(exchange: Exchange, duration: float) -> str:
+    return _escape(exchange.head.raw_path.decode("latin-1"))
+
+
+def _seconds(unit: str) -> Render:
+    scale = {"": 1, "s": 1, "ms": 1_000, "us": 1_000_000}.get(unit)
+    if scale is None:
+        raise ValueError(f"unknown unit {unit!r} in %{{{unit}}}T: use s, ms or us")
+    if scale == 1:
+        return lambda exchange, duration: str(int(duration))
+    return lambda exchange, duration: str(int(duration * scale))
+
+
+def compile_format(spec: str) -> Render:
+    """The renderer for a named format or an Apache-style format string; ``ValueError`` if bad.
+
+    A renderer returns the line without its newline.
+    """
+    if spec == "json":
+        return _json_format()
+    if spec == "http.server":
+        return _http_server_format()
+    template = NAMED_FORMATS.get(spec, spec)
+    clock = _Clock("apache")
+    simple: dict[str, Render] = {
+        "h": _client,
+        "a": _peer,
+        "l": lambda exchange, duration: "-",
+        "u": _user,
+        "t": lambda exchange, duration: clock.now(),
+        "r": _request_line,
+        "m": lambda exchange, duration: exchange.head.method,
+        "U": _path,
+        "q": _query,
+        "H": lambda exchange, duration: f"HTTP/{exchange.head.version}",
+        "s": lambda exchange, duration: str(exchange.status),
+        "b": _bytes_or_dash,
+        "B": lambda exchange, duration: str(exchange.bytes_sent),
+        "D": lambda exchange, duration: str(int(duration * 1_000_000)),
+        "v": _header("host"),
+        "P": lambda exchange, duration: str(os.getpid()),
+    }
+    parts: list[str | Render] = []
+    position = 0
+    for match in _DIRECTIVE.finditer(template):
+        if match.start() > position:
+            parts.append(template[position : match.start()])
+        position = match.end()
+        argument, letter = match.group(1), match.group(3)
+        if letter == "%":
+            parts.append("%")
+        elif letter == "i" and argument:
+            parts.append(_header(argument))
+        elif letter == "n" and argument:
+            parts.append(_note(argument))
+        elif letter == "T":
+            parts.append(_seconds(argument or ""))
+        elif argument is None and letter in simple:
+            parts.append(simple[letter])
+        else:
+            raise ValueError(f"unsupported directive {match.group()!r} in {spec!r}")
+    rest = template[position:]
+    if "%" in rest:
+        raise ValueError(f"incomplete directive at {rest!r} in {spec!r}")
+    if rest:
+        parts.append(rest)
+    if not parts:
+        raise ValueError("empty access log format")
+    if all(isinstance(part, str) for part in parts):
+        text = "".join(str(part) for part in parts)
+        return lambda exchange, duration: text
+    return _template(parts)
+
+
+def _template(parts: list[str | Render]) -> Render:
+    """One function for the whole line: literals inlined, one call per field.
+
+    Building it as source once lets the interpreter run a single f-string per request instead
+    of looping over the parts and testing each one's type.
+    """
+    namespace: dict[str, Any] = {}
+    pieces: list[str] = []
+    for index, part in enumerate(parts):
+        if isinstance(part, str):
+            pieces.append(part.replace("{", "{{").replace("}", "}}").replace("\\", "{BS}"))
+        else:
+            name = f"f{index}"
+            namespace[name] = part
+            pieces.append(f"{{{name}(exchange, duration)}}")
+    namespace["BS"] = "\\"
+    source = f"def render(exchange, duration):\n    return f{''.join(pieces)!r}\n"
+    # repr() escapes quotes and control characters of the literals for us; the f prefix turns
+    # the quoted text back into a format string whose only fields are the ones added above.
+    exec(compile(source, "<access log format>", "exec"), namespace)
+    render: Render = namespace["render"]
+    return render
+
+
+def _json_string(value: str | None) -> str:
+    return "null" if value is None else encode_basestring_ascii(value)
+
+
+def _json_format() -> Render:
+    """One JSON object per line: the fields of ``combined``, the duration, the trace ids.
+
+    Written by hand rather than with ``json.dumps``: every value is a number or goes through
+    the same C string encoder ``json`` uses, for a third of the cost.
+    """
+    clock = _Clock("iso")
+
+    def render(exchange: Exchange, duration: float) -> str:
+        head = exchange.head
+        client = exchange.client
+        get = head.get
+        return (
+            f'{{"time":"{clock.now()}",'
+            f'"client":{_json_string(client[0] if client is not None else None)},'
+            f'"method":{_json_string(head.method)},'
+            f'"path":{_json_string(head.target.decode("latin-1"))},'
+            f'"protocol":"HTTP/{head.version}",'
+            f'"scheme":{_json_string(exchange.scheme)},'
+            f'"host":{_json_string(get("host"))},'
+            f'"status":{exchange.status},'
+            f'"bytes":{exchange.bytes_sent},'
+            f'"duration_ms":{round(duration * 1000, 3)!r},'
+            f'"referer":{_json_string(get("referer"))},'
+            f'"user_agent":{_json_string(get("user-agent"))},'
+            f'"trace_id":{_json_string(trace_id(exchange))},'
+            f'"request_id":{_json_string(get("x-request-id"))}}}'
+        )
+
+    return render
+
+
+def _http_server_format() -> Render:
+    """``BaseHTTPRequestHandler.log_request``'s line, as ``python -m http.server`` prints it.
+
+    The size is ``-`` as there: ``send_response`` logs before the body is known.
+    """
+    clock = _Clock("http.server")
+
+    def render(exchange: Exchange, duration: float) -> str:
+        head = exchange.head
+        client = exchange.client
+        line = f"{head.method} {head.target.decode('latin-1')} HTTP/{head.version}"
+        return (
+            f"{client[0] if client else '-'} - - [{clock.now()}] "
+            f'"{_control_escape(line)}" {exchange.status} -'
+        )
+
+    return render
+
+
+# outputs --------------------------------------------------------------------------------------
+
+
+class _Output:
+    """Where batches go; called on the writer thread only, so it may block."""
+
+    def write(self, text: str) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class _LoggerOutput(_Output):
+    def __init__(self, log: logging.Logger) -> None:
+        self.log = log
+
+    def write(self, text: str) -> None:
+        log = self.log
+        if log.isEnabledFor(logging.INFO):
+            for line in text.splitlines():
+                # Already formatted: passed without arguments, so no %-interpolation happens.
+                log.info(line)
+
+
+class _StreamOutput(_Output):
+    """A text stream without a file descriptor (a test's ``StringIO``, a wrapped stream)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
+
+
+class _FileOutput(_Output):
+    """A file descriptor, written with ``os.write``; reopened on rotation when it has a path."""
+
+    def __init__(self, fd: int, path: str | None = None) -> None:
+        self.fd = fd
+        self.path = path
+        self._checked = time.monotonic()
+        self._identity = self._stat_identity()
+        self._atomic = not stat.S_ISREG(os.fstat(fd).st_mode)
+
+    @classmethod
+    def open(cls, path: str) -> _FileOutput:
+        return cls(_open_append(path), path)
+
+    def _stat_identity(self) -> tuple[int, int]:
+        info = os.fstat(self.fd)
+        return info.st_dev, info.st_ino
+
+    def write(self, text: str) -> None:
+        if self.path is not None:
+            self._follow_rotation()
+        data = text.encode("utf-8", "backslashreplace")
+        if self._atomic and len(data) > PIPE_BUF:
+            for piece in _line_pieces(data, PIPE_BUF):
+                _write_all(self.fd, piece)
+        else:
+            _write_all(self.fd, data)
+
+    def _follow_rotation(self) -> None:
+        now = time.monotonic()
+        if now - self._checked < ROTATION_CHECK:
+            return
+        self._checked = now
+        assert self.path is not None
+        try:
+            info = os.stat(self.path)
+            moved = (info.st_dev, info.st_ino) != self._identity
+        except FileNotFoundError:
+            moved = True
+        if moved:
+            fd = _open_append(self.path)
+            os.close(self.fd)
+            self.fd = fd
+            self._identity = self._stat_identity()
+
+    def close(self) -> None:
+        if self.path is not None:
+            os.close(self.fd)
+
+
+def _open_append(path: str) -> int:
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+    return os.open(path, flags, 0o644)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _line_pieces(data: bytes, limit: int) -> list[bytes]:
+    """``data`` cut after newlines into pieces of at most ``limit`` bytes where lines allow."""
+    pieces = []
+    start = 0
+    while len(data) - start > limit:
+        cut = data.rfind(b"\n", start, start + limit)
+        end = cut + 1 if cut >= start else start + limit
+        pieces.append(data[start:end])
+        start = end
+    pieces.append(data[start:])
+    return pieces
+
+
+def open_output(target: object) -> _Output:
+    """An output for a path (``"-"``: standard output), a descriptor, a stream or a logger."""
+    if isinstance(target, logging.Logger):
+        return _LoggerOutput(target)
+    if isinstance(target, int):
+        return _FileOutput(target)
+    if isinstance(target, str | os.PathLike):
+        path = os.fspath(target)
+        if path == "-":
+            return open_output(sys.stdout)
+        return _FileOutput.open(str(path))
+    stream: Any = target
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return _StreamOutput(stream)
+    # What was written through the stream so far goes before the first batch.
+    stream.flush()
+    return _FileOutput(fd)
+
+
+class _Writer:
+    """The writer thread and the bounded queue between it and the loop.
+
+    The loop never takes a lock or wakes the thread per batch (measured: waking it for every
+    batch cost more than formatting the lines). It appends to a deque and adds to a count only
+    it writes; the thread writes what it finds every ``interval``, or at once when half the
+    room is used, and adds to a count only it writes. Their difference is what is waiting.
+    """
+
+    def __init__(self, output: _Output, max_pending: int, interval: float = WRITE_INTERVAL) -> None:
+        self.output = output
+        self.max_pending = max_pending
+        self.interval = interval
+        self._queue: collections.deque[str] = collections.deque()
+        self._queued = 0  # characters ever queued: written by the loop's thread only
+        self._taken = 0  # characters ever written or given up: by the writer thread only
+        self._dropped_full = 0  # loop's thread only
+        self._dropped_failed = 0  # writer thread only
+        self._reported = 0
+        self._wake = threading.Event()
+        self._progress = threading.Condition()
+        self._closing = False
+        self._thread: threading.Thread | None = None
+
+    @property
+    def dropped(self) -> int:
+        return self._dropped_full + self._dropped_failed
+
+    def put(self, text: str, lines: int) -> None:
+        size = len(text)
+        waiting = self._queued - self._taken + size
+        if waiting > self.max_pending or self._closing:
+            self._dropped_full += lines
+            return
+        self._queue.append(text)
+        self._queued += size
+        if self._thread is None:
+            # Started on first use, so a server built before a fork starts it in the child.
+            self._thread = threading.Thread(
+                target=self._run, name="bastion-access-log", daemon=True
+            )
+            self._thread.start()
+        elif waiting > self.max_pending // 2 and not self._wake.is_set():
+            self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            closing = self._closing
+            self._write_queued()
+            if closing and not self._queue:
+                return
+
+    def _write_queued(self) -> None:
+        queue = self._queue
+        chunks = []
+        while queue:
+            chunks.append(queue.popleft())
+        if not chunks:
+            return
+        text = "".join(chunks)
+        try:
+            self.output.write(text)
+        except Exception as exc:  # a closed terminal or a full disk must not stop serving
+            self._dropped_failed += text.count("\n")
+            error_logger.warning("access log: cannot write: %s", exc)
+        with self._progress:
+            self._taken += len(text)
+            self._progress.notify_all()
+        dropped = self.dropped - self._reported
+        if dropped > 0:
+            self._reported += dropped
+            # Said here, once the output moves again, and never from the loop: the error log
+            # may share the stalled output.
+            error_logger.warning(
+                "access log: %d lines dropped: the output did not keep up", dropped
+            )
+
+    def close(self, timeout: float) -> bool:
+        """Write out what is queued, within ``timeout``; whether everything was written."""
+        self._closing = True
+        self._wake.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                return False
+        self.output.close()
+        return True
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until everything queued so far was written (tests, and ``flush``)."""
+        target = self._queued
+        deadline = time.monotonic() + timeout
+        with self._progress:
+            while self._taken < target:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._wake.set()
+                self._progress.wait(min(left, 0.05))
+        return True
+
+
+class AccessLog:
+    """A request observer writing one line per finished request, in batches.
+
+    ``output``: a path (``"-"`` for stdout), a file descriptor, a stream or a logger (default:
+    the ``bastion.access`` logger). Call :meth:`close` when the server has stopped (a
+    ``Server`` closes the observers it was given) so the last lines are written.
+    """
+
+    def __init__(
+        self,
+        format: str = "common",
+        output: object = None,
+        *,
+        batch_lines: int = BATCH_LINES,
+        max_pending: int = MAX_PENDING,
+    ) -> None:
+        self.format = format
+        self.render = compile_format(format)
+        self._writer = _Writer(open_output(logger if output is None else output), max_pending)
+        self._batch_lines = batch_lines
+        self._lines: list[str] = []
+        self._scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def dropped(self) -> int:
+        """Lines dropped because the output did not keep up (or failed)."""
+        return self._writer.dropped
+
+    def __call__(self, exchange: Exchange, duration: float) -> None:
+        lines = self._lines
+        lines.append(self.render(exchange, duration))
+        if len(lines) >= self._batch_lines:
+            self.flush()
+        elif not self._scheduled:
+            self._scheduled = True
+            loop = self._loop = asyncio.get_running_loop()
+            loop.call_soon(self._end_of_turn)
+
+    def _end_of_turn(self) -> None:
+        self._scheduled = False
+        self.flush()
+
+    def flush(self) -> None:
+        """Hand the lines collected so far to the writer (it writes them soon, off the loop)."""
+        lines = self._lines
+        if lines:
+            self._lines = []
+            lines.append("")
+            self._writer.put("\n".join(lines), len(lines) - 1)
+
+    def wait_written(self, timeout: float = 5.0) -> bool:
+        """Flush, then block until the writer has written everything (for tests and tools).
+
+        From another thread than the loop's, the flush runs on the loop: the collected lines
+        belong to it.
+        """
+        loop = self._loop
+        if loop is not None and not loop.is_closed() and _current_loop() is not loop:
+            flushed = threading.Event()
+
+            def flush() -> None:
+                self.flush()
+                flushed.set()
+
+            try:
+                loop.call_soon_threadsafe(flush)
+            except RuntimeError:  # closed in the meantime: nothing runs there any more
+                self.flush()
+            else:
+                flushed.wait(timeout)
+        else:
+            self.flush()
+        return self._writer.wait_idle(timeout)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write out what is left (giving up after ``timeout`` on a stalled output)."""
+        self.flush()
+        if not self._writer.close(timeout):
+            error_logger.warning("access log: output stalled; the last lines were not written")
+
+
+def _current_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def access_log_observers(config: ServerConfig) -> list[RequestObserver]:
+    """The observers ``config``'s ``access_log*`` settings ask for (none when it is off)."""
+    if not config.access_log:
+        return []
+    output = logger if config.access_log_file is None else config.access_log_file
+    return [AccessLog(config.access_log_format, output)]
