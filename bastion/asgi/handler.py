@@ -28,7 +28,6 @@ import logging
 import sys
 from collections.abc import Awaitable, Iterable
 from typing import TYPE_CHECKING, Any, NoReturn
-from urllib.parse import unquote_to_bytes
 
 from bastion.asgi.lifespan import Lifespan, LifespanMode
 from bastion.asgi.types import ASGI_VERSION, HTTP_SPEC_VERSION, ASGIApp, Message
@@ -128,12 +127,9 @@ class ASGIHandler:
     def handle(self, exchange: Exchange) -> None:
         head = exchange.head
         conn = exchange.conn
-        target = head.target
-        if target[:1] == b"/":
-            path = head.path
-            raw_path = head.raw_path
-        else:
-            path, raw_path = _origin_form(target)
+        # (An absolute-form target's path and query are its URL's: the head splits them.)
+        path = head.path
+        raw_path = head.raw_path
         root = self.root_path
         if root:
             path = root + path
@@ -474,16 +470,6 @@ def _apply_flags(exchange: Exchange, headers: list[tuple[str, str]], flags: int)
             name, _, value = line.partition(": ")
             if name and name not in present:
                 headers.append((name, value))
-
-
-def _origin_form(target: bytes) -> tuple[str, bytes]:
-    """Path and raw path of an absolute-form (``http://host/p?q``) or ``*`` request target."""
-    raw = target.split(b"?", 1)[0].split(b"#", 1)[0]
-    scheme_end = raw.find(b"://")
-    if scheme_end >= 0:
-        slash = raw.find(b"/", scheme_end + 3)
-        raw = raw[slash:] if slash >= 0 else b"/"
-    return unquote_to_bytes(raw).decode("utf-8", "surrogateescape"), raw
 
 
 async def _await(awaitable: Awaitable[Any]) -> Any:

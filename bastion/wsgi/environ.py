@@ -73,15 +73,6 @@ def split_host(host: str) -> tuple[str, str]:
     return result
 
 
-def _path_of(target: bytes) -> bytes:
-    """The path of a target that is not in origin form (``http://host/path`` or ``*``)."""
-    scheme_end = target.find(b"://")
-    if scheme_end > 0:
-        slash = target.find(b"/", scheme_end + 3)
-        return target[slash:] if slash >= 0 else b"/"
-    return target
-
-
 class EnvironBuilder:
     """Makes the environ dict; what is the same for every request is computed once here."""
 
@@ -101,14 +92,9 @@ class EnvironBuilder:
 
     def build(self, exchange: Exchange) -> dict[str, Any]:
         head = exchange.head
-        target = head.target
-        cut = target.find(b"?")
-        if cut < 0:
-            raw_path, query = target, ""
-        else:
-            raw_path, query = target[:cut], target[cut + 1 :].decode("latin-1")
-        if raw_path[:1] != b"/":
-            raw_path = _path_of(raw_path)
+        # (An absolute-form target's path and query are its URL's: the head splits them.)
+        raw_path = head.raw_path
+        query = head.query_string.decode("latin-1")
         if b"%" in raw_path:
             raw_path = unquote_to_bytes(raw_path)
         path = raw_path.decode("latin-1")
@@ -125,7 +111,7 @@ class EnvironBuilder:
             "SCRIPT_NAME": root,
             "PATH_INFO": path,
             "QUERY_STRING": query,
-            "REQUEST_URI": target.decode("latin-1"),
+            "REQUEST_URI": head.target.decode("latin-1"),
             "SERVER_PROTOCOL": _PROTOCOLS.get(head.version, "HTTP/1.1"),
             "SERVER_SOFTWARE": config.server_name,
             "REMOTE_ADDR": client[0] if client is not None else "",
