@@ -82,8 +82,10 @@ class _Totals:
 
 
 def _add_row(table: dict[Key, list[float]], row: tuple[Any, ...], key_size: int) -> None:
-    key = row[:key_size]
-    values = row[key_size:]
+    _add_to(table, row[:key_size], row[key_size:])
+
+
+def _add_to(table: dict[Key, list[float]], key: Key, values: Iterable[float]) -> None:
     sums = table.get(key)
     if sums is None:
         table[key] = list(values)
@@ -338,12 +340,7 @@ def _capped(table: dict[Key, list[float]], cap: int, route_index: int) -> dict[K
     for key, values in table.items():
         if len(kept) >= cap - 1:
             key = (*key[:route_index], OVERFLOW, *key[route_index + 1 :])
-        sums = kept.get(key)
-        if sums is None:
-            kept[key] = list(values)
-        else:
-            for index, value in enumerate(values):
-                sums[index] += value
+        _add_to(kept, key, values)
     return kept
 
 
