@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import logging
 import marshal
 import os
 import resource
 import socket
 import time
+import zlib
 from typing import TYPE_CHECKING, Any
 
 from bastion.observe.config import MonitorConfig
@@ -29,6 +32,8 @@ from bastion.observe.probes import ProbeRoutes
 if TYPE_CHECKING:
     from bastion.engine.handler import Handler
     from bastion.engine.server import ServerState
+
+logger = logging.getLogger("bastion.error")
 
 SNAPSHOT_VERSION = 1
 # Families the default prometheus_client registry holds for every process; a worker's own
@@ -156,22 +161,35 @@ def for_worker(
     return handler, telemetry
 
 
+_warned_size = False
+
+
 def send(channel: socket.socket, snapshot: dict[str, Any]) -> None:
     # A datagram is delivered whole or not at all; a full buffer or a gone supervisor just
     # means this second is skipped.
-    with contextlib.suppress(OSError):
+    global _warned_size
+    try:
         channel.send(encode(snapshot))
+    except OSError as exc:
+        if exc.errno == errno.EMSGSIZE and not _warned_size:
+            _warned_size = True
+            logger.warning(
+                "monitoring snapshot too large for the telemetry socket; lower "
+                "--metrics-max-series (or raise net.core.wmem_max)"
+            )
 
 
 def encode(snapshot: dict[str, Any]) -> bytes:
-    return marshal.dumps(snapshot)
+    # Compressed: a thousand series are a few hundred KiB of marshal data, beyond what a
+    # datagram may carry on a default Linux (net.core.wmem_max), and they shrink a lot.
+    return zlib.compress(marshal.dumps(snapshot), 1)
 
 
-def decode(data: bytes) -> dict[str, Any] | None:
+def decode(data: bytes | memoryview) -> dict[str, Any] | None:
     """A snapshot from a worker, or None if it is not one this version understands."""
     try:
-        snapshot = marshal.loads(data)
-    except (EOFError, ValueError, TypeError):
+        snapshot = marshal.loads(zlib.decompress(data))
+    except (EOFError, ValueError, TypeError, zlib.error):
         return None
     if not isinstance(snapshot, dict) or snapshot.get("v") != SNAPSHOT_VERSION:
         return None

@@ -46,6 +46,8 @@ class Monitor:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _BUFFER)
         receiver.setblocking(False)
         self._receiver = receiver
+        # One buffer for every datagram: a worker's snapshot is never larger than the socket's.
+        self._buffer = bytearray(_BUFFER)
         # Inherited by every worker: they all send on it, the supervisor reads the other end.
         self.sender = sender
         self.server: Server | None = None
@@ -167,14 +169,13 @@ class Monitor:
 
     def _drain(self) -> None:
         receiver = self._receiver
+        buffer = self._buffer
         while True:
             try:
-                data = receiver.recv(_BUFFER)
-            except (BlockingIOError, InterruptedError):
+                size = receiver.recv_into(buffer)
+            except OSError:  # nothing more waiting (or the socket is gone)
                 return
-            except OSError:
-                return
-            snapshot = decode(data)
+            snapshot = decode(memoryview(buffer)[:size])
             if snapshot is not None:
                 self.aggregator.update(snapshot)
 
