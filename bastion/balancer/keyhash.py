@@ -1,0 +1,49 @@
+"""Hashing for the hash strategies: request keys and ring points to 64-bit integers.
+
+BLAKE2b from the standard library: its output is uniform (the ring and the Maglev table
+need that; CRC-style checksums cluster on similar keys such as consecutive client
+addresses), it is identical in every worker and on every host (Python's own ``hash()`` is
+salted per process, so two workers would disagree), and it costs well under a microsecond
+for a short key, which is small beside a proxied request (see docs/balancing.md).
+"""
+
+from __future__ import annotations
+
+import struct
+from hashlib import blake2b
+
+MASK64 = (1 << 64) - 1
+_FOUR = struct.Struct("<4Q")
+
+
+def hash64(key: bytes) -> int:
+    """The 64-bit hash of a request key."""
+    return int.from_bytes(blake2b(key, digest_size=8).digest(), "little")
+
+
+def rehash(value: int, attempt: int) -> int:
+    """A new, independent-looking 64-bit value for the ``attempt``-th fallback of a hash.
+
+    SplitMix64's finaliser: cheap, and each attempt lands somewhere unrelated, so the keys of
+    a server that is down spread over all the others instead of piling onto one neighbour.
+    """
+    value = (value + attempt * 0x9E3779B97F4A7C15) & MASK64
+    value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    value = ((value ^ (value >> 27)) * 0x94D049BB133111EB) & MASK64
+    return value ^ (value >> 31)
+
+
+def points(label: str, count: int) -> list[int]:
+    """``count`` 64-bit points for ``label``, four per digest as Ketama takes four per MD5."""
+    out: list[int] = []
+    for group in range((count + 3) // 4):
+        digest = blake2b(f"{label}-{group}".encode(), digest_size=32).digest()
+        out.extend(_FOUR.unpack(digest))
+    del out[count:]
+    return out
+
+
+def pair(label: str) -> tuple[int, int]:
+    """Two independent 64-bit values for ``label`` (Maglev's offset and skip)."""
+    digest = blake2b(label.encode(), digest_size=16).digest()
+    return int.from_bytes(digest[:8], "little"), int.from_bytes(digest[8:], "little")
