@@ -147,6 +147,36 @@ def _bastion_serve(ctx: LaunchContext) -> list[str]:
     ]  # fmt: skip
 
 
+def _bastion_serve_logging(ctx: LaunchContext) -> list[str]:
+    """``bastion serve DIR 2>FILE``: its default line per request, on stderr sent to a file."""
+    redirect = f'exec "$0" "$@" 2>{ctx.workdir / "access.log"}'
+    return [
+        "sh", "-c", redirect,
+        str(ctx.python), "-m", "bastion", "serve", str(ctx.static_dir), "--bind", ctx.bind,
+    ]  # fmt: skip
+
+
+def _bastion_access_log(*extra: str) -> CommandBuilder:
+    """Native hello with ``--access-log`` to a file in the run's private directory."""
+
+    def build(ctx: LaunchContext) -> list[str]:
+        argv = _bastion("bench.apps.native_async:app")(ctx)
+        return [*argv, "--access-log", "--access-log-file", str(ctx.workdir / "access.log"), *extra]
+
+    return build
+
+
+def _bastion_access_logger(ctx: LaunchContext) -> list[str]:
+    """The same, through the ``bastion.access`` logger and a logging ``FileHandler``."""
+    config = ctx.workdir / "logging.json"
+    handler = {"class": "logging.FileHandler", "filename": str(ctx.workdir / "access.log")}
+    access = {"handlers": ["file"], "level": "INFO", "propagate": False}
+    config.write_text(
+        json.dumps({"handlers": {"file": handler}, "loggers": {"bastion.access": access}})
+    )
+    return _bastion_access_log("--log-config", str(config))(ctx)
+
+
 def _python_module(module: str, *extra: str) -> CommandBuilder:
     """For apps in ``bench/apps`` that take the port as their first argument."""
 
@@ -246,6 +276,8 @@ NGINX_HELLO = 'return 200 "Hello, world!";'
 # ``{static_dir}`` is filled in per run; the files carry no suffix nginx would map to a type.
 NGINX_STATIC = "root {static_dir};"
 NGINX_FILE_IO = "sendfile on; tcp_nopush on;"
+# nginx's default access log (the combined format, buffered off), to a file.
+NGINX_ACCESS_LOG = " access_log {workdir}/access.log;"
 
 
 def _nginx(location: str, default_type: str = "text/plain", http_extra: str = "") -> CommandBuilder:
@@ -258,7 +290,7 @@ def _nginx(location: str, default_type: str = "text/plain", http_extra: str = ""
             bind=ctx.bind,
             default_type=default_type,
             http_extra=http_extra,
-            location=location.format(static_dir=ctx.static_dir),
+            location=location.format(static_dir=ctx.static_dir, workdir=ctx.workdir),
         )
         conf.write_text(text)
         error_log = ctx.workdir / "error.log"
@@ -344,6 +376,26 @@ SERVERS: dict[str, ServerSpec] = {
             "bastion-serve",
             "bastion serve DIR -q (bastion.static: small files cached, large ones by sendfile)",
             _bastion_serve,
+        ),
+        ServerSpec(
+            "bastion-serve-log",
+            "bastion serve DIR 2>FILE: its default http.server line per request, to a file",
+            _bastion_serve_logging,
+        ),
+        ServerSpec(
+            "nginx-static-log",
+            "nginx-static with its default access log (combined) to a file",
+            _nginx(NGINX_STATIC + NGINX_ACCESS_LOG, "application/octet-stream", NGINX_FILE_IO),
+        ),
+        ServerSpec(
+            "bastion-async-log",
+            "bastion-async with --access-log --access-log-file FILE (common format)",
+            _bastion_access_log(),
+        ),
+        ServerSpec(
+            "bastion-async-logger",
+            "bastion-async with the access log through logging: --log-config, a FileHandler",
+            _bastion_access_logger,
         ),
         ServerSpec(
             "http.server",
@@ -469,6 +521,21 @@ SCENARIOS: dict[str, Scenario] = {
             expect_body=STATIC_FILES["1k.bin"],
             prepare=_write_static_files,
             notes=STATIC_NOTES,
+        ),
+        Scenario(
+            "static-1k-log",
+            "static-1k with a line per request: bastion serve's default vs -q, nginx logging",
+            servers=("bastion-serve", "bastion-serve-log", "nginx-static-log"),
+            baselines=("bastion-serve", "nginx-static-log"),
+            path="/1k.bin",
+            expect_body=STATIC_FILES["1k.bin"],
+            prepare=_write_static_files,
+        ),
+        Scenario(
+            "access-log",
+            "hello with the access log off, on to a file, and on through logging",
+            servers=("bastion-async", "bastion-async-log", "bastion-async-logger"),
+            baselines=("bastion-async",),
         ),
         Scenario(
             "static-1m",
