@@ -12,13 +12,21 @@ from bastion.balancer.keyhash import MASK64, hash64, points
 from bastion.balancer.pool import PoolSnapshot, Server
 from bastion.balancer.strategy import Strategy
 
-# At 100 equal hosts this is about 5,200 points each. A host's share of the hash space then
-# has a relative standard deviation of about 1/sqrt(5,200) = 1.4%, and the busiest of 100 sits
-# some 2.5 deviations above the mean: about 3.5%, inside the 5% aim with room for 10-host
-# pools (larger shares) and 500-host ones (more draws at the tail). Envoy's minimum of 1,024
-# gives 10 points a host and a deviation near 31%. Cost: 12 bytes a point (6 MiB per
-# worker) and about a second to build, once per reconfiguration.
-DEFAULT_RING_SIZE = 1 << 19
+# Points for a server of the highest weight; lighter servers get proportionally fewer. A
+# server's share of the hash space then has a relative standard deviation of about
+# 1/sqrt(8,192) = 1.1%, and the busiest of 100 equal hosts sits some 2.5 deviations above
+# the mean: about 3% expected, and still under 5% for an unlucky draw four deviations out.
+# Envoy's minimum ring of 1,024 entries gives 10 points a host at 100 hosts and a deviation
+# near 31%. The count is per server, not a total split among servers, so adding or
+# removing a server leaves every other server's points where they were and moves only the
+# keys it owns (a total ring size would give every other server a few points more or less,
+# and move about as many keys again). Cost: 8 bytes a point (6.5 MiB per worker at 100
+# hosts) and about 0.7 s to build at 100 hosts, once per reconfiguration; large pools that
+# reconfigure often are better served by Maglev.
+DEFAULT_POINTS = 8192
+
+# Envoy's cap: past it every server's points are scaled down together.
+MAX_RING_SIZE = 1 << 23
 
 
 class RingHash(Strategy):
@@ -38,25 +46,28 @@ class RingHash(Strategy):
         self,
         pool: PoolSnapshot,
         *,
-        ring_size: int = DEFAULT_RING_SIZE,
+        points_per_server: int = DEFAULT_POINTS,
+        max_ring_size: int = MAX_RING_SIZE,
         rng: random.Random | None = None,
     ) -> None:
         super().__init__(pool, rng=rng)
-        if ring_size < 1:
-            raise ValueError("ring_size must be >= 1")
-        self.ring_size = ring_size
+        if points_per_server < 1 or max_ring_size < 1:
+            raise ValueError("points_per_server and max_ring_size must be >= 1")
         active = pool.active
-        shift = max(1, len(active).bit_length())
+        counts = _point_counts(active, points_per_server, max_ring_size)
+        # Each point's low bits are replaced by its owner's index: one sort of plain
+        # integers orders points and owners together (much faster than sorting pairs), and
+        # the ring is a single array of 8-byte entries. The bits given up (9 at 500 hosts)
+        # do not matter for a 64-bit hash.
+        shift = max(1, (len(active) - 1).bit_length())
         packed: list[int] = []
-        for index, server in enumerate(active):
-            count = max(1, round(ring_size * server.weight / pool.total_weight))
-            packed.extend((point << shift) | index for point in points(server.key, count))
-        # One sort of (point, owner) packed into single integers is several times faster
-        # than sorting tuples or sorting indices by key.
+        for index, (server, count) in enumerate(zip(active, counts, strict=True)):
+            packed.extend(
+                ((point >> shift) << shift) | index for point in points(server.key, count)
+            )
         packed.sort()
-        low = (1 << shift) - 1
-        self._points = array("Q", [value >> shift for value in packed])
-        self._owners: list[Server] = [active[value & low] for value in packed]
+        self._mask = (1 << shift) - 1
+        self._points = array("Q", packed)
 
     def __len__(self) -> int:
         return len(self._points)
@@ -67,26 +78,28 @@ class RingHash(Strategy):
         return 0 if index == len(self._points) else index
 
     def pick(self, key: bytes | None = None, exclude: Collection[Server] = ()) -> Server | None:
-        owners = self._owners
-        if not owners:
+        if not self._points:
             return None
         index = self._start(key)
-        server = owners[index]
+        server = self.owner(index)
         pool = self.pool
         if pool.usable(server) and server not in exclude:
             return server
         return self._walk(index, exclude)
 
+    def owner(self, index: int) -> Server:
+        """The server owning the ``index``-th point of the ring."""
+        return self.pool.active[self._points[index] & self._mask]
+
     def _walk(self, index: int, exclude: Collection[Server]) -> Server | None:
         pool = self.pool
-        owners = self._owners
-        size = len(owners)
+        size = len(self._points)
         total = len(pool.active)
-        seen = {owners[index].key}
+        seen = {self.owner(index).key}
         for step in range(1, size):
             if len(seen) >= total:
                 break
-            server = owners[(index + step) % size]
+            server = self.owner((index + step) % size)
             if server.key in seen:
                 continue
             if pool.usable(server) and server not in exclude:
@@ -101,8 +114,9 @@ class RingHash(Strategy):
         if not pts:
             return {}
         previous = pts[-1] - (MASK64 + 1)
-        for point, owner in zip(pts, self._owners, strict=True):
-            owned[owner] += point - previous
+        active = self.pool.active
+        for point in pts:
+            owned[active[point & self._mask]] += point - previous
             previous = point
         return {server: arc / (MASK64 + 1) for server, arc in owned.items()}
 
@@ -125,12 +139,15 @@ class BoundedLoads(RingHash):
         pool: PoolSnapshot,
         *,
         balance_factor: float = 1.25,
-        ring_size: int = DEFAULT_RING_SIZE,
+        points_per_server: int = DEFAULT_POINTS,
+        max_ring_size: int = MAX_RING_SIZE,
         rng: random.Random | None = None,
     ) -> None:
         if not balance_factor >= 1.0:
             raise ValueError("balance_factor must be >= 1")
-        super().__init__(pool, ring_size=ring_size, rng=rng)
+        super().__init__(
+            pool, points_per_server=points_per_server, max_ring_size=max_ring_size, rng=rng
+        )
         self.balance_factor = balance_factor
 
     def capacity(self, server: Server, total_load: int, total_weight: float) -> int:
@@ -139,8 +156,7 @@ class BoundedLoads(RingHash):
         return math.ceil(self.balance_factor * (total_load + 1) * share - 1e-9)
 
     def pick(self, key: bytes | None = None, exclude: Collection[Server] = ()) -> Server | None:
-        owners = self._owners
-        if not owners:
+        if not self._points:
             return None
         pool = self.pool
         total_load = 0
@@ -155,12 +171,12 @@ class BoundedLoads(RingHash):
         if eligible == 0:
             return None
         index = self._start(key)
-        size = len(owners)
+        size = len(self._points)
         seen: set[str] = set()
         fallback: Server | None = None
         fallback_fill = math.inf
         for step in range(size):
-            server = owners[(index + step) % size]
+            server = self.owner((index + step) % size)
             if server.key in seen:
                 continue
             seen.add(server.key)
@@ -179,3 +195,14 @@ class BoundedLoads(RingHash):
             if eligible == 0:
                 break
         return fallback
+
+
+def _point_counts(servers: tuple[Server, ...], per_server: int, limit: int) -> list[int]:
+    if not servers:
+        return []
+    top = max(server.weight for server in servers)
+    counts = [max(1, round(per_server * server.weight / top)) for server in servers]
+    total = sum(counts)
+    if total > limit:
+        counts = [max(1, count * limit // total) for count in counts]
+    return counts

@@ -1,0 +1,52 @@
+"""What every strategy shares: building by name, retries, an empty or exhausted pool."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from bastion.balancer import STRATEGIES, PoolSnapshot, Strategy, build
+from tests.balancer.support import picks
+
+SMALL = {"points_per_server": 64}
+
+
+def make(name: str, pool: PoolSnapshot) -> Strategy:
+    options = SMALL if name in ("ring-hash", "bounded-load") else {}
+    return build(name, pool, rng=random.Random(1), **options)
+
+
+def test_unknown_name_lists_the_known_ones() -> None:
+    with pytest.raises(ValueError, match="round-robin"):
+        build("fastest", PoolSnapshot.of(["a"]))
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_a_retry_goes_to_a_different_server(name: str) -> None:
+    pool = PoolSnapshot.of({"a": 1, "b": 2, "c": 3})
+    strategy = make(name, pool)
+    for number in range(50):
+        key = b"k%d" % number
+        tried = []
+        for _ in range(3):
+            server = strategy.pick(key, exclude=tried)
+            assert server is not None and server not in tried
+            tried.append(server)
+        assert strategy.pick(key, exclude=tried) is None
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_empty_pool_gives_none(name: str) -> None:
+    assert make(name, PoolSnapshot.of([])).pick(b"k") is None
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_ejected_servers_are_skipped_and_panic_uses_all(name: str) -> None:
+    pool = PoolSnapshot.of(["a", "b", "c", "d"])
+    strategy = make(name, pool)
+    pool.eject(pool.servers[0])
+    assert "a" not in picks(strategy, 200, keyed=True)
+    for server in pool.servers[1:3]:
+        pool.eject(server)
+    assert "a" in picks(strategy, 400, keyed=True)
