@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Collection
 
@@ -24,22 +25,24 @@ class LeastConnections(Strategy):
     def pick(self, key: bytes | None = None, exclude: Collection[Server] = ()) -> Server | None:
         pool = self.pool
         active = pool.active
-        count = len(active)
-        if count == 0:
+        if not active:
             return None
         warming = pool.warming()
         now = pool.clock() if warming else 0.0
+        panic = pool.panic
         # Starting the scan at a random place breaks ties at random rather than always in
         # favour of the first server in the list.
-        start = self.rng.randrange(count)
+        start = self.rng.randrange(len(active))
         best: Server | None = None
         best_score = 0.0
-        for offset in range(count):
-            server = active[(start + offset) % count]
-            if not pool.usable(server) or server in exclude:
+        for server in itertools.chain(active[start:], active[:start]):
+            state = server.state
+            if not panic and (state.ejected or not state.healthy):
+                continue
+            if exclude and server in exclude:
                 continue
             weight = pool.weight_of(server, now) if warming else server.weight
-            score = (server.state.active_connections + 1) / max(weight, 1e-9)
+            score = (state.active_connections + 1) / (weight or 1e-9)
             if best is None or score < best_score:
                 best, best_score = server, score
         return best

@@ -63,6 +63,10 @@ class Maglev(Strategy):
         rest = pool.candidates(exclude)
         return rest[value % len(rest)] if rest else None
 
+    def home(self, value: int) -> Server | None:
+        """The server owning the 64-bit hash ``value``, whatever its health."""
+        return self._table[value % self.table_size] if self._table else None
+
     def shares(self) -> dict[Server, float]:
         """The share of slots, hence of uniform keys, each server owns."""
         counts: dict[Server, int] = dict.fromkeys(self.pool.active, 0)

@@ -73,9 +73,15 @@ class RingHash(Strategy):
         return len(self._points)
 
     def _start(self, key: bytes | None) -> int:
-        value = hash64(key) if key is not None else self.rng.getrandbits(64)
+        return self._index(hash64(key) if key is not None else self.rng.getrandbits(64))
+
+    def _index(self, value: int) -> int:
         index = bisect_left(self._points, value)
         return 0 if index == len(self._points) else index
+
+    def home(self, value: int) -> Server | None:
+        """The server owning the 64-bit hash ``value``, whatever its health."""
+        return self.owner(self._index(value)) if self._points else None
 
     def pick(self, key: bytes | None = None, exclude: Collection[Server] = ()) -> Server | None:
         if not self._points:
@@ -162,11 +168,13 @@ class BoundedLoads(RingHash):
         total_load = 0
         total_weight = 0.0
         eligible = 0
+        panic = pool.panic
         for server in pool.active:
-            if pool.usable(server):
-                total_load += server.state.outstanding
+            state = server.state
+            if panic or (state.healthy and not state.ejected):
+                total_load += state.outstanding
                 total_weight += server.weight
-                if server not in exclude:
+                if not exclude or server not in exclude:
                     eligible += 1
         if eligible == 0:
             return None

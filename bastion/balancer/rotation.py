@@ -31,12 +31,18 @@ class RoundRobin(Strategy):
         pool = self.pool
         warming = pool.warming()
         now = pool.clock() if warming else 0.0
+        panic = pool.panic
         scores = self._scores
         total = 0.0
         best = -1
         best_score = 0.0
+        # The health test is spelled out rather than calling pool.usable(): this loop runs
+        # over the whole pool on every pick.
         for index, server in enumerate(pool.active):
-            if not pool.usable(server) or server in exclude:
+            state = server.state
+            if not panic and (state.ejected or not state.healthy):
+                continue
+            if exclude and server in exclude:
                 continue
             weight = pool.weight_of(server, now) if warming else server.weight
             score = scores[index] + weight
