@@ -56,3 +56,27 @@ class NotImplementedByServer(ProtocolError):
 class VersionNotSupported(ProtocolError):
     status = 505
     reason = "HTTP Version Not Supported"
+
+
+class BadGateway(ProtocolError):
+    """An upstream's response is malformed, ambiguous or over a limit.
+
+    Raised by the response parser, never by the request parser: the status is the one a proxy
+    answers its own client with, and the upstream connection it came from must be dropped.
+    """
+
+    status = 502
+    reason = "Bad Gateway"
+
+
+class NoResponse(BadGateway):
+    """The upstream closed the connection before any byte of an awaited response arrived.
+
+    Kept apart from other failures because it is the one where a proxy may try the request
+    again (on an idle pooled connection it is the usual race with the upstream's keep-alive
+    timeout); whether that is safe for the request's method is the proxy's call.
+    """
+
+
+class IncompleteResponse(BadGateway):
+    """The upstream closed the connection in the middle of a response."""

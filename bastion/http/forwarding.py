@@ -1,0 +1,266 @@
+"""Re-framing for a reverse proxy: the request it sends upstream, the response it passes back.
+
+A proxy never copies a client's framing. The request head it sends is built from what the
+server's parser accepted: origin-form target, HTTP/1.1, the end-to-end fields in their order
+and case, and a ``Content-Length`` or ``Transfer-Encoding: chunked`` of its own (the body is
+streamed as the engine decoded it). So the upstream sees one framing, chosen by Bastion, and
+nothing a client wrote can make it read two requests where Bastion saw one.
+
+Hop-by-hop fields (RFC 9110 §7.6.1) are removed in both directions: ``Connection`` and every
+field it names, ``Keep-Alive``, ``TE``, ``Trailer``, ``Transfer-Encoding``, ``Upgrade`` (unless
+a WebSocket is being tunnelled) and ``Proxy-*``. Removing them before the forwarding fields are
+added means a client cannot name ``X-Forwarded-For`` in ``Connection`` to drop the proxy's own.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from typing import Literal
+
+from bastion.http.request import RequestHead
+from bastion.http.response import encode_header, status_line
+from bastion.http.upstream import ResponseHead
+
+Header = tuple[bytes, bytes]
+ForwardingStyle = Literal["both", "x-forwarded", "forwarded", "none"]
+
+_HOP_BY_HOP = frozenset(
+    {b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
+)
+# Fields that decide where a forwarded request's body ends, or that the proxy answers itself:
+# the engine answers "Expect: 100-continue" to the client, and forwarding it would have the
+# upstream wait for a go-ahead the proxy is not listening for.
+_REFRAMED = frozenset({b"content-length", b"expect"})
+# What a client may send to claim an address, scheme or host it does not have. Applications
+# read any of them (Werkzeug's ProxyFix reads the X-Forwarded-* family, others X-Real-IP), so
+# all are dropped when the client is not a trusted proxy, whichever the proxy sets itself.
+_FORWARDING = frozenset(
+    {
+        b"forwarded",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-forwarded-port",
+        b"x-forwarded-prefix",
+        b"x-real-ip",
+    }
+)
+# RFC 7230 §3.2.6 tchar: a Forwarded value made only of these needs no quotes.
+_TOKEN_CHARS = frozenset(
+    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+
+
+def remove_hop_by_hop(
+    headers: Iterable[Header], *, keep_upgrade: bool = False, keep: frozenset[bytes] = frozenset()
+) -> list[Header]:
+    """The end-to-end fields of ``headers``, in order and with their case.
+
+    ``keep_upgrade`` keeps ``Upgrade`` (and it alone of what ``Connection`` names) for a
+    protocol switch that is tunnelled end to end; ``keep`` lists lowercase names never removed,
+    even when ``Connection`` names them (``host`` for a request: it cannot be forwarded
+    without one).
+    """
+    headers = list(headers)
+    named: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            named.update(token.strip(b" \t").lower() for token in value.split(b","))
+    named -= keep
+    if keep_upgrade:
+        named.discard(b"upgrade")
+    kept = []
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered in named or lowered.startswith(b"proxy-"):
+            continue
+        if lowered in _HOP_BY_HOP and not (keep_upgrade and lowered == b"upgrade"):
+            continue
+        kept.append((name, value))
+    return kept
+
+
+def forwarding_fields(
+    headers: Iterable[Header],
+    *,
+    client: str | None,
+    proto: str,
+    host: bytes | None,
+    trusted: bool,
+    style: ForwardingStyle = "both",
+) -> list[Header]:
+    """``headers`` with ``X-Forwarded-For``/``-Proto``/``-Host`` and/or ``Forwarded`` set.
+
+    ``client`` is the address the request came from (an IP literal; None when there is none,
+    as on a Unix socket; ValueError for anything else), ``proto`` the scheme it came in on,
+    ``host`` the Host it asked for; ``style`` picks the fields set ("none" sets no field).
+
+    From an untrusted client every forwarding field it sent is dropped, whatever the style, so
+    none can reach the upstream as if this proxy had set it. A trusted client (another proxy in
+    front of this one) keeps its fields: this hop is appended to ``X-Forwarded-For`` and
+    ``Forwarded`` (RFC 7239 §4), joined into one line at the end (RFC 9110 §5.3 makes that
+    equivalent to several), and the ``X-Forwarded-Proto``/``-Host`` it set stay as they are.
+    """
+    x_forwarded = style in ("both", "x-forwarded")
+    forwarded = style in ("both", "forwarded")
+    appended = {b"x-forwarded-for"} if x_forwarded else set()
+    if forwarded:
+        appended.add(b"forwarded")
+    kept: list[Header] = []
+    earlier: dict[bytes, list[bytes]] = {b"x-forwarded-for": [], b"forwarded": []}
+    present: set[bytes] = set()
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered not in _FORWARDING:
+            kept.append((name, value))
+        elif trusted:
+            present.add(lowered)
+            if lowered in appended:
+                earlier[lowered].append(value)
+            else:
+                kept.append((name, value))
+    node = _node(client)
+    if x_forwarded:
+        address = node.strip('"[]').encode("ascii")
+        kept.append((b"X-Forwarded-For", b", ".join([*earlier[b"x-forwarded-for"], address])))
+        if b"x-forwarded-proto" not in present:
+            kept.append((b"X-Forwarded-Proto", proto.encode("ascii")))
+        if b"x-forwarded-host" not in present and host is not None:
+            kept.append((b"X-Forwarded-Host", host))
+    if forwarded:
+        element = [f"for={node}", f"proto={_quoted(proto)}"]
+        if host is not None:
+            element.append(f"host={_quoted(host.decode('latin-1'))}")
+        this_hop = ";".join(element).encode("latin-1")
+        kept.append((b"Forwarded", b", ".join([*earlier[b"forwarded"], this_hop])))
+    return kept
+
+
+def _node(client: str | None) -> str:
+    """An RFC 7239 §6 node for ``client``: IPv4 bare, IPv6 bracketed and quoted."""
+    if client is None:
+        return "unknown"
+    address = ipaddress.ip_address(client.strip("[]"))
+    if address.version == 6:
+        # ":" is not a token character, so an IPv6 node is always a quoted string.
+        return f'"[{address.compressed}]"'
+    return address.compressed
+
+
+def _quoted(value: str) -> str:
+    """A Forwarded parameter value: a token as it is, anything else a quoted string."""
+    if value and all(c in _TOKEN_CHARS for c in value):
+        return value
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def origin_form(head: RequestHead) -> bytes:
+    """The target to send upstream: origin-form (``/path?query``), or ``*`` for OPTIONS *.
+
+    For an absolute-form target the server's parser already checked the authority and put it
+    in the Host field; upstream, the path and query are enough.
+    """
+    target = head.target
+    if target[:1] == b"/" or target == b"*":
+        return target
+    path = head.raw_path
+    return path + b"?" + head.query_string if b"?" in target else path
+
+
+def forward_request_head(
+    head: RequestHead,
+    *,
+    client: str | None,
+    proto: str = "http",
+    trusted: bool = False,
+    style: ForwardingStyle = "both",
+    host: bytes | None = None,
+    websocket: bool = False,
+    content_length: int | None = None,
+) -> bytes:
+    """The request head a proxy sends upstream for ``head``, ending with its empty line.
+
+    Framing comes from what the server parsed, never from the client's fields: a
+    ``Content-Length`` when the length is known (``content_length`` overrides it, for a body
+    the proxy buffered), ``Transfer-Encoding: chunked`` when the client's body was chunked, and
+    neither for a request without a body. The proxy then sends the body in that framing
+    (:func:`bastion.http.encode_chunk` and :data:`bastion.http.LAST_CHUNK` for chunked).
+
+    ``host`` replaces the Host field (and gives one to an HTTP/1.0 request that had none); the
+    forwarding fields always describe the Host the client asked for. ``websocket`` keeps the
+    client's ``Upgrade`` and sends ``Connection: upgrade``, for a tunnel; without it, a request
+    that asked to upgrade is forwarded as a plain request. Raises ValueError when no Host is
+    known, or when a field would not serialize safely.
+    """
+    tunnel = websocket and head.upgrade
+    fields = remove_hop_by_hop(head.headers, keep_upgrade=tunnel, keep=frozenset({b"host"}))
+    asked = head.get("host")
+    fields = forwarding_fields(
+        fields,
+        client=client,
+        proto=proto,
+        host=asked.encode("latin-1") if asked is not None else None,
+        trusted=trusted,
+        style=style,
+    )
+    lines = [b"%s %s HTTP/1.1\r\n" % (head.method.encode("ascii"), origin_form(head))]
+    have_host = False
+    for name, value in fields:
+        lowered = name.lower()
+        if lowered in _REFRAMED:
+            continue
+        if lowered == b"host":
+            if have_host:
+                continue
+            have_host = True
+            if host is not None:
+                value = host
+        lines.append(_line(name, value))
+    if not have_host:
+        if host is None:
+            raise ValueError("the request has no Host field: pass host=")
+        lines.insert(1, _line(b"Host", host))
+    if tunnel:
+        lines.append(b"Connection: upgrade\r\n")
+    if content_length is None:
+        content_length = head.content_length
+    if content_length is not None:
+        lines.append(b"Content-Length: %d\r\n" % content_length)
+    elif head.chunked:
+        lines.append(b"Transfer-Encoding: chunked\r\n")
+    lines.append(b"\r\n")
+    return b"".join(lines)
+
+
+def forward_response_headers(head: ResponseHead) -> list[Header]:
+    """The fields of an upstream's response to pass on to the client, in order and case.
+
+    Hop-by-hop fields are removed; ``Content-Length`` stays (on a response to HEAD or a 304 it
+    is the representation's, and elsewhere the body passed on has exactly that length).
+    For an accepted 101, ``Upgrade`` stays and ``Connection: upgrade`` is added back, so the
+    client sees the protocol switch it asked for.
+    """
+    fields = remove_hop_by_hop(head.headers, keep_upgrade=head.upgrade)
+    if head.upgrade:
+        fields.append((b"Connection", b"upgrade"))
+    return fields
+
+
+def encode_response_head(head: ResponseHead, fields: Iterable[Header]) -> bytes:
+    """``HTTP/1.1 <status> <reason>``, ``fields`` and the empty line, each field checked.
+
+    For a proxy that writes the response head itself (a 101 before a tunnel, say); the framing
+    of any body that follows is the caller's to add to ``fields``.
+    """
+    reason = head.reason.decode("latin-1")
+    lines = [status_line(head.status, reason)]
+    lines.extend(_line(name, value) for name, value in fields)
+    lines.append(b"\r\n")
+    return b"".join(lines)
+
+
+def _line(name: bytes, value: bytes) -> bytes:
+    """One field line, refused (ValueError) if it could split the message."""
+    return encode_header(name.decode("latin-1"), value.decode("latin-1"))
