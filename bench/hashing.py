@@ -94,12 +94,15 @@ PER_SERVER = 20
 BUILDERS: dict[str, Callable[[PoolSnapshot], Table]] = {
     "ring-hash": RingHash,
     "maglev": Maglev,
+    # Ten times the default table: fewer keys move in large pools, for a slower build.
+    "maglev 655,373": lambda pool: Maglev(pool, table_size=655_373),
     "modulo": Modulo,
 }
 
 
 def spread(values: Sequence[float], count: int) -> float:
-    return max(values) / (sum(values) / count) - 1
+    # Rounding can leave an exactly even split a hair below zero.
+    return max(0.0, max(values) / (sum(values) / count) - 1)
 
 
 def assign(table: Table, values: Sequence[int]) -> list[str]:

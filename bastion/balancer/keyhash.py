@@ -1,10 +1,11 @@
 """Hashing for the hash strategies: request keys and ring points to 64-bit integers.
 
-BLAKE2b from the standard library: its output is uniform (the ring and the Maglev table
-need that; CRC-style checksums cluster on similar keys such as consecutive client
-addresses), it is identical in every worker and on every host (Python's own ``hash()`` is
-salted per process, so two workers would disagree), and it costs well under a microsecond
-for a short key, which is small beside a proxied request (see docs/balancing.md).
+BLAKE2b from the standard library: it scatters keys that differ in a character or two, such
+as neighbouring client addresses (the ring and the Maglev table need that; a checksum like
+CRC32 is linear and only 32 bits wide), it is identical in every worker and on every host
+(Python's own ``hash()`` is salted per process, so two workers would disagree), and it
+costs well under a microsecond for a short key, which is small beside a proxied request
+(see docs/balancing.md).
 """
 
 from __future__ import annotations

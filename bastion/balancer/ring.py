@@ -21,7 +21,7 @@ from bastion.balancer.strategy import Strategy
 # removing a server leaves every other server's points where they were and moves only the
 # keys it owns (a total ring size would give every other server a few points more or less,
 # and move about as many keys again). Cost: 8 bytes a point (6.5 MiB per worker at 100
-# hosts) and about 0.7 s to build at 100 hosts, once per reconfiguration; large pools that
+# hosts) and about 0.4 s to build at 100 hosts, once per reconfiguration; large pools that
 # reconfigure often are better served by Maglev.
 DEFAULT_POINTS = 8192
 
