@@ -218,7 +218,12 @@ class PoolSnapshot:
         state.healthy = healthy
         state.ejected = ejected
         is_up = _up(state)
-        if was_up == is_up or server.weight <= 0 or self._by_key.get(server.key) is not server:
+        # The record may come from an older snapshot (a request that started before a
+        # reconfiguration); what matters is whether its state is one this snapshot counts.
+        current = self._by_key.get(server.key)
+        if was_up == is_up or current is None or current.state is not state:
+            return
+        if current.weight <= 0:
             return
         self._usable_count += 1 if is_up else -1
         self._update_panic()

@@ -121,3 +121,13 @@ def test_ewma_takes_peaks_at_once_and_decays_when_idle() -> None:
     # A lower sample only pulls the estimate down by the weight of the time since the last.
     assert 0.010 < state.latency(2.0, 10.0) < 0.200
     assert state.latency(2.0 + 60.0, 10.0) < 0.01 * state.latency(2.0, 10.0)
+
+
+def test_health_reported_on_an_older_record_still_counts() -> None:
+    old = PoolSnapshot.of({"a": 1, "b": 1, "c": 1})
+    new = old.reconfigure({"a": 2, "b": 1, "c": 1})
+    stale = old.servers[0]
+    new.eject(stale)
+    new.set_healthy(new.servers[1], False)
+    assert new.panic
+    assert len(new.candidates()) == 3
