@@ -7,6 +7,7 @@ so they never need to know where the venv or the temporary directory lives.
 
 import json
 import random
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,6 +163,25 @@ def _bastion_access_log(*extra: str) -> CommandBuilder:
     def build(ctx: LaunchContext) -> list[str]:
         argv = _bastion("bench.apps.native_async:app")(ctx)
         return [*argv, "--access-log", "--access-log-file", str(ctx.workdir / "access.log"), *extra]
+
+    return build
+
+
+def _bastion_monitored(scrape: bool) -> CommandBuilder:
+    """Native hello with the admin listener on (a unix socket in the run's directory), and
+    optionally ``/metrics`` scraped once a second, as Prometheus would."""
+
+    def build(ctx: LaunchContext) -> list[str]:
+        sock = ctx.workdir / "admin.sock"
+        argv = _bastion("bench.apps.native_async:app", "--admin-bind", f"unix:{sock}")(ctx)
+        if not scrape:
+            return argv
+        command = " ".join(shlex.quote(part) for part in argv)
+        scraper = (
+            f"while sleep 1; do curl -s -o /dev/null --unix-socket {shlex.quote(str(sock))} "
+            "http://admin/metrics; done"
+        )
+        return ["sh", "-c", f"{scraper} & exec {command}"]
 
     return build
 
@@ -393,6 +413,16 @@ SERVERS: dict[str, ServerSpec] = {
             _bastion_access_log(),
         ),
         ServerSpec(
+            "bastion-async-metrics",
+            "bastion-async with the admin listener on (metrics counted, shipped once a second)",
+            _bastion_monitored(scrape=False),
+        ),
+        ServerSpec(
+            "bastion-async-scraped",
+            "bastion-async-metrics with /metrics scraped once a second (curl)",
+            _bastion_monitored(scrape=True),
+        ),
+        ServerSpec(
             "bastion-async-logger",
             "bastion-async with the access log through logging: --log-config, a FileHandler",
             _bastion_access_logger,
@@ -530,6 +560,12 @@ SCENARIOS: dict[str, Scenario] = {
             path="/1k.bin",
             expect_body=STATIC_FILES["1k.bin"],
             prepare=_write_static_files,
+        ),
+        Scenario(
+            "metrics",
+            "hello with monitoring off, on (admin listener), and on with a scrape a second",
+            servers=("bastion-async", "bastion-async-metrics", "bastion-async-scraped"),
+            baselines=("bastion-async",),
         ),
         Scenario(
             "access-log",
