@@ -27,20 +27,21 @@ KNOWN_METHODS = frozenset(
     ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 )
 
-# (method, status, route) -> [requests, request body bytes, response body bytes]
+# (method, status, route) -> [requests, request body bytes, response body bytes, seconds,
+# then one count per duration bucket, the last one for "+Inf"]: one lookup per request.
 RequestKey = tuple[str, int, str]
-# (method, route) -> one count per bucket (the last one for "+Inf"), then the sum of durations
-DurationKey = tuple[str, str]
+_SECONDS = 3
+_FIRST_BUCKET = 4
+_ROW = _FIRST_BUCKET + len(DURATION_BUCKETS) + 1
 
 
 class RequestMetrics:
     """Counts finished requests; call it as an engine request observer."""
 
-    __slots__ = ("requests", "durations", "completed", "max_series")
+    __slots__ = ("requests", "completed", "max_series")
 
     def __init__(self, max_series: int = DEFAULT_MAX_SERIES) -> None:
-        self.requests: dict[RequestKey, list[int]] = {}
-        self.durations: dict[DurationKey, list[float]] = {}
+        self.requests: dict[RequestKey, list[float]] = {}
         self.completed = 0
         self.max_series = max_series
 
@@ -49,44 +50,41 @@ class RequestMetrics:
         method = exchange.head.method
         if method not in KNOWN_METHODS:
             method = "OTHER"
-        route = exchange.route or ""
-        key = (method, exchange.status, route)
-        counts = self.requests.get(key)
-        if counts is None:
-            counts = self._new_counts(key)
-        counts[0] += 1
+        key = (method, exchange.status, exchange.route or "")
+        row = self.requests.get(key)
+        if row is None:
+            row = self._new_row(key)
+        row[0] += 1
         body = exchange._body
         if body is not None:
-            counts[1] += body.received
-        counts[2] += exchange.bytes_sent
-        histogram = self.durations.get((method, route))
-        if histogram is None:
-            histogram = self._new_histogram(method, route)
-        histogram[bisect_left(DURATION_BUCKETS, duration)] += 1
-        histogram[-1] += duration
+            row[1] += body.received
+        row[2] += exchange.bytes_sent
+        row[_SECONDS] += duration
+        row[_FIRST_BUCKET + bisect_left(DURATION_BUCKETS, duration)] += 1
 
-    def _new_counts(self, key: RequestKey) -> list[int]:
-        if len(self.requests) >= self.max_series:
-            overflow = (key[0], key[1], OVERFLOW)
-            counts = self.requests.get(overflow)
-            if counts is None:
-                counts = self.requests[overflow] = [0, 0, 0]
-            return counts
-        counts = self.requests[key] = [0, 0, 0]
-        return counts
-
-    def _new_histogram(self, method: str, route: str) -> list[float]:
-        if len(self.durations) >= self.max_series:
-            route = OVERFLOW
-            histogram = self.durations.get((method, route))
-            if histogram is not None:
-                return histogram
-        histogram = self.durations[(method, route)] = [0.0] * (len(DURATION_BUCKETS) + 2)
-        return histogram
+    def _new_row(self, key: RequestKey) -> list[float]:
+        requests = self.requests
+        if len(requests) >= self.max_series:
+            key = (key[0], key[1], OVERFLOW)
+            row = requests.get(key)
+            if row is not None:
+                return row
+        row = requests[key] = [0] * _ROW
+        return row
 
     def snapshot(self) -> dict[str, Any]:
-        """The cumulative numbers so far, as plain data (tuples, lists, numbers, strings)."""
+        """The cumulative numbers so far, as plain data (tuples, lists, numbers, strings):
+        counts by method, status and route; durations by method and route."""
+        durations: dict[tuple[str, str], list[float]] = {}
+        for (method, _, route), row in self.requests.items():
+            histogram = durations.get((method, route))
+            if histogram is None:
+                durations[(method, route)] = [*row[_FIRST_BUCKET:], row[_SECONDS]]
+            else:
+                for index, count in enumerate(row[_FIRST_BUCKET:]):
+                    histogram[index] += count
+                histogram[-1] += row[_SECONDS]
         return {
-            "requests": [(*key, *counts) for key, counts in self.requests.items()],
-            "durations": [(*key, *buckets) for key, buckets in self.durations.items()],
+            "requests": [(*key, *row[:_SECONDS]) for key, row in self.requests.items()],
+            "durations": [(*key, *histogram) for key, histogram in durations.items()],
         }
