@@ -16,7 +16,8 @@ class Handler(Protocol):
     ``handle`` must return quickly: it answers at once through the exchange, or arranges to
     answer later (a task on the loop, a job on the pool). Adapters may also define
     ``async startup(state)`` and ``async shutdown()`` (run once per server) and
-    ``connection_lost(exchange)`` (the client went away mid-request).
+    ``connection_lost(exchange)`` (the client is gone: the connection closed, or the client
+    closed its sending side after a complete request; see ``Exchange.client_gone``).
     """
 
     def handle(self, exchange: Exchange) -> None: ...
