@@ -1,4 +1,4 @@
-"""The access log: one line per finished request, formatted on the loop, written off it.
+"""The access log: one line per finished request, formatted on the loop, written in batches.
 
 :class:`AccessLog` is an engine request observer (``Stats.request_observers``; give it to
 ``Server(observers=...)``). For each finished request it renders a line and appends it to a
@@ -8,7 +8,9 @@ when much is waiting): never a write per request. The loop never waits for the o
 the text waiting for the writer is bounded (``max_pending`` characters), and what does not fit
 while the output is stalled (a terminal scrolled back, a pipe nobody reads, a slow disk) is
 dropped and counted in :attr:`AccessLog.dropped`, then reported on ``bastion.error`` once the
-output moves again.
+output moves again. A regular file, whose writes go to the page cache rather than wait for a
+reader, is written from the loop itself instead, one ``os.write`` every 50 ms (or every
+``batch_lines`` lines), with no thread.
 
 Outputs: a file path, ``"-"`` for standard output, a file descriptor or a stream (written
 directly: the fast path), or a :class:`logging.Logger` (one record per line, at INFO, so
@@ -133,69 +135,63 @@ def request_id(exchange: Exchange) -> str | None:
 
 
 class _Clock:
-    """Timestamps formatted once per second, not once per request."""
+    """Timestamps formatted once per second, not once per request.
 
-    __slots__ = ("_second", "_text", "_style")
+    ``start``, ``until`` and ``text`` are read directly by compiled formats: comparing the time
+    with the second the text is for costs less than a method call per request.
+    """
+
+    __slots__ = ("start", "until", "text", "_style")
 
     def __init__(self, style: str) -> None:
-        self._second = -1
-        self._text = ""
+        self.start = self.until = 0.0
+        self.text = ""
         self._style = style
 
     def now(self) -> str:
-        second = int(time.time())
-        if second != self._second:
-            self._second = second
-            t = time.localtime(second)
-            if self._style == "apache":
-                self._text = time.strftime("[%d/%b/%Y:%H:%M:%S %z]", t)
-            elif self._style == "iso":
-                self._text = time.strftime("%Y-%m-%dT%H:%M:%S%z", t)
-            else:  # http.server's log_date_time_string, whatever the locale
-                self._text = (
-                    f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon]}/{t.tm_year:04d} "
-                    f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
-                )
-        return self._text
+        now = time.time()
+        if self.start <= now < self.until:
+            return self.text
+        return self.format(now)
+
+    def format(self, now: float) -> str:
+        """The text for time ``now``, kept for the rest of its second."""
+        second = int(now)
+        self.start, self.until = second, second + 1
+        t = time.localtime(second)
+        if self._style == "apache":
+            self.text = time.strftime("[%d/%b/%Y:%H:%M:%S %z]", t)
+        elif self._style == "iso":
+            self.text = time.strftime("%Y-%m-%dT%H:%M:%S%z", t)
+        else:  # http.server's log_date_time_string, whatever the locale
+            self.text = (
+                f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon]}/{t.tm_year:04d} "
+                f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+            )
+        return self.text
 
 
-def _header(name: str) -> Render:
-    wanted = name.lower().encode("latin-1")
+class _Escaped(dict[Any, str]):
+    """Values escaped once and then looked up: clients send the same few targets, methods and
+    header values again and again, and a dictionary lookup costs a fraction of the escaping.
 
-    def field(exchange: Exchange, duration: float) -> str:
-        for key, value in exchange.head.headers:
-            if key.lower() == wanted:
-                return _escape(value.decode("latin-1"))
-        return "-"
+    Bounded like the parser's target cache: long values and values arriving once the cache is
+    full are escaped every time, so a client sending distinct values cannot grow it.
+    """
 
-    return field
+    def __init__(self, escape: Callable[[str], str]) -> None:
+        super().__init__()
+        self._escape = escape
 
-
-def _note(name: str) -> Render:
-    if name == "trace_id":
-        return lambda exchange, duration: trace_id(exchange) or "-"
-    if name == "request_id":
-        return _header("x-request-id")
-    raise ValueError(f"unknown field %{{{name}}}n: use trace_id or request_id")
-
-
-def _request_line(exchange: Exchange, duration: float) -> str:
-    head = exchange.head
-    return _escape(f"{head.method} {head.target.decode('latin-1')} HTTP/{head.version}")
+    def __missing__(self, key: str | bytes) -> str:
+        text = self._escape(key if isinstance(key, str) else key.decode("latin-1"))
+        if len(key) <= 256 and len(self) < 4096:
+            self[key] = text
+        return text
 
 
-def _client(exchange: Exchange, duration: float) -> str:
-    client = exchange.client
-    return client[0] if client is not None else "-"
-
-
-def _peer(exchange: Exchange, duration: float) -> str:
-    peer = exchange.peer
-    return peer[0] if peer is not None else "-"
-
-
-def _user(exchange: Exchange, duration: float) -> str:
-    value = exchange.head.get("authorization")
+def _user(value: str) -> str:
+    """The user named by an ``Authorization`` header's value, escaped, or ``-``."""
     if not value or value[:6].lower() != "basic ":
         return "-"
     try:
@@ -205,26 +201,160 @@ def _user(exchange: Exchange, duration: float) -> str:
     return _escape(decoded.partition(":")[0]) or "-"
 
 
-def _bytes_or_dash(exchange: Exchange, duration: float) -> str:
-    return str(exchange.bytes_sent) if exchange.bytes_sent else "-"
+class _Source:
+    """The Python source of one format's renderer, built from its directives.
+
+    Each directive becomes an expression inlined in a single f-string; what several need (the
+    head, the client, the time, the header values) is computed once, before it, by statements
+    added on first use. Headers are found in one pass over the header list, whatever their
+    number. Expressions hold no quotes or backslashes (an f-string's fields may not, and the
+    literal text decides the quotes): constants are names in the namespace.
+    """
+
+    def __init__(self) -> None:
+        self.namespace: dict[str, Any] = {
+            "DASH": "-",
+            "EMPTY": "",
+            "QMARK": "?",
+            "BS": "\\",
+            "ESCAPED": _Escaped(_escape),
+            "trace_id": trace_id,
+            "user": _user,
+            "getpid": os.getpid,
+            "ENCODING": "latin-1",
+            "clock_time": time.time,
+        }
+        self.prelude: dict[str, str] = {}
+        self.headers: dict[bytes, str] = {}
+        self.pieces: list[str] = []
+        self.text: list[str] = []  # the literal text alone
+        self.fields = 0
+
+    def literal(self, text: str) -> None:
+        self.text.append(text)
+        self.pieces.append(text.replace("{", "{{").replace("}", "}}").replace("\\", "{BS}"))
+
+    def field(self, expression: str) -> None:
+        self.fields += 1
+        self.pieces.append("{" + expression + "}")
+
+    def need(self, name: str, value: str) -> str:
+        """``name``, assigned ``value`` once before the line is built."""
+        self.prelude.setdefault(name, f"{name} = {value}")
+        return name
+
+    def head(self) -> str:
+        return self.need("head", "exchange.head")
+
+    def header(self, name: str) -> str:
+        """The variable holding the raw value of request header ``name`` (None if absent)."""
+        self.head()
+        wanted = name.lower().encode("latin-1")
+        return self.headers.setdefault(wanted, f"h{len(self.headers)}")
+
+    def escaped_header(self, name: str) -> str:
+        value = self.header(name)
+        return f"(DASH if {value} is None else ESCAPED[{value}])"
+
+    def clock(self, style: str) -> str:
+        self.namespace["clock"] = _Clock(style)
+        self.need("now", "clock_time()")
+        return "(clock.text if clock.start <= now < clock.until else clock.format(now))"
+
+    def compile(self) -> Render:
+        lines = ["def render(exchange, duration):"]
+        lines += [f"    {statement}" for statement in self.prelude.values()]
+        if self.headers:
+            names = list(self.headers.values())
+            lines.append(f"    {' = '.join(names)} = None")
+            lines.append("    for key, value in head.headers:")
+            lines.append("        key = key.lower()")
+            for index, (wanted, variable) in enumerate(self.headers.items()):
+                keyword = "if" if index == 0 else "elif"
+                lines.append(f"        {keyword} key == {wanted!r}:")
+                # The first field of that name, as ``RequestHead.get`` finds it.
+                lines.append(f"            if {variable} is None:")
+                lines.append(f"                {variable} = value")
+        # repr() escapes quotes and control characters of the literals for us; the f prefix
+        # turns the quoted text back into a format string whose only fields are ours.
+        lines.append(f"    return f{''.join(self.pieces)!r}")
+        source = "\n".join(lines) + "\n"
+        namespace = self.namespace
+        exec(compile(source, "<access log format>", "exec"), namespace)
+        render: Render = namespace["render"]
+        return render
 
 
-def _query(exchange: Exchange, duration: float) -> str:
-    query = exchange.head.query_string
-    return "?" + _escape(query.decode("latin-1")) if query else ""
-
-
-def _path(exchange: Exchange, duration: float) -> str:
-    return _escape(exchange.head.raw_path.decode("latin-1"))
-
-
-def _seconds(unit: str) -> Render:
+def _seconds(unit: str) -> str:
     scale = {"": 1, "s": 1, "ms": 1_000, "us": 1_000_000}.get(unit)
     if scale is None:
         raise ValueError(f"unknown unit {unit!r} in %{{{unit}}}T: use s, ms or us")
-    if scale == 1:
-        return lambda exchange, duration: str(int(duration))
-    return lambda exchange, duration: str(int(duration * scale))
+    return "int(duration)!s" if scale == 1 else f"int(duration * {scale})!s"
+
+
+def _directive(source: _Source, letter: str, argument: str | None) -> bool:
+    """Add one directive's fields to ``source``; False if there is no such directive."""
+    field = source.field
+    if letter == "i" and argument:
+        field(source.escaped_header(argument))
+    elif letter == "n" and argument:
+        if argument == "trace_id":
+            field("(trace_id(exchange) or DASH)")
+        elif argument == "request_id":
+            field(source.escaped_header("x-request-id"))
+        else:
+            raise ValueError(f"unknown field %{{{argument}}}n: use trace_id or request_id")
+    elif letter == "T":
+        field(_seconds(argument or ""))
+    elif argument is not None:
+        return False
+    elif letter == "h":
+        field(f"(DASH if {source.need('client', 'exchange.client')} is None else client[0])")
+    elif letter == "a":
+        field(f"(DASH if {source.need('peer', 'exchange.peer')} is None else peer[0])")
+    elif letter == "l":
+        source.literal("-")
+    elif letter == "u":
+        value = source.header("authorization")
+        field(f"(DASH if {value} is None else user({value}.decode(ENCODING)))")
+    elif letter == "t":
+        field(source.clock("apache"))
+    elif letter == "r":
+        # Escaping works character by character: the line's parts can be escaped apart.
+        head = source.head()
+        field(f"ESCAPED[{head}.method]")
+        source.literal(" ")
+        field(f"ESCAPED[{head}.target]")
+        source.literal(" HTTP/")
+        field(f"ESCAPED[{head}.version]")
+    elif letter == "m":
+        field(f"{source.head()}.method")
+    elif letter == "U":
+        field(f"ESCAPED[{source.head()}.raw_path]")
+    elif letter == "q":
+        query = source.need("query", f"{source.head()}.query_string")
+        field(f"(QMARK + ESCAPED[{query}] if {query} else EMPTY)")
+    elif letter == "H":
+        source.literal("HTTP/")
+        field(f"{source.head()}.version")
+    elif letter in _NUMBERS:
+        field(_NUMBERS[letter])
+    elif letter == "v":
+        field(source.escaped_header("host"))
+    else:
+        return False
+    return True
+
+
+# Rendered with str(), as before: ``!s`` keeps an int subclass (an IntEnum status) printed the
+# way str() prints it.
+_NUMBERS = {
+    "s": "exchange.status!s",
+    "b": "(exchange.bytes_sent or DASH)!s",
+    "B": "exchange.bytes_sent!s",
+    "D": "int(duration * 1_000_000)!s",
+    "P": "getpid()!s",
+}
 
 
 def compile_format(spec: str) -> Render:
@@ -237,79 +367,28 @@ def compile_format(spec: str) -> Render:
     if spec == "http.server":
         return _http_server_format()
     template = NAMED_FORMATS.get(spec, spec)
-    clock = _Clock("apache")
-    simple: dict[str, Render] = {
-        "h": _client,
-        "a": _peer,
-        "l": lambda exchange, duration: "-",
-        "u": _user,
-        "t": lambda exchange, duration: clock.now(),
-        "r": _request_line,
-        "m": lambda exchange, duration: exchange.head.method,
-        "U": _path,
-        "q": _query,
-        "H": lambda exchange, duration: f"HTTP/{exchange.head.version}",
-        "s": lambda exchange, duration: str(exchange.status),
-        "b": _bytes_or_dash,
-        "B": lambda exchange, duration: str(exchange.bytes_sent),
-        "D": lambda exchange, duration: str(int(duration * 1_000_000)),
-        "v": _header("host"),
-        "P": lambda exchange, duration: str(os.getpid()),
-    }
-    parts: list[str | Render] = []
+    source = _Source()
     position = 0
     for match in _DIRECTIVE.finditer(template):
         if match.start() > position:
-            parts.append(template[position : match.start()])
+            source.literal(template[position : match.start()])
         position = match.end()
         argument, letter = match.group(1), match.group(3)
         if letter == "%":
-            parts.append("%")
-        elif letter == "i" and argument:
-            parts.append(_header(argument))
-        elif letter == "n" and argument:
-            parts.append(_note(argument))
-        elif letter == "T":
-            parts.append(_seconds(argument or ""))
-        elif argument is None and letter in simple:
-            parts.append(simple[letter])
-        else:
+            source.literal("%")
+        elif not _directive(source, letter, argument):
             raise ValueError(f"unsupported directive {match.group()!r} in {spec!r}")
     rest = template[position:]
     if "%" in rest:
         raise ValueError(f"incomplete directive at {rest!r} in {spec!r}")
     if rest:
-        parts.append(rest)
-    if not parts:
+        source.literal(rest)
+    if not source.pieces:
         raise ValueError("empty access log format")
-    if all(isinstance(part, str) for part in parts):
-        text = "".join(str(part) for part in parts)
+    if not source.fields:
+        text = "".join(source.text)
         return lambda exchange, duration: text
-    return _template(parts)
-
-
-def _template(parts: list[str | Render]) -> Render:
-    """One function for the whole line: literals inlined, one call per field.
-
-    Building it as source once lets the interpreter run a single f-string per request instead
-    of looping over the parts and testing each one's type.
-    """
-    namespace: dict[str, Any] = {}
-    pieces: list[str] = []
-    for index, part in enumerate(parts):
-        if isinstance(part, str):
-            pieces.append(part.replace("{", "{{").replace("}", "}}").replace("\\", "{BS}"))
-        else:
-            name = f"f{index}"
-            namespace[name] = part
-            pieces.append(f"{{{name}(exchange, duration)}}")
-    namespace["BS"] = "\\"
-    source = f"def render(exchange, duration):\n    return f{''.join(pieces)!r}\n"
-    # repr() escapes quotes and control characters of the literals for us; the f prefix turns
-    # the quoted text back into a format string whose only fields are the ones added above.
-    exec(compile(source, "<access log format>", "exec"), namespace)
-    render: Render = namespace["render"]
-    return render
+    return source.compile()
 
 
 def _json_string(value: str | None) -> str:
@@ -354,14 +433,19 @@ def _http_server_format() -> Render:
     The size is ``-`` as there: ``send_response`` logs before the body is known.
     """
     clock = _Clock("http.server")
+    escaped = _Escaped(_control_escape)
+    clock_time = time.time
 
     def render(exchange: Exchange, duration: float) -> str:
         head = exchange.head
         client = exchange.client
-        line = f"{head.method} {head.target.decode('latin-1')} HTTP/{head.version}"
+        now = clock_time()
+        # Escaping works character by character: the line's parts can be escaped apart.
         return (
-            f"{client[0] if client else '-'} - - [{clock.now()}] "
-            f'"{_control_escape(line)}" {exchange.status} -'
+            f"{client[0] if client else '-'} - - "
+            f"[{clock.text if clock.start <= now < clock.until else clock.format(now)}] "
+            f'"{escaped[head.method]} {escaped[head.target]} HTTP/{escaped[head.version]}" '
+            f"{exchange.status} -"
         )
 
     return render
@@ -371,7 +455,11 @@ def _http_server_format() -> Render:
 
 
 class _Output:
-    """Where batches go; called on the writer thread only, so it may block."""
+    """Where batches go; called on the writer thread, so it may block (unless ``direct``)."""
+
+    # Written from the event loop itself: only a regular file, which never blocks the way a
+    # pipe or terminal with a stalled reader does.
+    direct = False
 
     def write(self, text: str) -> None:
         raise NotImplementedError
@@ -412,6 +500,7 @@ class _FileOutput(_Output):
         self._checked = time.monotonic()
         self._identity = self._stat_identity()
         self._atomic = not stat.S_ISREG(os.fstat(fd).st_mode)
+        self.direct = not self._atomic
 
     @classmethod
     def open(cls, path: str) -> _FileOutput:
@@ -506,6 +595,10 @@ class _Writer:
     batch cost more than formatting the lines). It appends to a deque and adds to a count only
     it writes; the thread writes what it finds every ``interval``, or at once when half the
     room is used, and adds to a count only it writes. Their difference is what is waiting.
+
+    A ``direct`` output (a regular file) gets no thread: each batch is written at once, on the
+    loop. With the server pinned to one core, the thread's encode-and-write took the same core
+    anyway, and handing the interpreter lock back and forth cost more on top.
     """
 
     def __init__(self, output: _Output, max_pending: int, interval: float = WRITE_INTERVAL) -> None:
@@ -533,8 +626,11 @@ class _Writer:
         if waiting > self.max_pending or self._closing:
             self._dropped_full += lines
             return
-        self._queue.append(text)
         self._queued += size
+        if self.output.direct:
+            self._write(text)
+            return
+        self._queue.append(text)
         if self._thread is None:
             # Started on first use, so a server built before a fork starts it in the child.
             self._thread = threading.Thread(
@@ -558,9 +654,10 @@ class _Writer:
         chunks = []
         while queue:
             chunks.append(queue.popleft())
-        if not chunks:
-            return
-        text = "".join(chunks)
+        if chunks:
+            self._write("".join(chunks))
+
+    def _write(self, text: str) -> None:
         try:
             self.output.write(text)
         except Exception as exc:  # a closed terminal or a full disk must not stop serving
@@ -572,8 +669,8 @@ class _Writer:
         dropped = self.dropped - self._reported
         if dropped > 0:
             self._reported += dropped
-            # Said here, once the output moves again, and never from the loop: the error log
-            # may share the stalled output.
+            # Said here, once the output moves again, and never from the loop (but for a
+            # direct output, which does not stall): the error log may share the stalled output.
             error_logger.warning(
                 "access log: %d lines dropped: the output did not keep up", dropped
             )
@@ -622,7 +719,11 @@ class AccessLog:
     ) -> None:
         self.format = format
         self.render = compile_format(format)
-        self._writer = _Writer(open_output(logger if output is None else output), max_pending)
+        output = open_output(logger if output is None else output)
+        self._writer = _Writer(output, max_pending)
+        # Written on the loop, a batch is written every WRITE_INTERVAL rather than every turn:
+        # one write call for many turns' lines, and one timer instead of a callback per turn.
+        self._delay = WRITE_INTERVAL if output.direct else 0.0
         self._batch_lines = batch_lines
         self._lines: list[str] = []
         self._scheduled = False
@@ -641,14 +742,18 @@ class AccessLog:
         elif not self._scheduled:
             self._scheduled = True
             loop = self._loop = asyncio.get_running_loop()
-            loop.call_soon(self._end_of_turn)
+            if self._delay:
+                loop.call_later(self._delay, self._end_of_turn)
+            else:
+                loop.call_soon(self._end_of_turn)
 
     def _end_of_turn(self) -> None:
         self._scheduled = False
         self.flush()
 
     def flush(self) -> None:
-        """Hand the lines collected so far to the writer (it writes them soon, off the loop)."""
+        """Hand the lines collected so far to the writer (it writes them now to a regular file,
+        soon and off the loop to anything else)."""
         lines = self._lines
         if lines:
             self._lines = []
@@ -682,6 +787,9 @@ class AccessLog:
     def close(self, timeout: float = 5.0) -> None:
         """Write out what is left (giving up after ``timeout`` on a stalled output)."""
         self.flush()
+        # A timer that never ran (its loop stopped first) must not keep the next loop's lines
+        # from being scheduled.
+        self._scheduled = False
         if not self._writer.close(timeout):
             error_logger.warning("access log: output stalled; the last lines were not written")
 

@@ -19,9 +19,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from bastion.http.request import RequestHead
 from bastion.observe import accesslog
 from bastion.observe.accesslog import AccessLog, compile_format
 from bastion.static import StaticFiles
@@ -148,6 +150,55 @@ def test_custom_format() -> None:
     # so it is not zero); no bound on the time itself.
     assert int(micros) > 0
     assert abs(int(micros) // 1000 - int(millis)) <= 1
+
+
+def _exchange(target: bytes, headers: list[tuple[bytes, bytes]]) -> SimpleNamespace:
+    head = RequestHead("GET", target, "1.1", headers, True, None, False, False)
+    return SimpleNamespace(
+        head=head, client=("10.0.0.1", 5), peer=("10.0.0.2", 6), status=200, bytes_sent=0
+    )
+
+
+def test_escaping_is_the_same_for_new_and_repeated_values() -> None:
+    # Escaped values are remembered: the second line comes from the cache, the first not.
+    auth = base64.b64encode(b'b"o\\b\x01:pw').decode().encode()
+    exchange = _exchange(
+        b'/a"b\\c\x01\x7f\xe9?q="\x1b',
+        [
+            (b"Host", b"h\x00"),
+            (b"REFERER", b'r"1'),
+            (b"Referer", b"second"),
+            (b"User-Agent", b"ua\\\xff"),
+            (b"Authorization", b"Basic " + auth),
+        ],
+    )
+    formats = {
+        "combined": (
+            '10.0.0.1 - b\\"o\\\\b\\x01 [] '
+            '"GET /a\\"b\\\\c\\x01\\x7f\\xe9?q=\\"\\x1b HTTP/1.1" 200 - "r\\"1" "ua\\\\\\xff"'
+        ),
+        "%U|%q|%v|%a|%{x-missing}i|%l|%%": (
+            '/a\\"b\\\\c\\x01\\x7f\\xe9|?q=\\"\\x1b|h\\x00|10.0.0.2|-|-|%'
+        ),
+        # http.server escapes control characters only.
+        "http.server": '10.0.0.1 - - [] "GET /a"b\\c\\x01\\x7f\xe9?q="\\x1b HTTP/1.1" 200 -',
+    }
+    for spec, expected in formats.items():
+        render = compile_format(spec)
+        for _ in range(2):
+            line = re.sub(r"\[[^]]*\]", "[]", render(exchange, 0.0))  # type: ignore[arg-type]
+            assert line == expected, spec
+
+
+def test_a_regular_file_is_written_from_the_loop(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    log = AccessLog("%U", str(path))
+    with serve(app, observers=[log]) as server, server.connect() as sock:
+        sock.sendall(b"GET /?n HTTP/1.1\r\nHost: t\r\n\r\n" * 50)
+        assert answers(sock, 50) == [200] * 50
+        assert log.wait_written()
+        assert path.read_text().splitlines() == ["/"] * 50
+    assert log._writer._thread is None
 
 
 def test_lines_are_written_in_batches() -> None:
