@@ -204,9 +204,14 @@ class RequestParser:
                 self._idle_prefix = b""
             elif self._phase != _IDLE:
                 self._count_unseen(len(data))
-            elif len(self._idle_prefix) < 64:
+            else:
                 # A method arriving in pieces reports nothing until the target: keep its start.
-                self._idle_prefix += data
+                if len(self._idle_prefix) < 64:
+                    self._idle_prefix += data
+                # llhttp skips any number of spaces after a method, silently: bounded too.
+                self._unseen_bytes += len(data)
+                if self._unseen_bytes > self._limits.max_request_line:
+                    self._fail(URITooLong("request line too long"))
             return
         self._parser = httptools.HttpRequestParser(self)
         if offset < len(data):

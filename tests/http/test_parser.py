@@ -1119,3 +1119,13 @@ def test_format_date() -> None:
     )
     value = line[len(b"date: ") : -2].decode("ascii")
     assert email.utils.parsedate_to_datetime(value).timestamp() == 1_234_567_890
+
+
+def test_spaces_after_a_method_are_bounded_like_the_request_line() -> None:
+    # llhttp skips spaces between the method and the target without a word to us; a client
+    # that sends nothing else must still meet a limit, whatever the size of its reads.
+    limits = Limits(max_request_line=300)
+    for feeds in (b"PATCH" + b" " * 1000, byte_by_byte(b"GET" + b" " * 1000)):
+        error = refusal(feeds, limits)
+        assert isinstance(error, URITooLong)
+        assert error.status == 414
