@@ -102,7 +102,9 @@ def read_until_close(sock: socket.socket, timeout: float = 5.0) -> bytes:
         except TimeoutError:
             break
         except ConnectionResetError:
-            break
+            # Closed too: a server that closes with bytes of ours still unread (a client that
+            # kept trickling) resets rather than sends FIN.
+            return b"".join(chunks)
         if not chunk:
             return b"".join(chunks)
         chunks.append(chunk)
