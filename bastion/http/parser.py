@@ -104,6 +104,20 @@ def is_valid_authority(value: bytes) -> bool:
     return True
 
 
+def callback_failure(
+    recorded: ProtocolError | None, callback_error: httptools.HttpParserCallbackError
+) -> ProtocolError:
+    """The refusal one of our parser callbacks raised inside httptools.
+
+    httptools chains what a callback raised as the context of its own error; anything but a
+    ProtocolError there is a bug, and the original error propagates.
+    """
+    error = recorded or callback_error.__context__
+    if not isinstance(error, ProtocolError):
+        raise callback_error
+    return error
+
+
 def _method_name(raw: bytes) -> str:
     name = _METHODS.get(raw)
     if name is None:
@@ -187,11 +201,7 @@ class RequestParser:
             # the upgrade as its context and hide the ProtocolError httptools chained.
             offset = int(upgrade.args[0])
         except httptools.HttpParserCallbackError as callback_error:
-            # httptools chains what our callback raised as the context of its own error.
-            error = self._error or callback_error.__context__
-            if not isinstance(error, ProtocolError):
-                raise
-            self._error = error
+            error = self._error = callback_failure(self._error, callback_error)
             raise error from None
         except httptools.HttpParserInvalidMethodError:
             raise self._method_error(data) from None

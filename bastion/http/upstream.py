@@ -52,7 +52,7 @@ from bastion.http.errors import (
     ProtocolError,
 )
 from bastion.http.limits import Limits
-from bastion.http.parser import parse_content_length
+from bastion.http.parser import callback_failure, parse_content_length
 
 # Where the parser stands in the byte stream. Each phase knows how far llhttp may be fed.
 _IDLE = 0  # between responses: the next byte starts a status line
@@ -439,11 +439,7 @@ class ResponseParser:
             if int(upgrade.args[0]) != len(data) or self._phase != _DONE:
                 self._fail(BadGateway("malformed 101 response"))
         except httptools.HttpParserCallbackError as callback_error:
-            # httptools chains what our callback raised as the context of its own error.
-            error = self._error or callback_error.__context__
-            if not isinstance(error, ProtocolError):
-                raise
-            self._error = error
+            error = self._error = callback_failure(self._error, callback_error)
             raise error from None
         except httptools.HttpParserError as exc:
             self._fail(BadGateway(str(exc) or "malformed response"))

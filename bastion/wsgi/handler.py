@@ -49,9 +49,6 @@ class WSGIHandler:
         return f"WSGIHandler({self.app!r}, root_path={self.root_path!r})"
 
     def handle(self, exchange: Exchange) -> None:
-        if exchange.head.has_body:
-            # The body stream is made here, on the loop thread that feeds it.
-            exchange.body  # noqa: B018
         # The pool of the server this request came in on: one handler may serve several.
         state = exchange.conn.state
         if not state.pool.try_submit(
