@@ -291,11 +291,11 @@ def _describe(detail: dict[str, Any]) -> list[str]:
             for slot, result in sorted(entry["workers"].items())
         )
         lines.append(f"[{mark}] {name}: {notes}")
-    for slot, entry in sorted(
-        (detail.get("workers") or {}).items() if isinstance(detail.get("workers"), dict) else ()
-    ):
-        mark = "+" if entry["ok"] else "-"
-        lines.append(f"[{mark}] worker {slot} (pid {entry['pid']}) {entry['detail']}".rstrip())
+    workers = detail.get("workers")
+    if isinstance(workers, dict):  # liveness lists workers; readiness only counts them
+        for slot, entry in sorted(workers.items()):
+            mark = "+" if entry["ok"] else "-"
+            lines.append(f"[{mark}] worker {slot} (pid {entry['pid']}) {entry['detail']}".rstrip())
     return lines
 
 

@@ -218,27 +218,19 @@ class AggregateView(NamedTuple):
 def _point(
     now: _Totals, previous: _Totals | None, workers: Iterable[WorkerRecord]
 ) -> dict[str, Any]:
-    def delta(
-        table_now: dict[Key, list[float]], table_before: dict[Key, list[float]] | None, index: int
-    ) -> dict[Key, float]:
-        changes = {}
-        for key, values in table_now.items():
-            before = table_before.get(key) if table_before else None
-            change = values[index] - (before[index] if before else 0)
-            if change > 0:
-                changes[key] = change
-        return changes
-
-    counts = delta(now.requests, previous.requests if previous else None, 0) if previous else {}
     statuses: dict[str, float] = {}
     routes: dict[str, float] = {}
-    for (method, status, route), count in counts.items():
-        group = f"{int(status) // 100}xx"
-        statuses[group] = statuses.get(group, 0) + count
-        routes[f"{method} {route or '-'}"] = routes.get(f"{method} {route or '-'}", 0) + count
     buckets = [0.0] * (len(DURATION_BUCKETS) + 1)
     slowest: dict[str, float] = {}
     if previous is not None:
+        for (method, status, route), values in now.requests.items():
+            before = previous.requests.get((method, status, route))
+            count = values[0] - (before[0] if before else 0)
+            if count > 0:
+                group = f"{int(status) // 100}xx"
+                statuses[group] = statuses.get(group, 0) + count
+                label = f"{method} {route or '-'}"
+                routes[label] = routes.get(label, 0) + count
         for key, values in now.durations.items():
             before = previous.durations.get(key)
             for index in range(len(buckets)):
@@ -271,7 +263,7 @@ def _point(
         )
     return {
         "time": time.time(),
-        "rps": sum(counts.values()),
+        "rps": sum(statuses.values()),
         "p50": quantile(buckets, 0.50),
         "p95": quantile(buckets, 0.95),
         "p99": quantile(buckets, 0.99),
