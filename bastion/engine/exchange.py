@@ -258,6 +258,24 @@ class Exchange:
         header_block = encode_headers(headers)
         if wants_close:
             self.keep_alive = False
+        self.start_encoded(
+            status, header_block, content_length, close_delimited=close_delimited, reason=reason
+        )
+
+    def start_encoded(
+        self,
+        status: int,
+        header_block: bytes,
+        content_length: int | None = None,
+        *,
+        close_delimited: bool = False,
+        reason: str | None = None,
+    ) -> None:
+        """:meth:`start` with the fields already checked and encoded (``name: value\r\n``
+        each), and none of them framing: for a proxy passing on what its upstream's parser
+        accepted, which would otherwise be decoded only to be checked and encoded again."""
+        if self.started:
+            self._already_started()
         self.started = True
         self.status = status
         self.keep_alive = self._decide_keep_alive()

@@ -179,6 +179,8 @@ def forward_request_head(
     host: bytes | None = None,
     websocket: bool = False,
     content_length: int | None = None,
+    extra: Iterable[Header] = (),
+    target: bytes | None = None,
 ) -> bytes:
     """The request head a proxy sends upstream for ``head``, ending with its empty line.
 
@@ -191,8 +193,10 @@ def forward_request_head(
     ``host`` replaces the Host field (and gives one to an HTTP/1.0 request that had none); the
     forwarding fields always describe the Host the client asked for. ``websocket`` keeps the
     client's ``Upgrade`` and sends ``Connection: upgrade``, for a tunnel; without it, a request
-    that asked to upgrade is forwarded as a plain request. Raises ValueError when no Host is
-    known, or when a field would not serialize safely.
+    that asked to upgrade is forwarded as a plain request. ``extra`` fields are added at the
+    end (a generated ``X-Request-ID``, say); ``target`` replaces the origin-form target (a
+    path with a route's prefix taken off). Raises ValueError when no Host is known, or when a
+    field would not serialize safely.
     """
     tunnel = websocket and head.upgrade
     fields = remove_hop_by_hop(head.headers, keep_upgrade=tunnel, keep=frozenset({b"host"}))
@@ -205,7 +209,9 @@ def forward_request_head(
         trusted=trusted,
         style=style,
     )
-    lines = [b"%s %s HTTP/1.1\r\n" % (head.method.encode("ascii"), origin_form(head))]
+    if target is None:
+        target = origin_form(head)
+    lines = [b"%s %s HTTP/1.1\r\n" % (head.method.encode("ascii"), target)]
     have_host = False
     for name, value in fields:
         lowered = name.lower()
@@ -222,6 +228,7 @@ def forward_request_head(
         if host is None:
             raise ValueError("the request has no Host field: pass host=")
         lines.insert(1, _line(b"Host", host))
+    lines.extend(_line(name, value) for name, value in extra)
     if tunnel:
         lines.append(b"Connection: upgrade\r\n")
     if content_length is None:

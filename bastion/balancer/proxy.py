@@ -1,0 +1,748 @@
+"""The reverse proxy: an engine handler that passes each request to an upstream server.
+
+:class:`Balancer` matches a request to a route, and a :class:`Forward` carries it through: a
+server picked by the route's strategy, a connection from that server's pool, the request
+re-framed by ``bastion.http.forwarding`` (so nothing the client wrote can make the upstream
+read two requests where the engine saw one), the body streamed, and the response passed back
+as the upstream's parser accepted it. Everything runs on the event loop as callbacks: a task
+exists only while something must be waited for (a new connection, a request body), so a
+request over a kept-alive connection costs no task at all.
+
+Failure before a response has started is answered by the balancer: 502 for an upstream that
+failed or answered badly, 504 for one that timed out, 503 when no server may take the
+request. After the response has started, the client connection is closed under it, since its
+framing can no longer be trusted. A retry goes to another server, only when it is safe (see
+:class:`~bastion.balancer.config.RetryPolicy`) and within the route's retry budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import ssl
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import TYPE_CHECKING
+
+from bastion.balancer import PoolSnapshot, Server, build
+from bastion.balancer.config import BalancerConfig, Route
+from bastion.balancer.connections import ConnectionPool, Overloaded, UpstreamConnection
+from bastion.balancer.outlier import OutlierDetector
+from bastion.balancer.retry import RetryBudget
+from bastion.balancer.stats import UpstreamStats
+from bastion.engine.body import ClientDisconnected
+from bastion.engine.proxy import TrustedPeers
+from bastion.http import LAST_CHUNK, ResponseHead, encode_chunk, forward_request_head
+from bastion.http.errors import BadGateway, NoResponse, ProtocolError
+
+if TYPE_CHECKING:
+    from bastion.engine.exchange import Exchange
+    from bastion.engine.server import ServerState
+
+logger = logging.getLogger("bastion.error")
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+# Response fields that are the connection's, not the message's (RFC 9110 §7.6.1), and the
+# framing fields the engine writes itself.
+_NOT_FORWARDED = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
+        b"proxy-connection",
+        b"proxy-authenticate",
+    }
+)
+_SWEEP_INTERVAL = 1.0
+
+
+class RouteRuntime:
+    """One route in one worker: its pool snapshot and strategy, connection pools, budget."""
+
+    def __init__(self, route: Route, ssl_context: ssl.SSLContext | None) -> None:
+        self.route = route
+        self.name = route.name
+        self.snapshot = PoolSnapshot.of(
+            {upstream.key: upstream.weight for upstream in route.upstreams},
+            panic_threshold=route.panic_threshold,
+            slow_start_s=route.slow_start,
+        )
+        self.strategy = build(route.strategy, self.snapshot, **dict(route.strategy_options))
+        self.pools: dict[str, ConnectionPool] = {}
+        self.stats: dict[str, UpstreamStats] = {}
+        for upstream in route.upstreams:
+            server = self.snapshot.get(upstream.key)
+            assert server is not None
+            self.pools[upstream.key] = ConnectionPool(
+                upstream,
+                route.limits,
+                route.timeouts.connect,
+                ssl_context=ssl_context if upstream.scheme == "https" else None,
+                on_open=_bind(self.strategy.on_connect, server),
+                on_close=_bind(self.strategy.on_disconnect, server),
+            )
+            self.stats[upstream.key] = UpstreamStats()
+        self.upstreams = {upstream.key: upstream for upstream in route.upstreams}
+        self.budget = RetryBudget(route.retry.budget_ratio, route.retry.budget_min_per_s)
+        self.outlier = OutlierDetector(self.snapshot, route.outlier, self.stats)
+        host = route.host.lower() if route.host else None
+        self.wildcard = host[1:] if host is not None and host.startswith("*.") else None
+        self.host = None if self.wildcard is not None else host
+        self.prefix = route.path_prefix.encode("latin-1")
+        self.strip = route.strip_prefix and self.prefix != b"/"
+
+    def matches(self, host: str | None, path: bytes) -> bool:
+        if self.host is not None and host != self.host:
+            return False
+        if self.wildcard is not None and (host is None or not host.endswith(self.wildcard)):
+            return False
+        return self.route.matches_path(path)
+
+    def sort_key(self) -> tuple[int, int]:
+        specific = 2 if self.host is not None else 1 if self.wildcard is not None else 0
+        return (-specific, -len(self.prefix.rstrip(b"/")))
+
+    def close(self) -> None:
+        for pool in self.pools.values():
+            pool.close()
+
+
+def _bind(method: Callable[[Server], None], server: Server) -> Callable[[], None]:
+    return lambda: method(server)
+
+
+class Balancer:
+    """An engine handler that load-balances requests over upstream servers.
+
+    Build it from a :class:`~bastion.balancer.config.BalancerConfig`; serve it with
+    ``bastion balance``, with ``bastion.engine.run``, or mount it in an App. Each worker
+    process has its own connection pools and passive health signals.
+    """
+
+    def __init__(
+        self, config: BalancerConfig, *, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        self.config = config
+        self.trusted = TrustedPeers(config.trusted_proxies)
+        self.request_id = config.request_id.encode("ascii") if config.request_id else b""
+        self._request_id_lower = self.request_id.lower()
+        self._ssl_context = ssl_context
+        self.routes: list[RouteRuntime] = []
+        self._by_name: dict[str, RouteRuntime] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.forwards: set[Forward] = set()
+        self._build()
+
+    def _build(self) -> None:
+        https = any(u.scheme == "https" for r in self.config.routes for u in r.upstreams)
+        context = self._ssl_context
+        if https and context is None:
+            context = ssl.create_default_context()
+        self.routes = sorted(
+            (RouteRuntime(route, context) for route in self.config.routes),
+            key=RouteRuntime.sort_key,
+        )
+        self._by_name = {runtime.name: runtime for runtime in self.routes}
+        self._single = self.routes[0] if len(self.routes) == 1 else None
+        if self._single is not None and (
+            self._single.host is not None
+            or self._single.wildcard is not None
+            or self._single.prefix != b"/"
+        ):
+            self._single = None
+
+    # engine hooks ------------------------------------------------------------------------------
+
+    async def startup(self, state: ServerState) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._sweeper = self._loop.call_later(_SWEEP_INTERVAL, self._sweep)
+
+    async def shutdown(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for runtime in self.routes:
+            runtime.close()
+
+    def handle(self, exchange: Exchange) -> None:
+        runtime = self._single or self.route_for(exchange)
+        if runtime is None:
+            exchange.respond(404, [("content-type", "text/plain; charset=utf-8")], b"no route\n")
+            return
+        forward = Forward(self, runtime, exchange)
+        exchange.state = forward
+        exchange.route = runtime.name
+        forward.begin()
+
+    def connection_lost(self, exchange: Exchange) -> None:
+        forward = exchange.state
+        if isinstance(forward, Forward) and exchange.conn.closed:
+            forward.client_lost()
+
+    # the rest of the balancer --------------------------------------------------------------
+
+    def route_for(self, exchange: Exchange) -> RouteRuntime | None:
+        head = exchange.head
+        host = head.get("host")
+        if host is not None:
+            host = host.lower()
+            if host.endswith("]") or ":" not in host:
+                pass
+            else:
+                host = host.rsplit(":", 1)[0]
+        path = head.raw_path
+        for runtime in self.routes:
+            if runtime.matches(host, path):
+                return runtime
+        return None
+
+    def apply_health(self, route_name: str, key: str, healthy: bool) -> None:
+        """An active health check's verdict for server ``key`` of route ``route_name``."""
+        runtime = self._by_name.get(route_name)
+        if runtime is None:
+            return
+        server = runtime.snapshot.get(key)
+        if server is not None and server.state.healthy != healthy:
+            runtime.snapshot.set_healthy(server, healthy)
+            runtime.stats[key].healthy = healthy
+
+    def _sweep(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
+        for runtime in self.routes:
+            for pool in runtime.pools.values():
+                if pool.idle:
+                    pool.sweep(now)
+        self._sweeper = loop.call_later(_SWEEP_INTERVAL, self._sweep)
+
+
+class Forward:
+    """One client request on its way through the balancer: its attempts, and its answer."""
+
+    __slots__ = (
+        "balancer",
+        "runtime",
+        "exchange",
+        "loop",
+        "tried",
+        "server",
+        "conn",
+        "pool",
+        "request_head",
+        "started_at",
+        "attempt_at",
+        "responded",
+        "status",
+        "done",
+        "body_started",
+        "body_sent",
+        "timer",
+        "task",
+        "reads_seen",
+        "body_progress",
+        "deadline_total",
+        "key",
+        "client_paused",
+    )
+
+    def __init__(self, balancer: Balancer, runtime: RouteRuntime, exchange: Exchange) -> None:
+        self.balancer = balancer
+        self.runtime = runtime
+        self.exchange = exchange
+        self.loop = exchange.loop
+        self.tried: list[Server] = []
+        self.server: Server | None = None
+        self.conn: UpstreamConnection | None = None
+        self.pool: ConnectionPool | None = None
+        self.request_head = b""
+        self.responded = False
+        self.status = 0
+        self.done = False
+        self.body_started = False
+        self.body_sent = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.reads_seen = -1
+        self.body_progress = 0
+        self.key: bytes | None = None
+        self.client_paused = False
+
+    # choosing and connecting -----------------------------------------------------------------
+
+    def begin(self) -> None:
+        runtime = self.runtime
+        now = self.started_at = self.loop.time()
+        total = runtime.route.timeouts.total
+        self.deadline_total = now + total if total is not None else None
+        runtime.budget.record_request(now)
+        if runtime.route.hashing:
+            self.key = self._hash_key()
+        try:
+            self.request_head = self._request_head(None)
+        except ValueError as exc:
+            self._answer(400, f"cannot forward this request: {exc}")
+            return
+        self._attempt()
+
+    def _attempt(self) -> None:
+        runtime = self.runtime
+        server = runtime.strategy.pick(self.key, self.tried)
+        if server is None:
+            self._answer(503, "no upstream server is available")
+            return
+        self.server = server
+        self.tried.append(server)
+        key = server.key
+        cap = runtime.route.limits.max_requests
+        if cap and server.state.outstanding >= cap:
+            runtime.stats[key].overloaded += 1
+            if self._can_retry(before_sending=True):
+                self._attempt()
+            else:
+                self._answer(503, f"upstream {key} is at its request limit")
+            return
+        pool = self.pool = runtime.pools[key]
+        self.attempt_at = self.loop.time()
+        conn = pool.take_idle()
+        if conn is not None:
+            self._send(conn, reused=True)
+            return
+        self.task = self.loop.create_task(self._acquire(pool))
+
+    async def _acquire(self, pool: ConnectionPool) -> None:
+        try:
+            conn, reused = await pool.acquire()
+        except Overloaded as exc:
+            self.task = None
+            self.runtime.stats[pool.upstream.key].overloaded += 1
+            if self._can_retry(before_sending=True):
+                self._attempt()
+            else:
+                self._answer(503, str(exc))
+            return
+        except (OSError, asyncio.TimeoutError) as exc:
+            self.task = None
+            if self.done:
+                return
+            timeout = isinstance(exc, asyncio.TimeoutError)
+            why = "connect timed out" if timeout else f"cannot connect: {_describe(exc)}"
+            self._failed_before_response(why, sent=False, timeout=timeout)
+            return
+        self.task = None
+        if self.done:
+            pool.release(conn)
+            return
+        self._send(conn, reused)
+
+    def _send(self, conn: UpstreamConnection, reused: bool) -> None:
+        server = self.server
+        assert server is not None
+        self.conn = conn
+        self.runtime.strategy.on_start(server)
+        head = self.request_head
+        if not self.runtime.route.preserve_host:
+            head = self._request_head(self.runtime.upstreams[server.key].authority)
+        try:
+            conn.send(self, self.exchange.head.method, head)
+        except RuntimeError:  # the connection turned unusable between the check and now
+            self._failed_before_response("connection unusable", sent=False)
+            return
+        if self.exchange.head.has_body:
+            self.body_started = True
+            self.task = self.loop.create_task(self._send_body(conn))
+        else:
+            self.body_sent = True
+        self._arm(self.attempt_at + self._response_timeout())
+
+    async def _send_body(self, conn: UpstreamConnection) -> None:
+        body = self.exchange.body
+        chunked = self.exchange.head.content_length is None
+        try:
+            while chunk := await body.read():
+                if self.conn is not conn or conn.closed:
+                    return
+                conn.write(encode_chunk(chunk) if chunked else chunk)
+                self.body_progress += len(chunk)
+                if conn.write_paused:
+                    await conn.drain()
+            if self.conn is not conn:
+                return
+            if chunked:
+                conn.write(LAST_CHUNK)
+            self.body_sent = True
+            if not self.responded:
+                # The response timeout counts from the end of the request.
+                self._arm(self.loop.time() + self._response_timeout())
+        except (ClientDisconnected, ProtocolError) as exc:
+            # The client's body broke (the engine answered or dropped it); the upstream has
+            # a request cut short, so its connection cannot be reused.
+            if self.conn is conn and not self.done:
+                self._finish_attempt(ok=True)
+                conn.abort()
+                self._end(f"client request body failed: {exc}")
+        except ConnectionError:
+            pass  # the upstream closed: the connection reports it to upstream_failed
+        finally:
+            self.task = None
+
+    # what the upstream connection reports ------------------------------------------------
+
+    def on_response(self, head: ResponseHead) -> None:
+        status = head.status
+        runtime = self.runtime
+        if status in runtime.route.retry.on_status and self._can_retry(before_sending=False):
+            self._retry_after(f"upstream answered {status}", ok=False)
+            return
+        self.responded = True
+        self.status = status
+        exchange = self.exchange
+        if exchange.finished:
+            return
+        fields, has_date = _response_fields(head)
+        if not has_date:
+            fields += exchange.conn.state.date_line
+        exchange.add_server_lines = False
+        reason = head.reason.decode("latin-1") or None
+        length = head.content_length if (head.has_body or exchange.head.method == "HEAD") else None
+        if not head.has_body and exchange.head.method != "HEAD" and status_has_body(status):
+            length = 0
+        try:
+            exchange.start_encoded(status, fields, length, reason=reason)
+        except ClientDisconnected:
+            self.client_lost()
+            return
+        self.timer_deadline_idle()
+
+    def on_body(self, data: bytes) -> None:
+        exchange = self.exchange
+        if exchange.finished:
+            return
+        try:
+            exchange.write(data)
+        except ValueError:
+            self.client_lost()
+            return
+        client = exchange.conn
+        if client.write_paused and not self.client_paused:
+            # The client reads slower than the upstream sends: stop reading the upstream
+            # until the client catches up, so nothing piles up in between.
+            conn = self.conn
+            if conn is not None:
+                self.client_paused = True
+                conn.pause_reading()
+                client.when_writable(self._client_writable)
+
+    def _client_writable(self) -> None:
+        self.client_paused = False
+        conn = self.conn
+        if conn is not None and not self.done:
+            conn.resume_reading()
+
+    def on_response_end(self) -> None:
+        conn = self.conn
+        ok = self.status < 500
+        self._finish_attempt(ok=ok)
+        if conn is not None and self.pool is not None:
+            if self.body_sent and self.task is None:
+                self.pool.release(conn)
+            else:
+                # The upstream answered before reading the whole request body: the rest of it
+                # is still on its way, so the connection cannot carry another request.
+                conn.sink = None
+                conn.abort()
+        self._end(None)
+        if not self.exchange.finished:
+            self.exchange.end()
+
+    def upstream_failed(self, error: BaseException) -> None:
+        if self.done:
+            return
+        self.conn = None
+        if self.responded:
+            self._finish_attempt(ok=False)
+            self._end(f"upstream failed mid-response: {_describe(error)}")
+            self.exchange.abort(f"upstream {self._key()} failed mid-response: {_describe(error)}")
+            return
+        # A reused connection that closed before any byte of the answer is the usual race
+        # with the upstream's keep-alive timeout: the request most likely never reached it.
+        unsent = isinstance(error, NoResponse) or (
+            isinstance(error, ConnectionResetError) and not self.body_progress
+        )
+        status = error.status if isinstance(error, BadGateway) else 502
+        self._failed_before_response(
+            _describe(error), sent=True, retry_unsent=unsent, status=status
+        )
+
+    # deadlines ---------------------------------------------------------------------------------
+
+    def _response_timeout(self) -> float:
+        retry = self.runtime.route.retry
+        if retry.per_try_timeout is not None:
+            return retry.per_try_timeout
+        return self.runtime.route.timeouts.response
+
+    def _arm(self, deadline: float) -> None:
+        if self.deadline_total is not None and self.deadline_total < deadline:
+            deadline = self.deadline_total
+        timer = self.timer
+        if timer is not None:
+            timer.cancel()
+        self.timer = self.loop.call_at(deadline, self._on_timer)
+
+    def timer_deadline_idle(self) -> bool:
+        conn = self.conn
+        if conn is None:
+            return False
+        self.reads_seen = conn.reads
+        self._arm(self.loop.time() + self.runtime.route.timeouts.idle)
+        return True
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        if self.done:
+            return
+        now = self.loop.time()
+        total_passed = self.deadline_total is not None and now >= self.deadline_total
+        conn = self.conn
+        if not total_passed and conn is not None:
+            if self.responded and conn.reads != self.reads_seen:
+                self.timer_deadline_idle()
+                return
+            if self.client_paused:
+                # A slow client is the engine's write timeout to judge, not the upstream's.
+                self._arm(now + self.runtime.route.timeouts.idle)
+                return
+        kind = "total" if total_passed else "idle" if self.responded else "response"
+        why = f"upstream {self._key()} {kind} timeout"
+        if conn is not None:
+            conn.sink = None
+            conn.abort()
+            self.conn = None
+        if self.responded:
+            self._finish_attempt(ok=False)
+            self._end(why)
+            self.exchange.abort(why)
+            return
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+        self._failed_before_response(why, sent=True, timeout=True)
+
+    # ending --------------------------------------------------------------------------------
+
+    def _can_retry(self, *, before_sending: bool) -> bool:
+        """Whether another attempt may follow this one (see RetryPolicy)."""
+        if self.done or len(self.tried) >= self.runtime.route.retry.attempts:
+            return False
+        if not before_sending:
+            head = self.exchange.head
+            if head.method not in IDEMPOTENT or self.body_started:
+                return False
+        runtime = self.runtime
+        now = self.loop.time()
+        if self.deadline_total is not None and now >= self.deadline_total:
+            return False
+        if not runtime.budget.try_retry(now):
+            if self.server is not None:
+                runtime.stats[self.server.key].budget_exhausted += 1
+            return False
+        if self.server is not None:
+            runtime.stats[self.server.key].retries += 1
+        return True
+
+    def _failed_before_response(
+        self,
+        why: str,
+        *,
+        sent: bool,
+        timeout: bool = False,
+        retry_unsent: bool = False,
+        status: int = 502,
+    ) -> None:
+        """This attempt failed with nothing sent to the client: retry it, or answer."""
+        key = self._key()
+        self._finish_attempt(ok=False)
+        conn = self.conn
+        if conn is not None:
+            conn.sink = None
+            conn.abort()
+            self.conn = None
+        before_sending = not sent or (retry_unsent and not self.body_started)
+        if self._can_retry(before_sending=before_sending):
+            logger.info("retrying %s on another server: upstream %s: %s", self._what(), key, why)
+            self._attempt()
+            return
+        logger.error("upstream %s: %s (%s)", key, why, self._what())
+        self._answer(504 if timeout else status, f"upstream {'timed out' if timeout else 'failed'}")
+
+    def _retry_after(self, why: str, *, ok: bool) -> None:
+        """Drop this attempt's connection and response, and try another server."""
+        conn = self.conn
+        key = self._key()
+        self._finish_attempt(ok=ok)
+        if conn is not None:
+            conn.sink = None
+            conn.abort()
+            self.conn = None
+        logger.info("retrying %s on another server: upstream %s: %s", self._what(), key, why)
+        self._attempt()
+
+    def _finish_attempt(self, *, ok: bool) -> None:
+        timer = self.timer
+        if timer is not None:
+            timer.cancel()
+            self.timer = None
+        server = self.server
+        if server is None:
+            return
+        self.server = None
+        runtime = self.runtime
+        latency = self.loop.time() - self.attempt_at
+        runtime.strategy.on_finish(server, latency, ok)
+        runtime.stats[server.key].record(latency, ok, self.status)
+        runtime.outlier.observe(server, ok, self.loop)
+
+    def _answer(self, status: int, detail: str) -> None:
+        self._end(detail)
+        exchange = self.exchange
+        if exchange.started:
+            return
+        exchange.respond(
+            status,
+            [("content-type", "text/plain; charset=utf-8")],
+            f"{status} {HTTPStatus(status).phrase}: {detail}\n".encode(),
+        )
+
+    def _end(self, why: str | None) -> None:
+        self.done = True
+        timer = self.timer
+        if timer is not None:
+            timer.cancel()
+            self.timer = None
+
+    def client_lost(self) -> None:
+        """The client went away: free the upstream side; a response cut short ends there."""
+        if self.done:
+            return
+        task = self.task
+        if task is not None:
+            task.cancel()
+            self.task = None
+        conn = self.conn
+        self.conn = None
+        if self.server is not None:
+            # Not the upstream's fault: it counts neither as a failure nor as a latency.
+            server, self.server = self.server, None
+            self.runtime.strategy.on_finish(server, self.loop.time() - self.attempt_at, True)
+        if conn is not None:
+            conn.sink = None
+            conn.abort()
+        self._end("client gone")
+
+    # request details ----------------------------------------------------------------------
+
+    def _request_head(self, host: bytes | None) -> bytes:
+        exchange = self.exchange
+        head = exchange.head
+        balancer = self.balancer
+        peer = exchange.peer
+        extra: list[tuple[bytes, bytes]] = []
+        if balancer.request_id and head.get(balancer.request_id.decode()) is None:
+            extra.append((balancer.request_id, os.urandom(16).hex().encode()))
+        target = None
+        runtime = self.runtime
+        if runtime.strip:
+            target = _strip_prefix(head.target, head.raw_path, runtime.prefix)
+        return forward_request_head(
+            head,
+            client=peer[0] if peer is not None else None,
+            proto=exchange.conn.scheme,
+            trusted=balancer.trusted.trusts_peer(peer),
+            style=balancer.config.forwarding,
+            host=host,
+            extra=extra,
+            target=target,
+        )
+
+    def _hash_key(self) -> bytes | None:
+        spec = self.runtime.route.hash_key
+        head = self.exchange.head
+        if spec.kind == "path":
+            return head.raw_path
+        if spec.kind == "header":
+            value = head.get(spec.name)
+            if value is not None:
+                return value.encode("latin-1")
+        elif spec.kind == "cookie":
+            cookie = _cookie(head.get_all("cookie"), spec.name)
+            if cookie is not None:
+                return cookie
+        client = self.exchange.client
+        return client[0].encode() if client is not None else None
+
+    def _key(self) -> str:
+        server = self.server
+        if server is not None:
+            return server.key
+        return self.tried[-1].key if self.tried else "-"
+
+    def _what(self) -> str:
+        head = self.exchange.head
+        return f"{head.method} {head.target.decode('latin-1')}"
+
+
+def _response_fields(head: ResponseHead) -> tuple[bytes, bool]:
+    """The upstream's end-to-end fields, encoded, and whether a Date was among them."""
+    named: set[bytes] | None = None
+    lines = []
+    has_date = False
+    for name, value in head.headers:
+        lowered = name.lower()
+        if lowered == b"connection":
+            if named is None:
+                named = set()
+            named.update(token.strip(b" \t").lower() for token in value.split(b","))
+            continue
+        if lowered in _NOT_FORWARDED:
+            continue
+        if lowered == b"date":
+            has_date = True
+        lines.append((lowered, name, value))
+    if named:
+        lines = [line for line in lines if line[0] not in named]
+    return b"".join(b"%s: %s\r\n" % (name, value) for _, name, value in lines), has_date
+
+
+def status_has_body(status: int) -> bool:
+    return status >= 200 and status not in (204, 304)
+
+
+def _strip_prefix(target: bytes, raw_path: bytes, prefix: bytes) -> bytes:
+    prefix = prefix.rstrip(b"/")
+    query = target[len(raw_path) :] if target.startswith(raw_path) else b""
+    rest = raw_path[len(prefix) :] if raw_path.startswith(prefix) else raw_path
+    if not rest.startswith(b"/"):
+        rest = b"/" + rest
+    return rest + query
+
+
+def _cookie(values: list[str], name: str) -> bytes | None:
+    for value in values:
+        for part in value.split(";"):
+            key, sep, found = part.partition("=")
+            if sep and key.strip() == name:
+                return found.strip().encode("latin-1")
+    return None
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, ProtocolError):
+        return error.detail
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
