@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from bastion import __version__
+from bastion.cli.balance import add_balance_command, balance_command
 from bastion.cli.loader import LoadError, as_handler, import_target
 from bastion.cli.logs import configure_logging
 from bastion.cli.settings import (
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_arguments(run_parser)
     add_serve_command(commands)
+    add_balance_command(commands)
     add_top_command(commands)
     return parser
 
@@ -123,6 +125,19 @@ def build_plan(settings: Settings, inherited: Sequence[socket.socket] = ()) -> S
             'no application given: bastion run module:app (or app = "module:app" in the '
             "config file, or BASTION_APP)"
         )
+    load = _loader(target, settings["interface"], settings["root_path"])
+    sources = _source_roots(target) if settings["reload"] else []
+    return engine_plan(settings, load, inherited, sources)
+
+
+def engine_plan(
+    settings: Settings,
+    load_handler: Callable[[], Handler],
+    inherited: Sequence[socket.socket] = (),
+    sources: Sequence[str] = (),
+) -> ServePlan:
+    """A plan serving whatever ``load_handler`` makes with the engine settings; ``sources``
+    are watched with --reload besides --reload-dir and the config file."""
     binds: list[BindSpec] = []
     if settings.sources["bind"] != "default" or not inherited:
         try:
@@ -135,11 +150,11 @@ def build_plan(settings: Settings, inherited: Sequence[socket.socket] = ()) -> S
     except ValueError as exc:
         raise ConfigError(f"invalid configuration: {exc}") from None
     context = tls_context(settings)
-    watch = [*settings["reload_dir"], *_source_roots(target)] if settings["reload"] else []
+    watch = [*settings["reload_dir"], *sources] if settings["reload"] else []
     if settings.config_file and settings["reload"]:
         watch.append(settings.config_file)
     return ServePlan(
-        load_handler=_loader(target, settings["interface"], settings["root_path"]),
+        load_handler=load_handler,
         server=config,
         workers=workers,
         binds=binds,
@@ -196,19 +211,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve_command(args)
     if args.command == "top":
         return top_command(args, dict(os.environ))
+    if args.command == "balance":
+        return balance_command(args)
     return run_command(args)
 
 
 def run_command(args: argparse.Namespace) -> int:
     cli = cli_values(args)
+    return serve(
+        lambda: resolve(cli, os.environ), build_plan, render if args.print_config else None
+    )
+
+
+def serve(
+    settings_of: Callable[[], Settings],
+    plan_of: Callable[[Settings, Sequence[socket.socket]], ServePlan],
+    show: Callable[[Settings], str] | None = None,
+) -> int:
+    """Resolve the settings and run the supervisor over ``plan_of``'s plan until a signal;
+    SIGHUP resolves them again, so a changed config file takes effect. With ``show``, print
+    what it renders of the settings instead of serving."""
     try:
-        settings = resolve(cli, os.environ)
-    except ConfigError as exc:
-        return _fail(str(exc))
-    if args.print_config:
-        sys.stdout.write(render(settings))
-        return 0
-    try:
+        settings = settings_of()
+        if show is not None:
+            sys.stdout.write(show(settings))
+            return 0
         configure_logging(settings)
     except ConfigError as exc:
         return _fail(str(exc))
@@ -219,7 +246,7 @@ def run_command(args: argparse.Namespace) -> int:
     except OSError as exc:
         return _fail(f"socket activation: {exc}")
     try:
-        plan = build_plan(settings, inherited)
+        plan = plan_of(settings, inherited)
     except ConfigError as exc:
         return _fail(str(exc))
     if not hasattr(os, "fork"):
@@ -227,9 +254,9 @@ def run_command(args: argparse.Namespace) -> int:
     from bastion.process.supervisor import Supervisor  # POSIX signals: imported where they exist
 
     def reload_plan() -> ServePlan:
-        fresh = resolve(cli, os.environ)
+        fresh = settings_of()
         configure_logging(fresh)
-        return build_plan(fresh, inherited)
+        return plan_of(fresh, inherited)
 
     supervisor = Supervisor(plan, reload_plan=reload_plan, inherited=inherited, on_ready=_announce)
     try:

@@ -1,4 +1,5 @@
-"""Settings for ``bastion run``: one table of options, four sources, one precedence.
+"""Settings for ``bastion run`` and ``bastion balance``: one table of options, four sources,
+one precedence.
 
 Every option is a command-line flag (``--max-body-size``), an environment variable
 (``BASTION_MAX_BODY_SIZE``) and a key in a TOML file (``max-body-size`` or ``max_body_size``,
@@ -227,6 +228,24 @@ def _options() -> tuple[Option, ...]:
 
 OPTIONS: tuple[Option, ...] = _options()
 BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
+# What bastion run serves; a command that serves something else has no use for them.
+APPLICATION = frozenset({"app", "interface", "root_path"})
+
+
+@dataclass(frozen=True)
+class Command:
+    """The options a command takes, and the top-level tables of its config file that are not
+    settings but the command's own (left in :attr:`Settings.tables`, unread)."""
+
+    name: str
+    options: tuple[Option, ...] = OPTIONS
+    tables: frozenset[str] = frozenset()
+
+    def takes(self, name: str) -> bool:
+        return any(option.name == name for option in self.options)
+
+
+RUN = Command("run")
 
 
 @dataclass
@@ -237,6 +256,8 @@ class Settings:
     sources: dict[str, str]
     config_file: str | None = None
     warnings: list[str] = field(default_factory=list)
+    command: Command = RUN
+    tables: dict[str, Any] = field(default_factory=dict)
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name]
@@ -369,18 +390,24 @@ def read_config_file(path: str) -> dict[str, Any]:
     return document
 
 
-def resolve(cli: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
+def resolve(cli: Mapping[str, Any], environ: Mapping[str, str], command: Command = RUN) -> Settings:
     """Merge command line > environment > config file > defaults, converting and checking."""
     settings = Settings(
         values={option.name: option.default for option in OPTIONS},
         sources=dict.fromkeys(BY_NAME, "default"),
+        command=command,
     )
     path = cli.get("config") or environ.get(ENV_PREFIX + "CONFIG") or None
     if path:
         settings.config_file = path
-        names = sorted(BY_NAME)
+        names = sorted([option.name for option in command.options] + list(command.tables))
         for key, raw in read_config_file(path).items():
+            if key in command.tables:
+                settings.tables[key] = raw
+                continue
             option = _lookup(key)
+            if option is not None and not command.takes(option.name):
+                raise ConfigError(f"{path}: {key!r} is not a setting of bastion {command.name}")
             if option is None:
                 raise ConfigError(f"{path}: unknown setting {key!r}{_suggest(key, names)}")
             settings.sources[option.name] = "file"
@@ -388,7 +415,7 @@ def resolve(cli: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
                 settings.values[option.name] = convert(option, raw, text=False)
             except ValueError as exc:
                 raise ConfigError(f"{path}: {key}: {exc}") from None
-    env_names = sorted(option.env for option in OPTIONS)
+    env_names = sorted(option.env for option in command.options)
     for key, raw in environ.items():
         if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
             continue
@@ -398,6 +425,8 @@ def resolve(cli: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
                 f"ignoring unknown environment variable {key}{_suggest(key, env_names)}"
             )
             continue
+        if not command.takes(option.name):
+            continue  # the environment may be shared with another command
         try:
             settings.values[option.name] = convert(option, raw, text=True)
         except ValueError as exc:
@@ -442,10 +471,10 @@ def _cross_check(settings: Settings) -> None:
 # the command line -----------------------------------------------------------------------------
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser, command: Command = RUN) -> None:
     """Every option as a flag; unset flags leave no attribute, so other sources can apply."""
     groups: dict[str, Any] = {}
-    for option in OPTIONS:
+    for option in command.options:
         if option.name == "app":
             parser.add_argument(
                 "app",
@@ -519,13 +548,17 @@ def _show(value: Any) -> str:
 # --print-config ---------------------------------------------------------------------------------
 
 
-def _toml(value: Any) -> str:
+def toml_value(value: Any) -> str:
+    """``value`` written as TOML: booleans, numbers, strings, lists and inline tables."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(item) for item in value) + "]"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        items = (f"{key} = {toml_value(item)}" for key, item in value.items())
+        return "{" + ", ".join(items) + "}"
     return json.dumps(str(value))
 
 
@@ -538,10 +571,10 @@ def render(settings: Settings) -> str:
         "file": settings.config_file or "file",
     }
     lines = [
-        "# bastion run: resolved settings",
+        f"# bastion {settings.command.name}: resolved settings",
         "# precedence: command line > BASTION_* environment > config file > defaults",
     ]
-    for option in OPTIONS:
+    for option in settings.command.options:
         value = settings[option.name]
         source = where[settings.sources.get(option.name, "default")]
         if option.name in ("tls_key_password", "admin_token") and value is not None:
@@ -549,5 +582,5 @@ def render(settings: Settings) -> str:
         if value is None:
             lines.append(f"# {option.name.replace('_', '-')} is not set")
         else:
-            lines.append(f"{option.name.replace('_', '-')} = {_toml(value)}  # {source}")
+            lines.append(f"{option.name.replace('_', '-')} = {toml_value(value)}  # {source}")
     return "\n".join(lines) + "\n"

@@ -1,0 +1,211 @@
+"""``bastion balance``: the reverse proxy and load balancer, served like ``bastion run``.
+
+The engine settings (workers, TLS, limits, deadlines, logs, the admin listener) are
+``bastion run``'s, from the same flags, ``BASTION_*`` variables and config file keys, less the
+three that name an application. What is balanced comes either from the ``--upstream`` flags
+(one route, every request) or from the ``[[route]]`` tables of the config file, never both;
+the ``[balancer]`` table holds what is not per route. See docs/balancing.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import socket
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from bastion.balancer.config import (
+    BalancerConfig,
+    HashKey,
+    HealthCheck,
+    RetryPolicy,
+    Route,
+    Timeouts,
+    Upstream,
+    strategy_name,
+)
+from bastion.cli import balancefile
+from bastion.cli.settings import (
+    APPLICATION,
+    OPTIONS,
+    Command,
+    ConfigError,
+    Option,
+    Settings,
+    add_arguments,
+    cli_values,
+    convert,
+    render,
+    resolve,
+)
+from bastion.engine.handler import Handler
+from bastion.process.workers import ServePlan, WorkerBootError
+
+BALANCE = Command(
+    "balance",
+    options=tuple(option for option in OPTIONS if option.name not in APPLICATION),
+    tables=balancefile.TABLES,
+)
+
+# The flags that describe the one route of a balancer without [[route]] tables, and where
+# each goes in that route's table.
+ROUTE_FLAGS: tuple[tuple[Option, tuple[str, ...]], ...] = (
+    (Option("upstream", "str", None, "an upstream server, URL or URL,weight=N (a number >= 0; "
+            "default 1); repeatable", "balancing", metavar="URL"), ("upstreams",)),
+    (Option("strategy", "str", "round-robin", "round-robin, random, least-connections, p2c, "
+            "peak-ewma (p2c-ewma), ring-hash, maglev or bounded-load", "balancing",
+            metavar="NAME"), ("strategy",)),
+    (Option("hash_key", "str", "client", "what a hashing strategy hashes: client, path, "
+            "header:NAME or cookie:NAME", "balancing", metavar="KEY"), ("hash_key",)),
+    (Option("connect_timeout", "float", Timeouts().connect, "seconds to open an upstream "
+            "connection", "balancing", positive=True, metavar="S"), ("timeouts", "connect")),
+    (Option("response_timeout", "float", Timeouts().response, "seconds from a request sent to "
+            "its response head", "balancing", positive=True, metavar="S"),
+     ("timeouts", "response")),
+    (Option("retries", "int", RetryPolicy().attempts - 1, "further attempts on another server "
+            "when it is safe (0: none)", "balancing", minimum=0, metavar="N"),
+     ("retry", "attempts")),
+    (Option("health_path", "str", None, "check every upstream with GET PATH (active health "
+            "checks, default intervals)", "balancing", metavar="PATH"), ("health", "path")),
+)  # fmt: skip
+
+
+def add_balance_command(subparsers: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "balance",
+        help="reverse proxy and load balancer: bastion balance --upstream URL ...",
+        description="Balance requests over upstream servers: --upstream flags for one pool, "
+        "or [[route]] tables in a TOML file given with --config. Every engine option of "
+        "bastion run applies, also as a BASTION_* environment variable or a key in the file.",
+    )
+    group = parser.add_argument_group("balancing (command line only; in a file, [[route]])")
+    for option, _ in ROUTE_FLAGS:
+        group.add_argument(
+            option.flag,
+            action="append" if option.name == "upstream" else "store",
+            default=argparse.SUPPRESS,
+            metavar=option.metavar,
+            help=f"{option.help} (default: {option.default})" if option.default else option.help,
+        )
+    add_arguments(parser, BALANCE)
+    return parser
+
+
+def balance_command(args: argparse.Namespace) -> int:
+    from bastion.cli.main import serve  # that module registers this command
+
+    cli = cli_values(args)
+    names = [option.name for option, _ in ROUTE_FLAGS]
+    flags = {name: getattr(args, name) for name in names if hasattr(args, name)}
+
+    def plan(settings: Settings, inherited: Sequence[socket.socket]) -> ServePlan:
+        return balance_plan(settings, flags, inherited)
+
+    def show(settings: Settings) -> str:
+        return render(settings) + balancefile.render(balancer_config(settings, flags))
+
+    return serve(
+        lambda: resolve(cli, os.environ, BALANCE), plan, show if args.print_config else None
+    )
+
+
+def balance_plan(
+    settings: Settings, flags: dict[str, Any], inherited: Sequence[socket.socket] = ()
+) -> ServePlan:
+    from bastion.cli.main import engine_plan  # that module registers this command
+
+    return engine_plan(settings, balancer_loader(balancer_config(settings, flags)), inherited)
+
+
+def balancer_loader(config: BalancerConfig) -> Callable[[], Handler]:
+    def load() -> Handler:
+        try:
+            proxy = importlib.import_module("bastion.balancer.proxy")
+        except ImportError as exc:
+            raise WorkerBootError(f"the balancer cannot be loaded: {exc}") from exc
+        handler: Handler = proxy.Balancer(config)
+        return handler
+
+    return load
+
+
+def balancer_config(settings: Settings, flags: dict[str, Any]) -> BalancerConfig:
+    """What to balance, from the flags or the file; raises :class:`ConfigError`."""
+    path = settings.config_file
+    tables = settings.tables
+    if "route" in tables and flags:
+        flag = next(option.flag for option, _ in ROUTE_FLAGS if option.name in flags)
+        raise ConfigError(
+            f"{flag}: cannot be combined with the [[route]] tables of {path}; "
+            "set it in a route there instead"
+        )
+    if "route" not in tables and "upstream" not in flags:
+        raise ConfigError(
+            "nothing to balance: give --upstream URL (repeatable), or [[route]] tables in a "
+            "--config file"
+        )
+    trusted = tuple(settings["forwarded_allow_ips"]) if settings["proxy_headers"] else ()
+    routes = _flag_routes(flags) if "upstream" in flags else None
+    try:
+        if routes is None:
+            routes = balancefile.routes(tables["route"])
+        return balancefile.balancer(routes, tables.get("balancer"), trusted)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None
+
+
+def _flag_routes(flags: dict[str, Any]) -> tuple[Route, ...]:
+    """The one route the flags describe, each flag checked under its own name."""
+    table: dict[str, Any] = {}
+    for option, (key, *sub) in ROUTE_FLAGS:
+        if option.name not in flags:
+            continue
+        raw = flags[option.name]
+        try:
+            value = _flag_value(option, raw, table)
+        except ValueError as exc:
+            raise ConfigError(f"{option.flag}: {exc}") from None
+        if sub:
+            table.setdefault(key, {})[sub[0]] = value
+        else:
+            table[key] = value
+    try:
+        return (balancefile.route(table, "default"),)
+    except ValueError as exc:
+        # Each flag was checked alone; what is left is about the upstreams as a whole.
+        problem = str(exc).removeprefix('route "default": ')
+        raise ConfigError(f"--upstream: {problem}") from None
+
+
+def _flag_value(option: Option, raw: Any, table: dict[str, Any]) -> Any:
+    if option.name == "upstream":
+        return [upstream_flag(text) for text in raw]
+    value = convert(option, raw, text=True)
+    if option.name == "strategy":
+        strategy_name(value)
+    elif option.name == "hash_key":
+        HashKey(value)
+        balancefile.check_hash_key(strategy_name(table.get("strategy", "round-robin")))
+    elif option.name == "retries":
+        value += 1
+    elif option.name == "health_path":
+        HealthCheck(path=value).check("")
+    return value
+
+
+def upstream_flag(text: str) -> dict[str, Any]:
+    """``URL`` or ``URL,weight=N`` as an upstreams entry of a route table."""
+    url, *options = (part.strip() for part in text.split(","))
+    entry: dict[str, Any] = {"url": url}
+    for option in options:
+        name, equals, value = option.partition("=")
+        if name.strip() != "weight" or not equals:
+            raise ValueError(f"expected URL or URL,weight=N, not {text!r}")
+        try:
+            entry["weight"] = float(value)
+        except ValueError:
+            raise ValueError(f"{text!r}: the weight must be a number") from None
+    Upstream(entry["url"], entry.get("weight", 1.0))
+    return entry
