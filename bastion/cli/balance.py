@@ -10,7 +10,6 @@ the ``[balancer]`` table holds what is not per route. See docs/balancing.md.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import socket
 from collections.abc import Callable, Sequence
@@ -26,6 +25,7 @@ from bastion.balancer.config import (
     Upstream,
     strategy_name,
 )
+from bastion.balancer.proxy import Balancer
 from bastion.cli import balancefile
 from bastion.cli.settings import (
     APPLICATION,
@@ -41,7 +41,7 @@ from bastion.cli.settings import (
     resolve,
 )
 from bastion.engine.handler import Handler
-from bastion.process.workers import ServePlan, WorkerBootError
+from bastion.process.workers import ServePlan
 
 BALANCE = Command(
     "balance",
@@ -120,13 +120,11 @@ def balance_plan(
 
 
 def balancer_loader(config: BalancerConfig) -> Callable[[], Handler]:
+    """Each worker builds its own Balancer: connection pools and passive signals are per
+    process."""
+
     def load() -> Handler:
-        try:
-            proxy = importlib.import_module("bastion.balancer.proxy")
-        except ImportError as exc:
-            raise WorkerBootError(f"the balancer cannot be loaded: {exc}") from exc
-        handler: Handler = proxy.Balancer(config)
-        return handler
+        return Balancer(config)
 
     return load
 

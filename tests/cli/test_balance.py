@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import http.client
+import json
+import signal
 import subprocess
 import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
-from tests.cli.running import ROOT
+from tests.cli.running import ROOT, Process, bastion
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -154,3 +163,100 @@ def test_help_lists_the_balancing_flags_and_the_engine_flags() -> None:
                  "--access-log", "--admin-bind", "--print-config"):  # fmt: skip
         assert flag in text
     assert "--interface" not in text and "--root-path" not in text
+
+
+# End to end: upstream Bastion apps and the balancer in front of them --------------------------
+
+
+@contextmanager
+def upstreams(count: int) -> Iterator[list[Process]]:
+    with ExitStack() as stack:
+        yield [
+            stack.enter_context(bastion("run", "tests.cli.whoami:app", "--bind", "127.0.0.1:0"))
+            for _ in range(count)
+        ]
+
+
+def pid_of(process: Process) -> int:
+    """The worker that serves for an upstream (each runs one)."""
+    return int(whoami(process.port, "/")["pid"])
+
+
+def whoami(port: int, path: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    response = httpx.get(f"http://127.0.0.1:{port}{path}", headers=headers, timeout=10)
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+def test_balances_requests_over_two_upstreams() -> None:
+    with upstreams(2) as (one, two):
+        pids = {pid_of(one): "one", pid_of(two): "two"}
+        args = ["--upstream", f"http://127.0.0.1:{one.port}", "--upstream", f"127.0.0.1:{two.port}"]
+        with bastion("balance", *args, "--bind", "127.0.0.1:0", "--workers", "2") as lb:
+            seen: Counter[str] = Counter()
+            conn = http.client.HTTPConnection("127.0.0.1", lb.port, timeout=10)
+            for number in range(20):
+                conn.request("GET", f"/item/{number}", headers={"X-Forwarded-For": "6.6.6.6"})
+                response = conn.getresponse()
+                assert response.status == 200
+                answer = json.loads(response.read())
+                assert answer["path"] == f"/item/{number}"
+                # A client that is not a trusted proxy cannot choose the address upstream sees.
+                assert answer["headers"]["x-forwarded-for"] == "127.0.0.1"
+                seen[pids[answer["pid"]]] += 1
+            conn.close()
+            with httpx.Client(base_url=f"http://127.0.0.1:{lb.port}", timeout=10) as client:
+                for _ in range(20):
+                    seen[pids[client.get("/").json()["pid"]]] += 1
+            # Round robin, per worker: each upstream gets its share whichever worker answers.
+            assert seen["one"] >= 10 and seen["two"] >= 10, seen
+            lb.popen.send_signal(signal.SIGTERM)
+            assert lb.wait(10) == 0
+
+
+def route_file(path: Path, api: int, rest: int, balancer: str = "") -> None:
+    path.write_text(
+        "workers = 1\n"
+        f"{balancer}\n"
+        f'[[route]]\nname = "api"\npath_prefix = "/api"\nstrip_prefix = true\n'
+        f'upstreams = ["http://127.0.0.1:{api}"]\n'
+        f'[[route]]\nname = "rest"\nupstreams = ["http://127.0.0.1:{rest}"]\n'
+    )
+
+
+def test_routes_from_the_file_and_sighup_rereads_it(tmp_path: Path) -> None:
+    config = tmp_path / "lb.toml"
+    with upstreams(2) as (one, two):
+        one_pid, two_pid = pid_of(one), pid_of(two)
+        route_file(config, api=one.port, rest=two.port)
+        with bastion("balance", "--config", str(config), "--bind", "127.0.0.1:0") as lb:
+            answer = whoami(lb.port, "/api/users")
+            assert (answer["pid"], answer["path"]) == (one_pid, "/users")
+            assert whoami(lb.port, "/users")["pid"] == two_pid
+            route_file(config, api=two.port, rest=one.port)
+            lb.popen.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 10
+            while whoami(lb.port, "/users")["pid"] != one_pid:
+                assert time.monotonic() < deadline, "the reload did not take effect"
+                time.sleep(0.1)
+            assert whoami(lb.port, "/api/users")["pid"] == two_pid
+            # A broken file on reload leaves the running configuration serving.
+            config.write_text(config.read_text() + "[route.timeouts]\nconnect = -1\n")
+            lb.popen.send_signal(signal.SIGHUP)
+            time.sleep(1)
+            assert whoami(lb.port, "/users")["pid"] == one_pid
+            lb.popen.send_signal(signal.SIGTERM)
+            assert lb.wait(10) == 0
+    assert f'reload failed: {config}: route "rest": timeouts.connect must be > 0' in (lb.text)
+
+
+def test_the_balancer_table_reaches_the_proxy(tmp_path: Path) -> None:
+    config = tmp_path / "lb.toml"
+    with upstreams(1) as (one,):
+        balancer = '[balancer]\nforwarding = "none"\nrequest_id = ""\n'
+        route_file(config, api=one.port, rest=one.port, balancer=balancer)
+        with bastion("balance", "--config", str(config), "--bind", "127.0.0.1:0") as lb:
+            headers = whoami(lb.port, "/")["headers"]
+            assert "x-forwarded-for" not in headers and "forwarded" not in headers
+            assert "x-request-id" not in headers
