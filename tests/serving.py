@@ -94,7 +94,7 @@ def exchange_raw(
 
 def read_until_close(sock: socket.socket, timeout: float = 5.0) -> bytes:
     deadline = time.monotonic() + timeout
-    chunks = []
+    chunks: list[bytes] = []
     while time.monotonic() < deadline:
         sock.settimeout(max(0.01, deadline - time.monotonic()))
         try:

@@ -47,6 +47,11 @@ class ResponseSink(Protocol):
     def upstream_failed(self, error: BaseException) -> None:
         """The connection broke or the upstream answered badly; it is closed already."""
 
+    def read_started(self) -> None:
+        """Bytes arrived; what they complete is reported next, then :meth:`read_done`."""
+
+    def read_done(self) -> None: ...
+
 
 class UpstreamConnection(asyncio.Protocol):
     """One socket to an upstream server, reused for one request after another."""
@@ -73,10 +78,20 @@ class UpstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.reads += 1
+        sink = self.sink
+        if sink is None:
+            try:
+                self.parser.feed(data)
+            except BadGateway as error:
+                self.fail(error)
+            return
+        sink.read_started()
         try:
             self.parser.feed(data)
         except BadGateway as error:
             self.fail(error)
+        finally:
+            sink.read_done()
 
     def eof_received(self) -> bool:
         try:

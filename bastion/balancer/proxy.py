@@ -249,6 +249,10 @@ class Forward:
         "deadline_total",
         "key",
         "client_paused",
+        "reused",
+        "failure",
+        "pending",
+        "holding",
     )
 
     def __init__(self, balancer: Balancer, runtime: RouteRuntime, exchange: Exchange) -> None:
@@ -272,6 +276,12 @@ class Forward:
         self.body_progress = 0
         self.key: bytes | None = None
         self.client_paused = False
+        self.reused = False
+        # The answer owed if no other server can be tried: (status, detail).
+        self.failure: tuple[int, str] | None = None
+        # A response head waiting for the end of the read it came in (see on_response).
+        self.pending: tuple[int, bytes, int | None, str | None] | None = None
+        self.holding = False
 
     # choosing and connecting -----------------------------------------------------------------
 
@@ -290,11 +300,15 @@ class Forward:
             return
         self._attempt()
 
-    def _attempt(self) -> None:
+    def _attempt(self, same_server: Server | None = None) -> None:
         runtime = self.runtime
-        server = runtime.strategy.pick(self.key, self.tried)
+        server = same_server or runtime.strategy.pick(self.key, self.tried)
         if server is None:
-            self._answer(503, "no upstream server is available")
+            if self.failure is not None:
+                status, detail = self.failure
+                self._answer(status, detail)
+            else:
+                self._answer(503, "no upstream server is available")
             return
         self.server = server
         self.tried.append(server)
@@ -344,6 +358,7 @@ class Forward:
         server = self.server
         assert server is not None
         self.conn = conn
+        self.reused = reused
         self.runtime.strategy.on_start(server)
         head = self.request_head
         if not self.runtime.route.preserve_host:
@@ -399,7 +414,6 @@ class Forward:
         if status in runtime.route.retry.on_status and self._can_retry(before_sending=False):
             self._retry_after(f"upstream answered {status}", ok=False)
             return
-        self.responded = True
         self.status = status
         exchange = self.exchange
         if exchange.finished:
@@ -407,20 +421,44 @@ class Forward:
         fields, has_date = _response_fields(head)
         if not has_date:
             fields += exchange.conn.state.date_line
-        exchange.add_server_lines = False
-        reason = head.reason.decode("latin-1") or None
         length = head.content_length if (head.has_body or exchange.head.method == "HEAD") else None
         if not head.has_body and exchange.head.method != "HEAD" and status_has_body(status):
             length = 0
+        # The head is passed on once this read is done, not now: a body whose framing turns
+        # out broken within the same read can then still be answered with a clean 502.
+        self.pending = (status, fields, length, head.reason.decode("latin-1") or None)
+        self.timer_deadline_idle()
+
+    def _start_response(self) -> bool:
+        pending = self.pending
+        if pending is None:
+            return not self.exchange.finished
+        self.pending = None
+        status, fields, length, reason = pending
+        exchange = self.exchange
+        exchange.add_server_lines = False
+        self.responded = True
         try:
             exchange.start_encoded(status, fields, length, reason=reason)
         except ClientDisconnected:
             self.client_lost()
-            return
-        self.timer_deadline_idle()
+            return False
+        return True
+
+    def read_started(self) -> None:
+        self.holding = self.exchange.conn.hold_writes()
+
+    def read_done(self) -> None:
+        if self.pending is not None and not self.done:
+            self._start_response()
+        if self.holding:
+            self.holding = False
+            self.exchange.conn.release_writes()
 
     def on_body(self, data: bytes) -> None:
         exchange = self.exchange
+        if self.pending is not None and not self._start_response():
+            return
         if exchange.finished:
             return
         try:
@@ -445,6 +483,8 @@ class Forward:
             conn.resume_reading()
 
     def on_response_end(self) -> None:
+        if self.pending is not None:
+            self._start_response()
         conn = self.conn
         ok = self.status < 500
         self._finish_attempt(ok=ok)
@@ -469,15 +509,12 @@ class Forward:
             self._end(f"upstream failed mid-response: {_describe(error)}")
             self.exchange.abort(f"upstream {self._key()} failed mid-response: {_describe(error)}")
             return
-        # A reused connection that closed before any byte of the answer is the usual race
-        # with the upstream's keep-alive timeout: the request most likely never reached it.
-        unsent = isinstance(error, NoResponse) or (
-            isinstance(error, ConnectionResetError) and not self.body_progress
-        )
+        # A kept-alive connection that closed before any byte of the answer is the usual
+        # race with the upstream's keep-alive timeout: the request most likely never reached
+        # it, and a fresh connection to the same server is the natural retry.
+        stale = self.reused and isinstance(error, (NoResponse, ConnectionResetError))
         status = error.status if isinstance(error, BadGateway) else 502
-        self._failed_before_response(
-            _describe(error), sent=True, retry_unsent=unsent, status=status
-        )
+        self._failed_before_response(_describe(error), sent=True, status=status, stale=stale)
 
     # deadlines ---------------------------------------------------------------------------------
 
@@ -536,15 +573,17 @@ class Forward:
 
     # ending --------------------------------------------------------------------------------
 
-    def _can_retry(self, *, before_sending: bool) -> bool:
+    def _can_retry(self, *, before_sending: bool, same_server: bool = False) -> bool:
         """Whether another attempt may follow this one (see RetryPolicy)."""
-        if self.done or len(self.tried) >= self.runtime.route.retry.attempts:
+        runtime = self.runtime
+        if self.done or len(self.tried) >= runtime.route.retry.attempts:
             return False
+        if not same_server and len(self.tried) >= len(runtime.snapshot.active):
+            return False  # nobody left to try: the failure is the answer
         if not before_sending:
             head = self.exchange.head
             if head.method not in IDEMPOTENT or self.body_started:
                 return False
-        runtime = self.runtime
         now = self.loop.time()
         if self.deadline_total is not None and now >= self.deadline_total:
             return False
@@ -562,24 +601,26 @@ class Forward:
         *,
         sent: bool,
         timeout: bool = False,
-        retry_unsent: bool = False,
         status: int = 502,
+        stale: bool = False,
     ) -> None:
         """This attempt failed with nothing sent to the client: retry it, or answer."""
+        server = self.server
         key = self._key()
-        self._finish_attempt(ok=False)
+        self._finish_attempt(ok=stale)  # a stale connection is not the server's failure
         conn = self.conn
         if conn is not None:
             conn.sink = None
             conn.abort()
             self.conn = None
-        before_sending = not sent or (retry_unsent and not self.body_started)
-        if self._can_retry(before_sending=before_sending):
-            logger.info("retrying %s on another server: upstream %s: %s", self._what(), key, why)
-            self._attempt()
+        status = 504 if timeout else status
+        self.failure = (status, f"upstream {'timed out' if timeout else 'failed'}")
+        if self._can_retry(before_sending=not sent, same_server=stale):
+            logger.info("retrying %s: upstream %s: %s", self._what(), key, why)
+            self._attempt(server if stale else None)
             return
         logger.error("upstream %s: %s (%s)", key, why, self._what())
-        self._answer(504 if timeout else status, f"upstream {'timed out' if timeout else 'failed'}")
+        self._answer(*self.failure)
 
     def _retry_after(self, why: str, *, ok: bool) -> None:
         """Drop this attempt's connection and response, and try another server."""
@@ -594,6 +635,7 @@ class Forward:
         self._attempt()
 
     def _finish_attempt(self, *, ok: bool) -> None:
+        self.pending = None
         timer = self.timer
         if timer is not None:
             timer.cancel()

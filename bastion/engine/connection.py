@@ -332,6 +332,23 @@ class HTTPConnection(asyncio.Protocol):
         elif not self.closed:
             self.transport.write(data)  # type: ignore[union-attr]
 
+    def hold_writes(self) -> bool:
+        """Collect writes until :meth:`release_writes`, so that the pieces of a response made
+        outside this connection's own reads (a proxy relaying an upstream's) leave in one send.
+        Returns False when writes are already being collected (nothing to release then)."""
+        if self._out is not None or self.closed:
+            return False
+        self._out = []
+        return True
+
+    def release_writes(self) -> None:
+        out = self._out
+        self._out = None
+        if out:
+            self._flush_batch(out)
+        if self._close_after_flush:
+            self._close()
+
     def _flush_batch(self, out: list[bytes]) -> None:
         if not self.closed:
             self.transport.write(b"".join(out) if len(out) > 1 else out[0])  # type: ignore[union-attr]

@@ -603,12 +603,14 @@ class ResponseParser:
         if not final:  # an interim response: the final one follows
             self._phase = _IDLE
             return
-        self._sink.on_response_end()
+        # The state is final before the sink hears of the end, so that it can ask whether
+        # the connection is reusable and hand it to the next request from the callback.
         if switching:
             self._upgraded = True
             self._phase = _DONE
         else:
             self._phase = _IDLE
+        self._sink.on_response_end()
 
 
 def _chunk_size(line: bytes) -> int:
