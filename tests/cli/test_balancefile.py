@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -229,3 +230,18 @@ def test_the_file_names_the_same_keys_as_the_dataclasses() -> None:
     for key, cls in balancefile.SECTIONS.items():
         sample = load(f'[[route]]\nupstreams = ["a:1"]\n[route.{key}]\n')
         assert isinstance(getattr(sample.routes[0], key), cls)
+
+
+def test_the_documented_example_loads() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "balancing.md").read_text()
+    example = docs.split("```toml\n", 1)[1].split("```", 1)[0]
+    assert example.startswith("# lb.toml")
+    document = tomllib.loads(example)
+    assert set(document) - balancefile.TABLES == {"workers", "bind", "access-log", "admin-bind"}
+    api, web = load(example).routes
+    assert (api.name, api.strategy, api.retry.attempts, web.hash_key.name) == (
+        "api",
+        "peak-ewma",
+        3,
+        "session",
+    )
