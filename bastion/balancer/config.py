@@ -291,7 +291,7 @@ class Route:
     the client's Host upstream (the default, as most applications build links from it);
     otherwise the upstream's own address. ``panic_threshold`` and ``slow_start`` are the
     pool's (see docs/balancing.md); ``strategy_options`` go to the strategy's constructor
-    (``load_factor`` for bounded-load, ``decay_s`` for peak-ewma, ...).
+    (``balance_factor`` for bounded-load, ``decay_s`` for peak-ewma, ...).
     """
 
     upstreams: tuple[Upstream, ...]
