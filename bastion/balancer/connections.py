@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from bastion.balancer.config import ConnectionLimits, Upstream
+from bastion.balancer.tunnel import Tunnel
 from bastion.http import ResponseHead, ResponseParser
 from bastion.http.errors import BadGateway
 from bastion.http.limits import Limits
@@ -70,6 +71,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._reading_paused = False
+        self._writable: list[Callable[[], None]] = []
+        # Set once the upstream switched protocols: bytes then go straight to the client.
+        self.tunnel: Tunnel | None = None
 
     # asyncio.Protocol ----------------------------------------------------------------------
 
@@ -78,6 +82,10 @@ class UpstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.reads += 1
+        tunnel = self.tunnel
+        if tunnel is not None:
+            tunnel.from_upstream(data)
+            return
         sink = self.sink
         if sink is None:
             try:
@@ -87,13 +95,20 @@ class UpstreamConnection(asyncio.Protocol):
             return
         sink.read_started()
         try:
-            self.parser.feed(data)
+            switched = self.parser.feed(data)
         except BadGateway as error:
             self.fail(error)
+        else:
+            tunnel = self.tunnel
+            if switched is not None and tunnel is not None and switched < len(data):
+                tunnel.from_upstream(data[switched:])
         finally:
             sink.read_done()
 
     def eof_received(self) -> bool:
+        if self.tunnel is not None:
+            self.tunnel.upstream_eof()
+            return True
         try:
             self.parser.feed_eof()
         except BadGateway as error:
@@ -106,6 +121,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = True
         self.pool.discard(self)
         self._wake_drain()
+        if self.tunnel is not None:
+            self.tunnel.upstream_lost()
+            return
         sink = self.sink
         if sink is not None:
             self.sink = None
@@ -120,6 +138,15 @@ class UpstreamConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.write_paused = False
         self._wake_drain()
+        callbacks, self._writable = self._writable, []
+        for callback in callbacks:
+            callback()
+
+    def when_writable(self, callback: Callable[[], None]) -> None:
+        if self.write_paused and not self.closed:
+            self._writable.append(callback)
+        else:
+            callback()
 
     # bastion.http.ResponseSink ------------------------------------------------------------
 
@@ -142,16 +169,20 @@ class UpstreamConnection(asyncio.Protocol):
 
     # used by the proxy ---------------------------------------------------------------------
 
-    def send(self, sink: ResponseSink, method: str, head: bytes) -> None:
+    def send(self, sink: ResponseSink, method: str, head: bytes, *, upgrade: bool = False) -> None:
         """Make ``sink`` the owner and send a request head (its body follows with write)."""
         self.sink = sink
         self.requests += 1
-        self.parser.expect(method)
+        self.parser.expect(method, upgrade=upgrade)
         self.transport.write(head)  # type: ignore[union-attr]
 
     def write(self, data: bytes) -> None:
         if not self.closed:
             self.transport.write(data)  # type: ignore[union-attr]
+
+    def write_eof(self) -> None:
+        if not self.closed and self.transport.can_write_eof():  # type: ignore[union-attr]
+            self.transport.write_eof()  # type: ignore[union-attr]
 
     async def drain(self) -> None:
         """Wait while the upstream reads the request body slower than it is sent."""

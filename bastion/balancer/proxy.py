@@ -31,9 +31,17 @@ from bastion.balancer.connections import ConnectionPool, Overloaded, UpstreamCon
 from bastion.balancer.outlier import OutlierDetector
 from bastion.balancer.retry import RetryBudget
 from bastion.balancer.stats import UpstreamStats
+from bastion.balancer.tunnel import Tunnel
 from bastion.engine.body import ClientDisconnected
 from bastion.engine.proxy import TrustedPeers
-from bastion.http import LAST_CHUNK, ResponseHead, encode_chunk, forward_request_head
+from bastion.http import (
+    LAST_CHUNK,
+    ResponseHead,
+    encode_chunk,
+    encode_response_head,
+    forward_request_head,
+    forward_response_headers,
+)
 from bastion.http.errors import BadGateway, NoResponse, ProtocolError
 
 if TYPE_CHECKING:
@@ -253,6 +261,7 @@ class Forward:
         "failure",
         "pending",
         "holding",
+        "websocket",
     )
 
     def __init__(self, balancer: Balancer, runtime: RouteRuntime, exchange: Exchange) -> None:
@@ -282,6 +291,7 @@ class Forward:
         # A response head waiting for the end of the read it came in (see on_response).
         self.pending: tuple[int, bytes, int | None, str | None] | None = None
         self.holding = False
+        self.websocket = exchange.head.upgrade and _asks_websocket(exchange.head.get_all("upgrade"))
 
     # choosing and connecting -----------------------------------------------------------------
 
@@ -364,7 +374,7 @@ class Forward:
         if not self.runtime.route.preserve_host:
             head = self._request_head(self.runtime.upstreams[server.key].authority)
         try:
-            conn.send(self, self.exchange.head.method, head)
+            conn.send(self, self.exchange.head.method, head, upgrade=self.websocket)
         except RuntimeError:  # the connection turned unusable between the check and now
             self._failed_before_response("connection unusable", sent=False)
             return
@@ -411,6 +421,9 @@ class Forward:
     def on_response(self, head: ResponseHead) -> None:
         status = head.status
         runtime = self.runtime
+        if head.upgrade:
+            self._switch(head)
+            return
         if status in runtime.route.retry.on_status and self._can_retry(before_sending=False):
             self._retry_after(f"upstream answered {status}", ok=False)
             return
@@ -428,6 +441,29 @@ class Forward:
         # out broken within the same read can then still be answered with a clean 502.
         self.pending = (status, fields, length, head.reason.decode("latin-1") or None)
         self.timer_deadline_idle()
+
+    def _switch(self, head: ResponseHead) -> None:
+        """The upstream accepted the upgrade: pass its 101 on and join the two connections."""
+        conn = self.conn
+        assert conn is not None
+        conn.sink = None  # the connection is the tunnel's now, never the pool's again
+        self.conn = None
+        self.status = 101
+        self.responded = True
+        self._finish_attempt(ok=True)
+        self._end(None)
+        exchange = self.exchange
+        if exchange.finished:
+            conn.abort()
+            return
+        tunnel = Tunnel(exchange.conn, conn, self.runtime.route.timeouts.idle, self.loop)
+        conn.tunnel = tunnel
+        try:
+            exchange.switch_protocols(
+                encode_response_head(head, forward_response_headers(head)), tunnel
+            )
+        except (ClientDisconnected, ValueError):
+            conn.abort()
 
     def _start_response(self) -> bool:
         pending = self.pending
@@ -710,6 +746,7 @@ class Forward:
             host=host,
             extra=extra,
             target=target,
+            websocket=self.websocket,
         )
 
     def _hash_key(self) -> bytes | None:
@@ -759,6 +796,14 @@ def _response_fields(head: ResponseHead) -> tuple[bytes, bool]:
     if named:
         lines = [line for line in lines if line[0] not in named]
     return b"".join(b"%s: %s\r\n" % (name, value) for _, name, value in lines), has_date
+
+
+def _asks_websocket(values: list[str]) -> bool:
+    return any(
+        token.strip().lower().split("/", 1)[0] == "websocket"
+        for value in values
+        for token in value.split(",")
+    )
 
 
 def status_has_body(status: int) -> bool:

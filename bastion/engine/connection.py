@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from bastion.engine.body import BodyStream, ClientDisconnected
 from bastion.engine.exchange import Exchange
+from bastion.engine.tunnel import TunnelFeed, TunnelPeer
 from bastion.http import ProtocolError, RequestHead, RequestParser, error_response
 from bastion.http.errors import RequestTimeout
 
@@ -130,6 +131,9 @@ class HTTPConnection(asyncio.Protocol):
         self._release_writers()
         if self.current is not None:
             self._client_gone(self.current)
+        parser = self.parser
+        if isinstance(parser, TunnelFeed):
+            parser.peer.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -151,6 +155,10 @@ class HTTPConnection(asyncio.Protocol):
                 self._close()
 
     def eof_received(self) -> bool | None:
+        parser = self.parser
+        if isinstance(parser, TunnelFeed):
+            parser.peer.eof_received()
+            return True
         # A half-closed client may still read our responses to requests it already sent, but
         # a request it has not finished sending will never come.
         self.eof = True
@@ -382,7 +390,29 @@ class HTTPConnection(asyncio.Protocol):
     def new_body_stream(self, exchange: Exchange) -> BodyStream:
         return BodyStream(self.loop, lambda: self._resume_reading(2), exchange.send_continue)
 
+    def switch_protocols(self, head: bytes, peer: TunnelPeer) -> None:
+        """Send ``head`` (a 101 response) and give every later byte to ``peer``."""
+        self.write(head)
+        self.parser = TunnelFeed(peer)  # type: ignore[assignment]
+        self.wait_kind = _WAIT_NONE
+
     # flow control and closing -----------------------------------------------------------------
+
+    def pause_reading(self) -> None:
+        """For a tunnel's peer: stop reading the client until :meth:`resume_reading`."""
+        self._pause_reading(4)
+
+    def resume_reading(self) -> None:
+        self._resume_reading(4)
+
+    def close(self) -> None:
+        """Close once what was written has been sent."""
+        self._close()
+
+    def write_eof(self) -> None:
+        """For a tunnel's peer: the other side is done sending; so is this one."""
+        if not self.closed and self.transport is not None and self.transport.can_write_eof():
+            self.transport.write_eof()
 
     def _pause_reading(self, reason: int) -> None:
         self._pause_reasons |= reason

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from bastion.engine.body import BodyStream, ClientDisconnected
 from bastion.engine.sendfile import send_file as _send_file
+from bastion.engine.tunnel import TunnelPeer
 from bastion.http import (
     CONTINUE_RESPONSE,
     LAST_CHUNK,
@@ -361,6 +362,22 @@ class Exchange:
             return
         elif self._framing == _FRAMING_CLOSE:
             self.keep_alive = False
+        self._complete()
+
+    def switch_protocols(self, head: bytes, peer: TunnelPeer) -> None:
+        """Answer an upgrade with ``head`` (a complete 101 response head) and hand the
+        connection to ``peer`` (see :mod:`bastion.engine.tunnel`): the request is done, and
+        the connection carries the new protocol until either side closes it."""
+        if self.started:
+            self._already_started()
+        if not self.head.upgrade:
+            raise RuntimeError("switch_protocols() for a request that did not ask to upgrade")
+        self.started = True
+        self.status = 101
+        # Kept "alive" so that ending the exchange does not close what is now a tunnel.
+        self.keep_alive = True
+        self.conn.switch_protocols(head, peer)
+        self.bytes_sent = 0
         self._complete()
 
     def _already_started(self) -> NoReturn:
