@@ -25,9 +25,12 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
+from prometheus_client import REGISTRY
+
 from bastion.balancer import PoolSnapshot, Server, build
 from bastion.balancer.config import BalancerConfig, Route
 from bastion.balancer.connections import ConnectionPool, Overloaded, UpstreamConnection
+from bastion.balancer.metrics import UpstreamCollector
 from bastion.balancer.outlier import OutlierDetector
 from bastion.balancer.retry import RetryBudget
 from bastion.balancer.stats import UpstreamStats
@@ -144,7 +147,7 @@ class Balancer:
         self._by_name: dict[str, RouteRuntime] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.forwards: set[Forward] = set()
+        self._collector: UpstreamCollector | None = None
         self._build()
 
     def _build(self) -> None:
@@ -170,10 +173,15 @@ class Balancer:
     async def startup(self, state: ServerState) -> None:
         self._loop = asyncio.get_running_loop()
         self._sweeper = self._loop.call_later(_SWEEP_INTERVAL, self._sweep)
+        self._collector = UpstreamCollector(self.routes)
+        REGISTRY.register(self._collector)  # type: ignore[arg-type]
 
     async def shutdown(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self._collector is not None:
+            REGISTRY.unregister(self._collector)  # type: ignore[arg-type]
+            self._collector = None
         for runtime in self.routes:
             runtime.close()
 
@@ -612,10 +620,22 @@ class Forward:
     def _can_retry(self, *, before_sending: bool, same_server: bool = False) -> bool:
         """Whether another attempt may follow this one (see RetryPolicy)."""
         runtime = self.runtime
-        if self.done or len(self.tried) >= runtime.route.retry.attempts:
+        if self.done:
             return False
-        if not same_server and len(self.tried) >= len(runtime.snapshot.active):
-            return False  # nobody left to try: the failure is the answer
+        tried = self.tried
+        if same_server:
+            # A fresh connection after a stale kept-alive one, once per server.
+            if tried.count(tried[-1]) > 1:
+                return False
+        else:
+            # Attempts count servers, not connections: a request retried after a stale
+            # connection never reached the server, and if that server has just died its
+            # fresh connection fails too; another server must still get its turn.
+            servers = len(set(tried))
+            if servers >= runtime.route.retry.attempts:
+                return False
+            if servers >= len(runtime.snapshot.active):
+                return False  # nobody left to try: the failure is the answer
         if not before_sending:
             head = self.exchange.head
             if head.method not in IDEMPOTENT or self.body_started:
