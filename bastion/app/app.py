@@ -13,9 +13,10 @@ from bastion.app.routing import Router, compile_path
 from bastion.engine.body import ClientDisconnected
 from bastion.engine.eager import run_eagerly
 from bastion.engine.exchange import Exchange, ThreadWriter
+from bastion.engine.handler import Handler, run_shutdown, run_startup
 
 if TYPE_CHECKING:
-    pass
+    from bastion.engine.server import ServerState
 
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 
@@ -38,6 +39,7 @@ class App:
         self.router = Router()
         # (check, name, timeout) for readiness; run by the server's monitoring, not here.
         self.health_checks: list[tuple[Callable[[], Any], str, float]] = []
+        self._mounts: list[tuple[str, Handler]] = []
 
     def health_check(
         self, fn: Callable[[], Any] | None = None, *, name: str | None = None, timeout: float = 5.0
@@ -85,12 +87,49 @@ class App:
     def options(self, path: str) -> Callable[[Endpoint], Endpoint]:
         return self.route(path, ["OPTIONS"])
 
+    def mount(self, prefix: str, handler: Handler) -> None:
+        """Hand requests under ``prefix`` that no route of this App matches to ``handler``:
+        any engine handler, such as a ``bastion.balancer.Balancer`` or a static file handler.
+
+        The path is passed on unchanged. Routes are matched first, so an App can answer a
+        few paths itself and proxy the rest; mounts are tried longest prefix first, and the
+        handler's ``startup``/``shutdown`` run with the App's.
+        """
+        if not prefix.startswith("/"):
+            raise ValueError(f"a mount prefix must start with '/', not {prefix!r}")
+        self._mounts.append((prefix.rstrip("/"), handler))
+        self._mounts.sort(key=lambda mount: -len(mount[0]))
+
+    async def startup(self, state: ServerState) -> None:
+        for _, handler in self._mounts:
+            await run_startup(handler, state)
+
+    async def shutdown(self) -> None:
+        for _, handler in self._mounts:
+            await run_shutdown(handler)
+
+    def connection_lost(self, exchange: Exchange) -> None:
+        for _, handler in self._mounts:
+            lost = getattr(handler, "connection_lost", None)
+            if lost is not None:
+                lost(exchange)
+
+    def _mounted(self, path: str) -> Handler | None:
+        for prefix, handler in self._mounts:
+            if path == prefix or path.startswith(prefix + "/") or not prefix:
+                return handler
+        return None
+
     # the engine's side ------------------------------------------------------------------------
 
     def handle(self, exchange: Exchange) -> None:
         head = exchange.head
         found = self.router.match(head.path)
         if found is None:
+            mounted = self._mounted(head.path) if self._mounts else None
+            if mounted is not None:
+                mounted.handle(exchange)
+                return
             exchange.respond(404, _TEXT, _NOT_FOUND)
             return
         route, params = found

@@ -1,8 +1,11 @@
-"""Load-balancing strategies: pure, socket-free choosers of an upstream server.
+"""Load balancing: the reverse proxy (:class:`Balancer`) and its strategies.
 
-The proxy builds a :class:`PoolSnapshot` per configuration, a strategy from it (``build``),
-and for every attempt calls ``pick``, then ``on_start`` and ``on_finish`` (and
-``on_connect`` / ``on_disconnect`` for upstream connections). See docs/balancing.md.
+``Balancer(BalancerConfig(...))`` is an engine handler: serve it with ``bastion balance``,
+``bastion.engine.run``, or mount it in an App (``app.mount("/api", balancer)``). The
+strategies are pure, socket-free choosers of an upstream server: the proxy builds a
+:class:`PoolSnapshot` per configuration, a strategy from it (``build``), and for every attempt
+calls ``pick``, then ``on_start`` and ``on_finish`` (and ``on_connect`` / ``on_disconnect``
+for upstream connections). See docs/balancing.md and docs/proxying.md.
 """
 
 from __future__ import annotations
@@ -42,8 +45,17 @@ def build(name: str, pool: PoolSnapshot, **options: Any) -> Strategy:
     return cls(pool, **options)
 
 
+# After the strategies: the proxy and its configuration import them from this package.
+from bastion.balancer.config import BalancerConfig, Route, Upstream, single_route  # noqa: E402
+from bastion.balancer.proxy import Balancer  # noqa: E402
+
 __all__ = [
     "STRATEGIES",
+    "Balancer",
+    "BalancerConfig",
+    "Route",
+    "Upstream",
+    "single_route",
     "BoundedLoads",
     "LeastConnections",
     "Maglev",

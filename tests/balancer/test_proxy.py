@@ -12,6 +12,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from bastion import App
+from bastion.app import Request
+from bastion.balancer import Balancer
 from bastion.balancer.config import (
     BalancerConfig,
     ConnectionLimits,
@@ -26,7 +29,6 @@ from bastion.balancer.config import (
 from bastion.engine import ServerConfig
 from tests.balancer.upstreams import RawUpstream, balancer, echo_app, raw_upstream, read_head
 from tests.serving import RunningServer, read_response, serve
-
 
 Pair = tuple[RunningServer, RunningServer]
 
@@ -490,3 +492,19 @@ def test_engine_limits_apply_at_the_balancer(two: Pair) -> None:
         assert status == 400
         sock.close()
     assert a.stats.connections_opened == 0
+
+
+def test_mounted_in_an_app_behind_its_own_routes(two: Pair) -> None:
+    a, _ = two
+    app = App()
+
+    @app.route("/local")
+    async def local(request: Request) -> str:
+        return "answered here\n"
+
+    app.mount("/api", Balancer(single_route([a.url])))
+    with serve(app) as server, httpx.Client(base_url=server.url) as client:
+        assert client.get("/local").text == "answered here\n"
+        proxied = client.get("/api/users?id=7").text
+        assert "name=a" in proxied and "path=/api/users?id=7" in proxied
+        assert client.get("/elsewhere").status_code == 404
