@@ -191,7 +191,9 @@ class ConnectionLimits:
     max_pending: int = 1024
     max_requests: int = 0
     max_idle: int = 64
-    idle_timeout: float = 30.0
+    # Below the 5 s keep-alive timeout common among servers (Bastion's, uvicorn's), so it is
+    # the balancer that closes an idle connection, not the upstream under a request.
+    idle_timeout: float = 4.0
 
     def check(self, where: str) -> None:
         _count(where, "limits.max_connections", self.max_connections)
