@@ -312,6 +312,7 @@ class Route:
     outlier: OutlierDetection = field(default_factory=OutlierDetection)
     panic_threshold: float = 0.5
     slow_start: float = 0.0
+    request_buffer: int = 65536
 
     def __post_init__(self) -> None:
         where = f'route "{self.name}": '
@@ -332,6 +333,7 @@ class Route:
         if self.host is not None and (not self.host or any(c in self.host for c in " /\r\n")):
             raise ValueError(f"{where}host {self.host!r} is not a host name")
         _share(where, "panic_threshold", self.panic_threshold)
+        _count(where, "request_buffer", self.request_buffer)
         if not (isinstance(self.slow_start, (int, float)) and self.slow_start >= 0):
             raise ValueError(f"{where}slow_start must be >= 0")
         self.timeouts.check(where)

@@ -270,6 +270,8 @@ class Forward:
         "pending",
         "holding",
         "websocket",
+        "buffered",
+        "prefix",
     )
 
     def __init__(self, balancer: Balancer, runtime: RouteRuntime, exchange: Exchange) -> None:
@@ -299,6 +301,10 @@ class Forward:
         # A response head waiting for the end of the read it came in (see on_response).
         self.pending: tuple[int, bytes, int | None, str | None] | None = None
         self.holding = False
+        # The whole request body, when it was read before choosing a server; else None, and
+        # ``prefix`` holds what was read before the body turned out too large to hold.
+        self.buffered: bytes | None = None
+        self.prefix: list[bytes] = []
         self.websocket = exchange.head.upgrade and _asks_websocket(exchange.head.get_all("upgrade"))
 
     # choosing and connecting -----------------------------------------------------------------
@@ -311,12 +317,49 @@ class Forward:
         runtime.budget.record_request(now)
         if runtime.route.hashing:
             self.key = self._hash_key()
+        head = self.exchange.head
+        limit = runtime.route.request_buffer
+        if head.has_body and limit and (head.content_length or 0) <= limit:
+            self.task = self.loop.create_task(self._buffer_body(limit))
+            return
+        self._first_attempt()
+
+    def _first_attempt(self) -> None:
+        buffered = self.buffered
         try:
-            self.request_head = self._request_head(None)
+            self.request_head = self._request_head(
+                None, None if buffered is None else len(buffered)
+            )
         except ValueError as exc:
             self._answer(400, f"cannot forward this request: {exc}")
             return
         self._attempt()
+
+    async def _buffer_body(self, limit: int) -> None:
+        """Read a small body whole before choosing a server, as nginx does by default.
+
+        A body that turns out malformed then never reaches an upstream, a slow client ties up
+        no upstream connection while it trickles, and the request can be sent again should
+        its first server fail. A chunked body that grows past ``limit`` is streamed from there.
+        """
+        body = self.exchange.body
+        parts: list[bytes] = []
+        size = 0
+        try:
+            while chunk := await body.read():
+                parts.append(chunk)
+                size += len(chunk)
+                if size > limit:
+                    self.prefix = parts
+                    break
+            else:
+                self.buffered = b"".join(parts)
+        except (ClientDisconnected, ProtocolError) as exc:
+            self.task = None
+            self._end(f"client request body failed: {exc}")
+            return
+        self.task = None
+        self._first_attempt()
 
     def _attempt(self, same_server: Server | None = None) -> None:
         runtime = self.runtime
@@ -379,14 +422,18 @@ class Forward:
         self.reused = reused
         self.runtime.strategy.on_start(server)
         head = self.request_head
+        buffered = self.buffered
         if not self.runtime.route.preserve_host:
-            head = self._request_head(self.runtime.upstreams[server.key].authority)
+            authority = self.runtime.upstreams[server.key].authority
+            head = self._request_head(authority, None if buffered is None else len(buffered))
+        if buffered is not None:
+            head += buffered
         try:
             conn.send(self, self.exchange.head.method, head, upgrade=self.websocket)
         except RuntimeError:  # the connection turned unusable between the check and now
             self._failed_before_response("connection unusable", sent=False)
             return
-        if self.exchange.head.has_body:
+        if self.exchange.head.has_body and buffered is None:
             self.body_started = True
             self.task = self.loop.create_task(self._send_body(conn))
         else:
@@ -397,6 +444,9 @@ class Forward:
         body = self.exchange.body
         chunked = self.exchange.head.content_length is None
         try:
+            for chunk in self.prefix:
+                conn.write(encode_chunk(chunk) if chunked else chunk)
+                self.body_progress += len(chunk)
             while chunk := await body.read():
                 if self.conn is not conn or conn.closed:
                     return
@@ -745,7 +795,7 @@ class Forward:
 
     # request details ----------------------------------------------------------------------
 
-    def _request_head(self, host: bytes | None) -> bytes:
+    def _request_head(self, host: bytes | None, content_length: int | None = None) -> bytes:
         exchange = self.exchange
         head = exchange.head
         balancer = self.balancer
@@ -767,6 +817,7 @@ class Forward:
             extra=extra,
             target=target,
             websocket=self.websocket,
+            content_length=content_length,
         )
 
     def _hash_key(self) -> bytes | None:
