@@ -1,11 +1,8 @@
 """The supervisor's monitoring: the workers' telemetry and the admin listener.
 
-The supervisor is a plain loop that waits on pipes and forks. This module gives that wait an
-asyncio event loop (the standard library's, not uvloop: the supervisor forks while it exists,
-and a child must be able to drop it), so while the supervisor waits, the same engine that
-serves applications serves the admin application (health, metrics, dashboard) and reads the
-datagrams workers send once a second. The loop never runs while the supervisor forks, so a
-child starts with no running loop and no thread besides its own.
+On the supervisor's event loop (:mod:`bastion.process.loop`), which runs while the supervisor
+waits, the same engine that serves applications serves the admin application (health,
+metrics, dashboard) and reads the datagrams workers send once a second.
 """
 
 from __future__ import annotations
@@ -15,7 +12,6 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Iterable
 
 from bastion.engine.config import ServerConfig
 from bastion.engine.server import Server
@@ -34,11 +30,13 @@ TICK = 1.0
 class Monitor:
     """Owns the telemetry socket, the aggregator and, when configured, the admin server."""
 
-    def __init__(self, config: MonitorConfig, beat_deadline: float) -> None:
+    def __init__(
+        self, config: MonitorConfig, beat_deadline: float, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self.config = config
         self.aggregator = Aggregator(config.max_series)
         self.health = ServerHealth(self.aggregator, beat_deadline)
-        self.loop = asyncio.new_event_loop()
+        self.loop = loop
         receiver, sender = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         for sock in (receiver, sender):
             with contextlib.suppress(OSError):
@@ -79,35 +77,9 @@ class Monitor:
     def urls(self) -> list[str]:
         return self.server.urls if self.server is not None else []
 
-    def wait(self, fds: Iterable[int], timeout: float) -> set[int]:
-        """Like ``select`` on ``fds`` for reading, serving the admin listener meanwhile."""
-        loop = self.loop
-        ready: set[int] = set()
-        woken: asyncio.Future[None] = loop.create_future()
-
-        def readable(fd: int) -> None:
-            ready.add(fd)
-            if not woken.done():
-                woken.set_result(None)
-
-        def expired() -> None:
-            if not woken.done():
-                woken.set_result(None)
-
-        watched = list(fds)
-        for fd in watched:
-            loop.add_reader(fd, readable, fd)
-        timer = loop.call_later(timeout, expired)
-        try:
-            loop.run_until_complete(woken)
-        finally:
-            timer.cancel()
-            for fd in watched:
-                loop.remove_reader(fd)
-        return ready
-
     def close(self) -> None:
-        """Stop the admin listener (open dashboards are told to go) and release everything."""
+        """Stop the admin listener (open dashboards are told to go) and release everything
+        but the loop, which is the supervisor's."""
         loop = self.loop
         if self._ticker is not None:
             self._ticker.cancel()
@@ -117,21 +89,14 @@ class Monitor:
         with contextlib.suppress(Exception):
             loop.run_until_complete(asyncio.sleep(0))
         loop.remove_reader(self._receiver.fileno())
-        loop.close()
         self._receiver.close()
         self.sender.close()
 
     def child_fds(self) -> list[int]:
         """What a forked worker must close: every descriptor the monitor holds but the
-        sender, which the worker keeps to ship its telemetry."""
+        sender, which the worker keeps to ship its telemetry (the loop's own are
+        :meth:`SupervisorLoop.child_fds`)."""
         fds = [self._receiver.fileno()]
-        selector = getattr(self.loop, "_selector", None)
-        if selector is not None:
-            fds.append(selector.fileno())
-        for name in ("_ssock", "_csock"):  # the loop's self-pipe
-            sock = getattr(self.loop, name, None)
-            if sock is not None:
-                fds.append(sock.fileno())
         if self.server is not None:
             fds.extend(sock.fileno() for sock in self.server.sockets)
             state = self.server.state

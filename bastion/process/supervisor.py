@@ -1,8 +1,9 @@
 """The supervisor: binds the listeners, forks the workers, keeps the right number alive.
 
 It never imports the application. It waits on a signal wake-up pipe and one heartbeat pipe
-per worker: with ``select``, or, when there is an admin listener, with an asyncio loop that
-serves it meanwhile (:mod:`bastion.process.monitor`). What it does, and when:
+per worker: with ``select``, or, when there is an admin listener or the plan has jobs, with
+an asyncio loop that serves the listener (:mod:`bastion.process.monitor`) and runs the jobs
+(:mod:`bastion.process.channel`) meanwhile. What it does, and when:
 
 - a worker that dies unasked is replaced, at once the first time and with a doubling delay
   while it keeps dying young; after :data:`GIVE_UP_AFTER` such deaths in a row the supervisor
@@ -24,6 +25,7 @@ the supervisor exits at once (2 when it could not even be loaded).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import logging
@@ -41,6 +43,8 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from bastion.engine.listeners import BindSpec, Listener, reuse_port_balances
+from bastion.process.channel import Broadcaster, channel_pair
+from bastion.process.loop import SupervisorLoop
 from bastion.process.monitor import Monitor
 from bastion.process.reloader import SourceWatcher
 from bastion.process.workers import (
@@ -149,11 +153,13 @@ class Supervisor:
         # Set on SIGTERM with shutdown_delay: serve on (readiness failing) until then.
         self._stop_at: float | None = None
         self.monitor: Monitor | None = None
+        self._loop: SupervisorLoop | None = None
+        self.broadcaster: Broadcaster | None = None
         monitor = plan.monitor
         if monitor.admin_bind is not None:
             beat = heartbeat_interval(plan.workers.worker_timeout)
             deadline = max(monitor.beat_deadline, 3 * beat)
-            self.monitor = Monitor(monitor, beat_deadline=deadline)
+            self.monitor = Monitor(monitor, beat_deadline=deadline, loop=self._event_loop())
 
     # public ---------------------------------------------------------------------------------
 
@@ -185,6 +191,7 @@ class Supervisor:
         self._install_signals()
         if self.plan.workers.reload:
             self._watcher = SourceWatcher(self.plan.watch)
+        self._start_jobs(self.plan)
         try:
             while not (self.stopping and not self.workers):
                 self._tick()
@@ -193,20 +200,36 @@ class Supervisor:
             for listener in self.listeners.values():
                 listener.close()
             self.listeners.clear()
+            if self.broadcaster is not None:
+                self.broadcaster.close()
             if self.monitor is not None:
                 self.monitor.close()
+            if self._loop is not None:
+                self._loop.close()
         logger.info("supervisor stopped")
         return self.exit_code
 
     # the loop -------------------------------------------------------------------------------
 
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = SupervisorLoop()
+        return self._loop.loop
+
+    def _start_jobs(self, plan: ServePlan) -> None:
+        """Run ``plan``'s jobs (and only them) from now on."""
+        if plan.jobs and self.broadcaster is None:
+            self.broadcaster = Broadcaster(self._event_loop())
+        if self.broadcaster is not None:
+            self.broadcaster.start(plan.jobs)
+
     def _tick(self) -> None:
         fds = [self._wake_r, *(w.beat_fd for w in self.workers.values())]
         timeout = max(0.0, min(1.0, self._next_deadline() - time.monotonic()))
         readable: Collection[int]
-        if self.monitor is not None:
-            # The admin listener is served while the supervisor waits.
-            readable = self.monitor.wait(fds, timeout)
+        if self._loop is not None:
+            # The admin listener is served and the jobs run while the supervisor waits.
+            readable = self._loop.wait(fds, timeout)
         else:
             try:
                 readable, _, _ = select.select(fds, [], [], timeout)
@@ -230,6 +253,9 @@ class Supervisor:
         if not self.stopping:
             self._reconcile(now)
             self._watch(now)
+        if self.broadcaster is not None:
+            # What a busy worker could not take at once is sent again.
+            self.broadcaster.flush()
 
     def _next_deadline(self) -> float:
         deadline = time.monotonic() + 1.0
@@ -359,7 +385,8 @@ class Supervisor:
         if limit:
             limit += random.randint(0, plan.workers.max_requests_jitter)
         beat_r, beat_w = os.pipe()
-        # The loop never runs during a fork (see bastion.process.monitor).
+        channel = channel_pair() if plan.jobs and self.broadcaster is not None else None
+        # The loop never runs during a fork (see bastion.process.loop).
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED_SIGNALS)
         try:
             pid = os.fork()
@@ -367,14 +394,20 @@ class Supervisor:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             os.close(beat_r)
             os.close(beat_w)
+            for sock in channel or ():
+                sock.close()
             logger.exception("cannot fork a worker")
             self._next_spawn[slot] = now + 1.0
             return
         if pid == 0:
-            self._become_worker(plan, slot, sockets, beat_r, beat_w, limit, blocked)
+            self._become_worker(plan, slot, sockets, beat_r, beat_w, limit, blocked, channel)
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         os.close(beat_w)
         os.set_blocking(beat_r, False)
+        if channel is not None and self.broadcaster is not None:
+            channel[1].close()
+            # Before anything else is broadcast: the worker learns the state, then the news.
+            self.broadcaster.attach(pid, channel[0])
         worker = WorkerProcess(
             pid=pid,
             slot=slot,
@@ -399,6 +432,7 @@ class Supervisor:
         beat_w: int,
         max_requests: int,
         blocked: set[int | signal.Signals],
+        channel: tuple[socket.socket, socket.socket] | None,
     ) -> None:
         """In the forked child: shed the supervisor's state, run the worker, never return."""
         code = 1
@@ -412,12 +446,16 @@ class Supervisor:
             signal.pthread_sigmask(signal.SIG_SETMASK, {*blocked, signal.SIGTERM})
             mine = {sock.fileno() for sock in sockets}
             monitor = self.monitor
+            broadcaster = self.broadcaster
             for fd in (
                 beat_r,
                 self._wake_r,
                 self._wake_w,
                 *(w.beat_fd for w in self.workers.values()),
                 *(monitor.child_fds() if monitor is not None else ()),
+                *(self._loop.child_fds() if self._loop is not None else ()),
+                *(broadcaster.child_fds() if broadcaster is not None else ()),
+                *((channel[0].fileno(),) if channel is not None else ()),
             ):
                 with contextlib.suppress(OSError):
                     os.close(fd)
@@ -433,6 +471,7 @@ class Supervisor:
                 self._pid,
                 slot=slot,
                 telemetry=monitor.sender if monitor is not None else None,
+                channel=channel[1] if channel is not None else None,
             )
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
@@ -510,6 +549,8 @@ class Supervisor:
                 continue
             with contextlib.suppress(OSError):
                 os.close(worker.beat_fd)
+            if self.broadcaster is not None:
+                self.broadcaster.detach(pid)
             code = os.waitstatus_to_exitcode(status)
             if self.monitor is not None:
                 self.monitor.worker_exited(pid, _exit_reason(worker, code))
@@ -570,6 +611,7 @@ class Supervisor:
         )
         self.generation = self._stable
         self.plan = self._plans[self._stable]
+        self._start_jobs(self.plan)
         self.count = self.plan.workers.workers
         self._failures.clear()
         self._next_spawn.clear()
@@ -682,6 +724,7 @@ class Supervisor:
         self.generation = generation
         self._plans[generation] = plan
         self.plan = plan
+        self._start_jobs(plan)
         self.count = plan.workers.workers
         self._failures.clear()
         self._next_spawn.clear()

@@ -4,7 +4,8 @@ The supervisor forks workers; each loads the application itself (so a reload pic
 code) and runs one event loop. A pipe back to the supervisor carries single bytes: ``R`` once
 the worker is serving, ``.`` as a heartbeat (from the event loop, so a loop blocked by a
 handler stops beating), and ``M`` once the worker has served its ``max_requests`` and asks to
-be replaced. A worker whose supervisor disappears stops gracefully on its own.
+be replaced. A worker whose supervisor disappears stops gracefully on its own. When the plan
+has jobs, a datagram socket carries messages the other way (:mod:`bastion.process.channel`).
 
 Signals: SIGTERM drains gracefully (one that arrives while the application is still loading
 takes effect once the worker serves), SIGQUIT exits at once, SIGINT is ignored (a Ctrl-C reaches
@@ -33,6 +34,7 @@ from bastion.engine.server import Server, new_event_loop
 from bastion.observe.accesslog import access_log_observers
 from bastion.observe.config import MonitorConfig
 from bastion.observe.telemetry import WorkerTelemetry, for_worker
+from bastion.process.channel import Inbox, SupervisorJob
 
 logger = logging.getLogger("bastion.error")
 
@@ -55,7 +57,9 @@ class ServePlan:
 
     ``load_handler`` runs in each worker after the fork, so application code is imported
     fresh by every new worker and never by the supervisor. ``watch`` lists files and
-    directories whose changes trigger a reload (``WorkerConfig.reload``).
+    directories whose changes trigger a reload (``WorkerConfig.reload``). ``jobs`` run once,
+    in the supervisor, while this plan is the current one; what they broadcast reaches the
+    handler's ``supervisor_message(message)`` in every worker (:mod:`bastion.process.channel`).
     """
 
     load_handler: Callable[[], Handler]
@@ -65,6 +69,7 @@ class ServePlan:
     ssl_context: ssl.SSLContext | None = None
     watch: list[str] = field(default_factory=list)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    jobs: list[SupervisorJob] = field(default_factory=list)
 
     @property
     def scheme(self) -> str:
@@ -97,11 +102,13 @@ def run_worker(
     *,
     slot: int = 0,
     telemetry: socket.socket | None = None,
+    channel: socket.socket | None = None,
 ) -> int:
     """The body of a worker process; returns its exit code.
 
     With ``telemetry`` (a datagram socket to the supervisor), the worker counts its requests
     and ships a snapshot of its figures once a second (:mod:`bastion.observe.telemetry`).
+    With ``channel``, it hands the supervisor's messages to the handler.
     """
     faulthandler.register(signal.SIGUSR2, all_threads=True)
     beat = Heartbeat(beat_fd)
@@ -120,6 +127,9 @@ def run_worker(
         except (ImportError, AttributeError, ValueError) as exc:
             print(f"bastion: error: health check: {exc}", file=sys.stderr, flush=True)
             return EXIT_LOAD_ERROR
+    inbox = None
+    if channel is not None:
+        inbox = Inbox(channel, getattr(handler, "supervisor_message", None))
     server = Server(
         handler,
         plan.server,
@@ -139,6 +149,7 @@ def run_worker(
                 parent_pid,
                 monitoring,
                 telemetry,
+                inbox,
             )
         )
     finally:
@@ -153,7 +164,12 @@ async def _serve(
     parent_pid: int,
     monitoring: WorkerTelemetry | None = None,
     channel: socket.socket | None = None,
+    inbox: Inbox | None = None,
 ) -> int:
+    loop = asyncio.get_running_loop()
+    if inbox is not None:
+        # The state the supervisor sent at the fork, before the first request can come.
+        inbox.drain()
     try:
         await server.start()
     except StartupFailed as exc:
@@ -162,7 +178,9 @@ async def _serve(
     except Exception:
         logger.exception("worker could not start serving")
         return EXIT_START_ERROR
-    loop = asyncio.get_running_loop()
+    if inbox is not None:
+        inbox.drain()
+        loop.add_reader(inbox.fileno(), inbox.drain)
     loop.add_signal_handler(signal.SIGTERM, server.request_stop)
     loop.add_signal_handler(signal.SIGQUIT, _quit_now, server)
     # The supervisor forks workers with SIGTERM blocked: one that came while the application
@@ -181,6 +199,8 @@ async def _serve(
         elif len(monitoring.checks):
             reporting = loop.create_task(monitoring.check_forever())
     await server.serve_until_stopped()
+    if inbox is not None:
+        loop.remove_reader(inbox.fileno())
     beating.cancel()
     if reporting is not None:
         # After the drain, so the last snapshot counts every request this worker served.
