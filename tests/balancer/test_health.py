@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import itertools
 import logging
 import os
 import random
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import pytest
 
 from bastion import App, Request, Response
+from bastion.balancer import Balancer
 from bastion.balancer.config import BalancerConfig, HealthCheck, Route, Upstream
 from bastion.balancer.health import (
     HEALTH_MESSAGE,
@@ -484,3 +487,61 @@ def test_health_verdicts_reads_only_its_own_messages() -> None:
     assert health_verdicts({"kind": HEALTH_MESSAGE, "verdicts": [["a", "b", 1], ["a"], "x"]}) == []
     message = {"kind": HEALTH_MESSAGE, "verdicts": [["a", "h:1", False], ["b", "h:2", True]]}
     assert health_verdicts(message) == [("a", "h:1", False), ("b", "h:2", True)]
+
+
+def test_verdicts_steer_a_real_balancer() -> None:
+    """In one process: the checker runs on the balancer's loop and calls its apply_health;
+    through the supervisor, the same verdicts arrive as messages."""
+    apps = []
+    for name, healthy in (("one", False), ("two", True)):
+        app = App()
+
+        @app.get("/")
+        async def index(request: Request, name: str = name) -> Response:
+            return Response(name.encode())
+
+        @app.get("/healthz")
+        async def healthz(request: Request, healthy: bool = healthy) -> Response:
+            return Response(b"", status=200 if healthy else 503)
+
+        apps.append(app)
+
+    with serve(apps[0]) as one, serve(apps[1]) as two:
+        check = HealthCheck(path="/healthz", fall=1, **FAST)  # type: ignore[arg-type]
+        route = Route(
+            upstreams=(Upstream(one.url), Upstream(two.url)), health=check, panic_threshold=0.0
+        )
+        balancer = Balancer(BalancerConfig(routes=(route,)))
+        server = balancer._by_name["default"].snapshot.get(key(one.url))
+        assert server is not None
+
+        # The supervisor's way: a worker is handed the state, then the news.
+        job = HealthJob(balancer.config)
+        for message in job.state():
+            for verdict in health_verdicts(message):
+                balancer.apply_health(*verdict)
+        assert server.state.healthy
+        balancer.apply_health(
+            *health_verdicts(health_message([(("default", key(one.url)), False)]))[0]
+        )
+        assert not server.state.healthy
+        balancer.apply_health("default", key(one.url), True)
+        balancer.apply_health("gone", "10.0.0.9:80", False)  # another configuration's: ignored
+
+        with serve(balancer) as lb:
+            checker = HealthChecker(balancer.config, balancer.apply_health)
+            running = asyncio.run_coroutine_threadsafe(checker.run(), lb.loop)
+            try:
+                deadline = time.monotonic() + 5
+                while server.state.healthy:
+                    assert time.monotonic() < deadline, "the failing upstream stayed in"
+                    time.sleep(0.01)
+                bodies = set()
+                for _ in range(10):
+                    conn = http.client.HTTPConnection("127.0.0.1", lb.port, timeout=5)
+                    conn.request("GET", "/")
+                    bodies.add(conn.getresponse().read())
+                    conn.close()
+                assert bodies == {b"two"}
+            finally:
+                running.cancel()
