@@ -384,6 +384,12 @@ class Forward:
             return
         pool = self.pool = runtime.pools[key]
         self.attempt_at = self.loop.time()
+        if same_server is not None:
+            # The retry after a stale kept-alive connection needs a fresh one: the idle
+            # connections left have waited at least as long (the pool reuses the newest
+            # first), and after a crash every one of them is dead.
+            while pool.idle:
+                pool.idle.pop().close()
         conn = pool.take_idle()
         if conn is not None:
             self._send(conn, reused=True)
