@@ -102,7 +102,7 @@ class HealthChecker:
                 )
         # Probe sockets that a process forked mid-probe must not keep open.
         self._sockets: set[socket.socket] = set()
-        self._running = False
+        self._watchers: list[asyncio.Future[None]] = []
         _live_checkers.add(self)
 
     def verdicts(self) -> Verdicts:
@@ -110,20 +110,28 @@ class HealthChecker:
         return {(t.route.name, t.upstream.key): t.healthy for t in self._targets}
 
     async def run(self) -> None:
-        """Check until cancelled (returns at once when no route has checks)."""
-        if self._running:
-            raise RuntimeError("this health checker is already running")
+        """Check until cancelled (returns at once when no route has checks).
+
+        A run started while another is still going takes over from it, which then ends:
+        a supervisor that rolls back to an earlier plan runs its jobs again while the
+        cancelled run is still winding down.
+        """
         if not self._targets:
             return
-        self._running = True
-        tasks = [asyncio.ensure_future(self._watch(target)) for target in self._targets]
+        previous = self._watchers
+        for task in previous:
+            task.cancel()
+        if previous:
+            await asyncio.gather(*previous, return_exceptions=True)
+        tasks = self._watchers = [asyncio.ensure_future(self._watch(t)) for t in self._targets]
         try:
             await asyncio.gather(*tasks)
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            self._running = False
+            if self._watchers is tasks:
+                self._watchers = []
 
     def next_delay(self, check: HealthCheck) -> float:
         """The pause before the next probe: ``interval``, give or take ``jitter`` of it, at random,
@@ -194,6 +202,8 @@ class HealthChecker:
             return False, f"bad response: {exc}"
         except OSError as exc:
             return False, exc.strerror or str(exc) or type(exc).__name__
+        except Exception as exc:  # a name the resolver cannot encode, say: still a failure
+            return False, f"{type(exc).__name__}: {exc}"
         if status in target.check.statuses:
             return True, f"status {status}"
         return False, f"status {status}"
@@ -327,11 +337,9 @@ class HealthJob:
         self._broadcast: Callable[[dict[str, Any]], None] | None = None
 
     async def run(self, broadcast: Callable[[dict[str, Any]], None]) -> None:
+        # Kept after the run: nothing changes a verdict once the checker is stopped.
         self._broadcast = broadcast
-        try:
-            await self.checker.run()
-        finally:
-            self._broadcast = None
+        await self.checker.run()
 
     def state(self) -> list[dict[str, Any]]:
         verdicts = self.checker.verdicts()

@@ -120,9 +120,10 @@ def test_fall_then_rise_counts_consecutive_checks() -> None:
             # Healthy at first; down on the third failure in a row.
             assert changes == [("api", key(upstream.url), False, 3)]
             status[0] = 204
+            mark = len(upstream.heads)
             await checking(checker, lambda: len(changes) == 2)
             assert changes[1][2] is True
-            assert changes[1][3] - changes[0][3] == 2
+            assert changes[1][3] - mark == 2
             assert checker.verdicts() == {("api", key(upstream.url)): True}
 
     asyncio.run(main())
@@ -545,3 +546,34 @@ def test_verdicts_steer_a_real_balancer() -> None:
                 assert bodies == {b"two"}
             finally:
                 running.cancel()
+
+
+def test_a_checker_runs_again_while_its_last_run_winds_down() -> None:
+    async def main() -> None:
+        async with FakeUpstream(answering([200])) as upstream:
+            checker = HealthChecker(config(upstream.url), lambda r, k, h: None)
+            first = asyncio.ensure_future(checker.run())
+            await until(lambda: bool(upstream.heads))
+            first.cancel()
+            second = asyncio.ensure_future(checker.run())
+            seen = len(upstream.heads)
+            await until(lambda: len(upstream.heads) > seen + 2)
+            assert not second.done()
+            second.cancel()
+            await asyncio.gather(first, second, return_exceptions=True)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("host", ["nothing.invalid", "x" * 64 + ".example"])
+def test_a_name_that_does_not_resolve_fails(host: str, caplog: pytest.LogCaptureFixture) -> None:
+    url = f"http://{host}:8000"
+
+    async def main() -> None:
+        changes: list[bool] = []
+        checker = HealthChecker(config(url, fall=1), lambda r, k, h: changes.append(h))
+        await checking(checker, lambda: bool(changes))
+
+    with caplog.at_level(logging.WARNING, logger="bastion.error"):
+        asyncio.run(main())
+    assert f"upstream {host}:8000" in caplog.text
