@@ -1,5 +1,6 @@
-"""Messages from a real supervisor's jobs reach every worker, and a restarted worker is told
-the current state first, with or without an admin listener."""
+"""Messages from a real supervisor's jobs reach every worker, and a restarted worker (or a
+new generation after a reload) is told the current state first, with or without an admin
+listener."""
 
 from __future__ import annotations
 
@@ -71,6 +72,17 @@ def test_broadcasts_reach_every_worker_and_a_new_one_gets_the_state(
         # Its state is the count when it started, not from scratch.
         assert messages[0]["n"] >= received(tmp_path, victim)[-1]["n"]
         assert in_order(received(tmp_path, survivor))
+
+        # A reload runs the plan's jobs again; the new generation starts from their state.
+        mark = server.mark()
+        server.signal(signal.SIGHUP)
+        server.wait_for("reload complete", after=mark)
+        wait_until(lambda: not {survivor, fresh} & set(server.workers()), what="old workers gone")
+        new = server.wait_workers(2)
+        wait_until(lambda: all(len(received(tmp_path, pid)) >= 3 for pid in new), what="news")
+        for pid in new:
+            assert in_order(received(tmp_path, pid)), received(tmp_path, pid)
+            assert received(tmp_path, pid)[0]["n"] >= messages[-1]["n"]
     finally:
         if popen.poll() is None:
             os.killpg(popen.pid, signal.SIGTERM)
