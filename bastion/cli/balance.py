@@ -25,6 +25,7 @@ from bastion.balancer.config import (
     Upstream,
     strategy_name,
 )
+from bastion.balancer.health import HealthJob
 from bastion.balancer.proxy import Balancer
 from bastion.cli import balancefile
 from bastion.cli.settings import (
@@ -100,8 +101,12 @@ def balance_command(args: argparse.Namespace) -> int:
     names = [option.name for option, _ in ROUTE_FLAGS]
     flags = {name: getattr(args, name) for name in names if hasattr(args, name)}
 
+    checks: list[HealthJob] = []  # the latest plan's, whose verdicts a reload carries over
+
     def plan(settings: Settings, inherited: Sequence[socket.socket]) -> ServePlan:
-        return balance_plan(settings, flags, inherited)
+        built = balance_plan(settings, flags, inherited, checks[0] if checks else None)
+        checks[:] = [job for job in built.jobs if isinstance(job, HealthJob)]
+        return built
 
     def show(settings: Settings) -> str:
         return render(settings) + balancefile.render(balancer_config(settings, flags))
@@ -112,11 +117,22 @@ def balance_command(args: argparse.Namespace) -> int:
 
 
 def balance_plan(
-    settings: Settings, flags: dict[str, Any], inherited: Sequence[socket.socket] = ()
+    settings: Settings,
+    flags: dict[str, Any],
+    inherited: Sequence[socket.socket] = (),
+    checked: HealthJob | None = None,
 ) -> ServePlan:
+    """The plan: workers running the Balancer, and the supervisor running the active health
+    checks once for all of them. ``checked`` is the previous plan's checks: a server that
+    was down stays down across a reload until it passes its checks."""
     from bastion.cli.main import engine_plan  # that module registers this command
 
-    return engine_plan(settings, balancer_loader(balancer_config(settings, flags)), inherited)
+    config = balancer_config(settings, flags)
+    plan = engine_plan(settings, balancer_loader(config), inherited)
+    if any(route.health is not None for route in config.routes):
+        initial = checked.checker.verdicts() if checked is not None else None
+        plan.jobs.append(HealthJob(config, initial=initial))
+    return plan
 
 
 def balancer_loader(config: BalancerConfig) -> Callable[[], Handler]:

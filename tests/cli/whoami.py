@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import os
 
-from bastion import App, Request
+from bastion import App, Request, Response
 
 app = App()
+
+
+@app.get("/down-if/{port}")
+async def down_if(request: Request) -> Response:
+    """503 for the upstream on ``port`` (told by the Host a health check sends), else 200."""
+    host = request.headers.get("host") or ""
+    down = host.rpartition(":")[2] == request.path_params["port"]
+    return Response(b"down" if down else b"up", status=503 if down else 200)
 
 
 @app.get("/{rest:path}")
