@@ -85,6 +85,10 @@ class HealthChecker:
             check = route.health
             if check is None:
                 continue
+            if not check.path.isascii():
+                raise ValueError(
+                    f'route "{route.name}": health.path must be ASCII (percent-encoded)'
+                )
             for upstream in route.upstreams:
                 host = check.host.encode("ascii", "replace") if check.host else upstream.authority
                 if any(c in host for c in b" \r\n\t\x00\x7f?") or not host:
@@ -96,7 +100,7 @@ class HealthChecker:
                         route,
                         upstream,
                         check,
-                        _request(check.path.encode("latin-1"), host),
+                        _request(check.path.encode("ascii"), host),
                         initial.get((route.name, upstream.key), True),
                     )
                 )

@@ -277,6 +277,8 @@ def test_statuses_path_and_host() -> None:
 def test_a_host_with_controls_is_refused() -> None:
     with pytest.raises(ValueError, match=r'route "api": health\.host'):
         HealthChecker(config("http://127.0.0.1:1", host="a\r\nX: y"), lambda r, k, h: None)
+    with pytest.raises(ValueError, match=r'route "api": health\.path must be ASCII'):
+        HealthChecker(config("http://127.0.0.1:1", path="/sant\u00e9"), lambda r, k, h: None)
 
 
 def test_a_bastion_app_upstream() -> None:
