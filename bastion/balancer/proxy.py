@@ -23,13 +23,14 @@ import os
 import ssl
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import REGISTRY
 
 from bastion.balancer import PoolSnapshot, Server, build
 from bastion.balancer.config import BalancerConfig, Route
 from bastion.balancer.connections import ConnectionPool, Overloaded, UpstreamConnection
+from bastion.balancer.health import HealthChecker, health_verdicts
 from bastion.balancer.metrics import UpstreamCollector
 from bastion.balancer.outlier import OutlierDetector
 from bastion.balancer.retry import RetryBudget
@@ -136,9 +137,17 @@ class Balancer:
     """
 
     def __init__(
-        self, config: BalancerConfig, *, ssl_context: ssl.SSLContext | None = None
+        self,
+        config: BalancerConfig,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        active_checks: bool = True,
     ) -> None:
+        """``active_checks=False`` when something else probes the upstreams and passes the
+        verdicts on (``bastion balance``: the supervisor, once for all workers)."""
         self.config = config
+        self.active_checks = active_checks and any(r.health is not None for r in config.routes)
+        self._checker_task: asyncio.Task[None] | None = None
         self.trusted = TrustedPeers(config.trusted_proxies)
         self.request_id = config.request_id.encode("ascii") if config.request_id else b""
         self._request_id_lower = self.request_id.lower()
@@ -175,10 +184,16 @@ class Balancer:
         self._sweeper = self._loop.call_later(_SWEEP_INTERVAL, self._sweep)
         self._collector = UpstreamCollector(self.routes)
         REGISTRY.register(self._collector)  # type: ignore[arg-type]
+        if self.active_checks:
+            checker = HealthChecker(self.config, self.apply_health, ssl_context=self._ssl_context)
+            self._checker_task = self._loop.create_task(checker.run())
 
     async def shutdown(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self._checker_task is not None:
+            self._checker_task.cancel()
+            self._checker_task = None
         if self._collector is not None:
             REGISTRY.unregister(self._collector)  # type: ignore[arg-type]
             self._collector = None
@@ -216,6 +231,11 @@ class Balancer:
             if runtime.matches(host, path):
                 return runtime
         return None
+
+    def supervisor_message(self, message: dict[str, Any]) -> None:
+        """The supervisor's active health checks, for every worker (bastion.process)."""
+        for route, key, healthy in health_verdicts(message):
+            self.apply_health(route, key, healthy)
 
     def apply_health(self, route_name: str, key: str, healthy: bool) -> None:
         """An active health check's verdict for server ``key`` of route ``route_name``."""

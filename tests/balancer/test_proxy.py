@@ -19,6 +19,7 @@ from bastion.balancer.config import (
     BalancerConfig,
     ConnectionLimits,
     HashKey,
+    HealthCheck,
     OutlierDetection,
     RetryPolicy,
     Route,
@@ -508,3 +509,20 @@ def test_mounted_in_an_app_behind_its_own_routes(two: Pair) -> None:
         proxied = client.get("/api/users?id=7").text
         assert "name=a" in proxied and "path=/api/users?id=7" in proxied
         assert client.get("/elsewhere").status_code == 404
+
+
+def test_in_process_active_checks_take_a_dead_server_out(two: Pair) -> None:
+    a, _ = two
+    config = single_route(
+        [a.url, closed_port()],
+        health=HealthCheck(path="/", interval=0.05, timeout=0.5, fall=1, rise=1),
+        retry=RetryPolicy(attempts=1),
+        outlier=OutlierDetection(consecutive_failures=0),
+    )
+    with balancer(config) as lb, httpx.Client(base_url=lb.url) as client:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if all(client.get("/").status_code == 200 for _ in range(10)):
+                break
+            time.sleep(0.05)
+        assert [client.get("/").status_code for _ in range(20)] == [200] * 20
