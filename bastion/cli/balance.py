@@ -128,19 +128,23 @@ def balance_plan(
     from bastion.cli.main import engine_plan  # that module registers this command
 
     config = balancer_config(settings, flags)
-    plan = engine_plan(settings, balancer_loader(config), inherited)
-    if any(route.health is not None for route in config.routes):
+    jobs: list[HealthJob] = []
+    # Without fork() there is no supervisor to run them: each Balancer checks for itself.
+    if hasattr(os, "fork") and any(route.health is not None for route in config.routes):
         initial = checked.checker.verdicts() if checked is not None else None
-        plan.jobs.append(HealthJob(config, initial=initial))
+        jobs.append(HealthJob(config, initial=initial))
+    plan = engine_plan(settings, balancer_loader(config, active_checks=not jobs), inherited)
+    plan.jobs.extend(jobs)
     return plan
 
 
-def balancer_loader(config: BalancerConfig) -> Callable[[], Handler]:
+def balancer_loader(config: BalancerConfig, *, active_checks: bool) -> Callable[[], Handler]:
     """Each worker builds its own Balancer: connection pools and passive signals are per
-    process."""
+    process. ``active_checks``: it probes the upstreams itself rather than hearing the
+    supervisor's verdicts."""
 
     def load() -> Handler:
-        return Balancer(config)
+        return Balancer(config, active_checks=active_checks)
 
     return load
 

@@ -260,3 +260,25 @@ def test_the_balancer_table_reaches_the_proxy(tmp_path: Path) -> None:
             headers = whoami(lb.port, "/")["headers"]
             assert "x-forwarded-for" not in headers and "forwarded" not in headers
             assert "x-request-id" not in headers
+
+
+def test_active_health_checks_take_a_failing_upstream_out(tmp_path: Path) -> None:
+    config = tmp_path / "lb.toml"
+    with upstreams(2) as (one, two):
+        two_pid = pid_of(two)
+        config.write_text(
+            "workers = 2\n[[route]]\n"
+            f'upstreams = ["127.0.0.1:{one.port}", "127.0.0.1:{two.port}"]\n'
+            f'health = {{path = "/down-if/{one.port}", interval = 0.2, fall = 1}}\n'
+        )
+        with bastion("balance", "--config", str(config), "--bind", "127.0.0.1:0") as lb:
+            deadline = time.monotonic() + 10
+            while {whoami(lb.port, "/")["pid"] for _ in range(6)} != {two_pid}:
+                assert time.monotonic() < deadline, "the failing upstream stayed in"
+                time.sleep(0.2)
+            # Every worker has the verdict: a fresh connection may land on either.
+            assert {whoami(lb.port, "/")["pid"] for _ in range(20)} == {two_pid}
+            lb.popen.send_signal(signal.SIGTERM)
+            assert lb.wait(10) == 0
+    # Checked once, by the supervisor, not by each worker.
+    assert lb.text.count(f'upstream 127.0.0.1:{one.port} (route "default") is down') == 1
