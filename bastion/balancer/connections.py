@@ -265,6 +265,7 @@ class ConnectionPool:
         self.waiters: deque[asyncio.Future[UpstreamConnection | None]] = deque()
         self._members: set[UpstreamConnection] = set()
         self.closed = False
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     def take_idle(self) -> UpstreamConnection | None:
         """A kept-alive connection ready for a request, or None."""
@@ -310,7 +311,7 @@ class ConnectionPool:
 
     async def _connect(self) -> UpstreamConnection:
         upstream = self.upstream
-        loop = asyncio.get_running_loop()
+        loop = self.loop = asyncio.get_running_loop()
         self.connecting += 1
         try:
             _, conn = await asyncio.wait_for(
@@ -349,7 +350,8 @@ class ConnectionPool:
         if len(self.idle) >= self.limits.max_idle:
             conn.close()
             return
-        conn.idle_since = asyncio.get_running_loop().time()
+        # The pool's own loop: asyncio.get_running_loop() makes a system call on 3.11.
+        conn.idle_since = self.loop.time() if self.loop is not None else 0.0
         self.idle.append(conn)
 
     def discard(self, conn: UpstreamConnection) -> None:

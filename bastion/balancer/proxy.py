@@ -18,6 +18,7 @@ framing can no longer be trusted. A retry goes to another server, only when it i
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import ssl
@@ -70,7 +71,9 @@ _NOT_FORWARDED = frozenset(
         b"proxy-authenticate",
     }
 )
-_SWEEP_INTERVAL = 1.0
+_POOL_SWEEP_INTERVAL = 1.0
+_MIN_TICK = 0.01
+_MAX_TICK = 0.25
 
 
 class RouteRuntime:
@@ -155,6 +158,13 @@ class Balancer:
         self.routes: list[RouteRuntime] = []
         self._by_name: dict[str, RouteRuntime] = {}
         self._sweeper: asyncio.TimerHandle | None = None
+        # Forwards waiting on a deadline: one tick checks them all, where a timer per
+        # request would cost more than the check (most requests end long before).
+        self.armed: set[Forward] = set()
+        self._tick = _tick_interval(config)
+        self._next_pool_sweep = 0.0
+        self._request_ids = itertools.count()
+        self._request_id_prefix = os.urandom(8).hex().encode()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._collector: UpstreamCollector | None = None
         self._build()
@@ -181,7 +191,9 @@ class Balancer:
 
     async def startup(self, state: ServerState) -> None:
         self._loop = asyncio.get_running_loop()
-        self._sweeper = self._loop.call_later(_SWEEP_INTERVAL, self._sweep)
+        self._sweeper = self._loop.call_later(self._tick, self._sweep)
+        # Drawn again here, in the process that serves, so forked workers never share one.
+        self._request_id_prefix = os.urandom(8).hex().encode()
         self._collector = UpstreamCollector(self.routes)
         REGISTRY.register(self._collector)  # type: ignore[arg-type]
         if self.active_checks:
@@ -251,11 +263,36 @@ class Balancer:
         loop = self._loop
         assert loop is not None
         now = loop.time()
-        for runtime in self.routes:
-            for pool in runtime.pools.values():
-                if pool.idle:
-                    pool.sweep(now)
-        self._sweeper = loop.call_later(_SWEEP_INTERVAL, self._sweep)
+        armed = self.armed
+        if armed:
+            for forward in [forward for forward in armed if forward.deadline <= now]:
+                forward.on_deadline(now)
+        if now >= self._next_pool_sweep:
+            self._next_pool_sweep = now + _POOL_SWEEP_INTERVAL
+            for runtime in self.routes:
+                for pool in runtime.pools.values():
+                    if pool.idle:
+                        pool.sweep(now)
+        self._sweeper = loop.call_later(self._tick, self._sweep)
+
+    def new_request_id(self) -> bytes:
+        """This worker's random prefix and a count: unique without a system call each."""
+        return b"%s%016x" % (self._request_id_prefix, next(self._request_ids))
+
+
+def _tick_interval(config: BalancerConfig) -> float:
+    """How often deadlines are checked: a fraction of the shortest one, within bounds."""
+    shortest = min(
+        value
+        for route in config.routes
+        for value in (
+            route.timeouts.response,
+            route.timeouts.idle,
+            route.timeouts.total or route.timeouts.idle,
+            route.retry.per_try_timeout or route.timeouts.response,
+        )
+    )
+    return min(_MAX_TICK, max(_MIN_TICK, shortest / 10))
 
 
 class Forward:
@@ -278,7 +315,7 @@ class Forward:
         "done",
         "body_started",
         "body_sent",
-        "timer",
+        "deadline",
         "task",
         "reads_seen",
         "body_progress",
@@ -309,7 +346,8 @@ class Forward:
         self.done = False
         self.body_started = False
         self.body_sent = False
-        self.timer: asyncio.TimerHandle | None = None
+        # When this attempt's current wait runs out (0: no wait); the balancer's tick checks.
+        self.deadline = 0.0
         self.task: asyncio.Task[None] | None = None
         self.reads_seen = -1
         self.body_progress = 0
@@ -647,10 +685,13 @@ class Forward:
     def _arm(self, deadline: float) -> None:
         if self.deadline_total is not None and self.deadline_total < deadline:
             deadline = self.deadline_total
-        timer = self.timer
-        if timer is not None:
-            timer.cancel()
-        self.timer = self.loop.call_at(deadline, self._on_timer)
+        self.deadline = deadline
+        self.balancer.armed.add(self)
+
+    def _disarm(self) -> None:
+        if self.deadline:
+            self.deadline = 0.0
+            self.balancer.armed.discard(self)
 
     def timer_deadline_idle(self) -> bool:
         conn = self.conn
@@ -660,11 +701,11 @@ class Forward:
         self._arm(self.loop.time() + self.runtime.route.timeouts.idle)
         return True
 
-    def _on_timer(self) -> None:
-        self.timer = None
+    def on_deadline(self, now: float) -> None:
+        """Called by the balancer's tick once :attr:`deadline` has passed."""
+        self._disarm()
         if self.done:
             return
-        now = self.loop.time()
         total_passed = self.deadline_total is not None and now >= self.deadline_total
         conn = self.conn
         if not total_passed and conn is not None:
@@ -768,10 +809,7 @@ class Forward:
 
     def _finish_attempt(self, *, ok: bool) -> None:
         self.pending = None
-        timer = self.timer
-        if timer is not None:
-            timer.cancel()
-            self.timer = None
+        self._disarm()
         server = self.server
         if server is None:
             return
@@ -795,10 +833,7 @@ class Forward:
 
     def _end(self, why: str | None) -> None:
         self.done = True
-        timer = self.timer
-        if timer is not None:
-            timer.cancel()
-            self.timer = None
+        self._disarm()
 
     def client_lost(self) -> None:
         """The client went away: free the upstream side; a response cut short ends there."""
@@ -828,7 +863,7 @@ class Forward:
         peer = exchange.peer
         extra: list[tuple[bytes, bytes]] = []
         if balancer.request_id and head.get(balancer.request_id.decode()) is None:
-            extra.append((balancer.request_id, os.urandom(16).hex().encode()))
+            extra.append((balancer.request_id, balancer.new_request_id()))
         target = None
         runtime = self.runtime
         if runtime.strip:
