@@ -203,7 +203,23 @@ class Exchange:
         """Send a whole response at once: the fast path, one write for head and body."""
         if self.started:
             self._already_started()
-        header_block = encode_headers(headers)
+        self.respond_encoded(status, encode_headers(headers), body, reason=reason)
+
+    def respond_encoded(
+        self,
+        status: int,
+        header_block: bytes,
+        body: bytes = b"",
+        length: int | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """:meth:`respond` with the fields already checked and encoded (none of them framing).
+
+        ``length`` is the Content-Length to announce when it is not ``len(body)``: a proxy
+        answering HEAD passes on the length its upstream announced.
+        """
+        if self.started:
+            self._already_started()
         self.started = True
         self.status = status
         conn = self.conn
@@ -211,7 +227,7 @@ class Exchange:
         if keep_alive and (self.head.has_body or conn.closing or conn.state.draining):
             keep_alive = self.keep_alive = self._decide_keep_alive()
         if status >= 200 and status != 204 and status != 304:
-            size = len(body)
+            size = len(body) if length is None else length
             length_line = _LENGTH_LINES[size] if size < 1024 else b"content-length: %d\r\n" % size
             if self.head.method == "HEAD":
                 body = b""
