@@ -152,8 +152,9 @@ class Balancer:
         self.active_checks = active_checks and any(r.health is not None for r in config.routes)
         self._checker_task: asyncio.Task[None] | None = None
         self.trusted = TrustedPeers(config.trusted_proxies)
+        self.trusts_someone = bool(config.trusted_proxies)
         self.request_id = config.request_id.encode("ascii") if config.request_id else b""
-        self._request_id_lower = self.request_id.lower()
+        self.request_id_name = config.request_id
         self._ssl_context = ssl_context
         self.routes: list[RouteRuntime] = []
         self._by_name: dict[str, RouteRuntime] = {}
@@ -871,7 +872,7 @@ class Forward:
         balancer = self.balancer
         peer = exchange.peer
         extra: list[tuple[bytes, bytes]] = []
-        if balancer.request_id and head.get(balancer.request_id.decode()) is None:
+        if balancer.request_id and head.get(balancer.request_id_name) is None:
             extra.append((balancer.request_id, balancer.new_request_id()))
         target = None
         runtime = self.runtime
@@ -881,7 +882,7 @@ class Forward:
             head,
             client=peer[0] if peer is not None else None,
             proto=exchange.conn.scheme,
-            trusted=balancer.trusted.trusts_peer(peer),
+            trusted=balancer.trusts_someone and balancer.trusted.trusts_peer(peer),
             style=balancer.config.forwarding,
             host=host,
             extra=extra,
@@ -926,9 +927,12 @@ def _response_fields(head: ResponseHead) -> tuple[bytes, bool]:
         lowered = name.lower()
         if lowered in _NOT_FORWARDED:
             if lowered == b"connection":
-                if named is None:
-                    named = set()
-                named.update(token.strip(b" \t").lower() for token in value.split(b","))
+                for token in value.split(b","):
+                    token = token.strip(b" \t").lower()
+                    # "keep-alive", "close": nothing more to remove than what always is.
+                    if token not in _NOT_FORWARDED and token != b"close":
+                        named = named or set()
+                        named.add(token)
             continue
         if lowered == b"date":
             has_date = True

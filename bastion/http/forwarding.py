@@ -220,9 +220,12 @@ def forward_request_head(
         lowered = name.lower()
         if lowered in _NOT_FORWARDED:
             if lowered == b"connection":
-                if named is None:
-                    named = set()
-                named.update(token.strip(b" \t").lower() for token in value.split(b","))
+                for token in value.split(b","):
+                    token = token.strip(b" \t").lower()
+                    # "keep-alive", "close": nothing more to remove than what always is.
+                    if token not in _NOT_FORWARDED and token != b"close":
+                        named = named or set()
+                        named.add(token)
             elif tunnel and lowered == b"upgrade":
                 fields.append((lowered, name, value))
             continue
