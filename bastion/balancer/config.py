@@ -11,16 +11,20 @@ Durations are seconds; ``None`` means no limit where a limit is optional.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 import math
-from collections.abc import Iterable
+import types
+import typing
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from bastion.balancer import STRATEGIES
 
 ForwardingStyle = Literal["both", "x-forwarded", "forwarded", "none"]
+_T = TypeVar("_T")
 FORWARDING_STYLES: tuple[ForwardingStyle, ...] = ("both", "x-forwarded", "forwarded", "none")
 
 # Names people bring from other balancers, for the strategies Bastion has.
@@ -400,3 +404,59 @@ def single_route(
     """The configuration ``bastion balance --upstream URL ... --strategy NAME`` describes."""
     upstreams = tuple(Upstream(url) for url in urls)
     return BalancerConfig(routes=(Route(upstreams=upstreams, strategy=strategy, **options),))  # type: ignore[arg-type]
+
+
+CONFIG_MESSAGE = "balancer-config"
+
+
+def config_to_data(config: BalancerConfig) -> dict[str, Any]:
+    """``config`` as plain JSON values, for the supervisor to send its workers."""
+    return _data(config)  # type: ignore[no-any-return]
+
+
+def config_from_data(data: Mapping[str, Any]) -> BalancerConfig:
+    """The configuration :func:`config_to_data` wrote; checked like any other
+    (``ValueError`` naming the key), ``TypeError`` for data of the wrong shape."""
+    return _build(BalancerConfig, data)
+
+
+def _data(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            item.name: _data(getattr(value, item.name))
+            for item in dataclasses.fields(value)
+            if item.init
+        }
+    if isinstance(value, (tuple, list)):
+        return [_data(item) for item in value]
+    return value
+
+
+def _build(cls: type[_T], data: Mapping[str, Any]) -> _T:
+    if not isinstance(data, Mapping):
+        raise TypeError(f"{cls.__name__}: expected a table, not {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {item.name for item in dataclasses.fields(cls) if item.init}  # type: ignore[arg-type]
+    unknown = set(data) - known
+    if unknown:
+        raise TypeError(f"{cls.__name__}: unknown field {sorted(unknown)[0]!r}")
+    return cls(**{name: _typed(hints[name], value) for name, value in data.items()})
+
+
+def _typed(hint: Any, value: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        options = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        return _typed(options[0], value)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"expected a list, not {type(value).__name__}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_typed(args[0], item) for item in value)
+        return tuple(_typed(arg, item) for arg, item in zip(args, value, strict=True))
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value)  # type: ignore[arg-type]
+    return value

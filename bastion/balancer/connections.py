@@ -256,8 +256,8 @@ class ConnectionPool:
         self.connect_timeout = connect_timeout
         self.parser_limits = parser_limits or Limits()
         self.ssl_context = ssl_context
-        self._on_open = on_open
-        self._on_close = on_close
+        self.on_open = on_open
+        self.on_close = on_close
         self.idle: list[UpstreamConnection] = []
         self.open = 0
         self.connecting = 0
@@ -332,8 +332,8 @@ class ConnectionPool:
         self.open += 1
         self.opened_total += 1
         self._members.add(conn)
-        if self._on_open is not None:
-            self._on_open()
+        if self.on_open is not None:
+            self.on_open()
         return conn
 
     def release(self, conn: UpstreamConnection) -> None:
@@ -362,8 +362,8 @@ class ConnectionPool:
         self.open -= 1
         if conn in self.idle:
             self.idle.remove(conn)
-        if self._on_close is not None:
-            self._on_close()
+        if self.on_close is not None:
+            self.on_close()
         while self.waiters:
             waiter = self.waiters.popleft()
             if not waiter.done():

@@ -171,24 +171,35 @@ class PoolSnapshot:
             clock=clock,
         )
 
-    def reconfigure(self, servers: Mapping[str, float] | Iterable[str]) -> PoolSnapshot:
-        """The next snapshot: kept keys keep their live state, new keys start slow start."""
+    def reconfigure(
+        self,
+        servers: Mapping[str, float] | Iterable[str],
+        *,
+        panic_threshold: float | None = None,
+        slow_start_s: float | None = None,
+    ) -> PoolSnapshot:
+        """The next snapshot: kept keys keep their live state, new keys start slow start.
+
+        ``panic_threshold`` and ``slow_start_s`` replace this snapshot's when given.
+        """
         weights = servers if isinstance(servers, Mapping) else dict.fromkeys(servers, 1.0)
+        if slow_start_s is None:
+            slow_start_s = self.slow_start_s
         now = self.clock()
         records = []
         for key, weight in weights.items():
             old = self._by_key.get(key)
             if old is None:
                 record = Server(key, float(weight))
-                if self.slow_start_s > 0:
+                if slow_start_s > 0:
                     record.state.warm_since = now
             else:
                 record = Server(key, float(weight), old.state)
             records.append(record)
         return PoolSnapshot(
             records,
-            panic_threshold=self.panic_threshold,
-            slow_start_s=self.slow_start_s,
+            panic_threshold=self.panic_threshold if panic_threshold is None else panic_threshold,
+            slow_start_s=slow_start_s,
             slow_start_floor=self.slow_start_floor,
             clock=self.clock,
         )

@@ -18,18 +18,25 @@ framing can no longer be trusted. A retry goes to another server, only when it i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import os
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import REGISTRY
 
 from bastion.balancer import PoolSnapshot, Server, build
-from bastion.balancer.config import BalancerConfig, Route
+from bastion.balancer.config import (
+    CONFIG_MESSAGE,
+    BalancerConfig,
+    Route,
+    Upstream,
+    config_from_data,
+)
 from bastion.balancer.connections import ConnectionPool, Overloaded, UpstreamConnection
 from bastion.balancer.health import HealthChecker, health_verdicts
 from bastion.balancer.metrics import UpstreamCollector
@@ -79,37 +86,72 @@ _MAX_TICK = 0.25
 class RouteRuntime:
     """One route in one worker: its pool snapshot and strategy, connection pools, budget."""
 
-    def __init__(self, route: Route, ssl_context: ssl.SSLContext | None) -> None:
+    def __init__(
+        self,
+        route: Route,
+        ssl_context: ssl.SSLContext | None,
+        previous: RouteRuntime | None = None,
+    ) -> None:
+        """``previous``: the same route's runtime before a reconfiguration. Servers it shares
+        with this one keep their live state, counters and connections; new ones start slow
+        start; the others are left to finish what they have in flight."""
         self.route = route
         self.name = route.name
-        self.snapshot = PoolSnapshot.of(
-            {upstream.key: upstream.weight for upstream in route.upstreams},
-            panic_threshold=route.panic_threshold,
-            slow_start_s=route.slow_start,
-        )
+        weights = {upstream.key: upstream.weight for upstream in route.upstreams}
+        if previous is None:
+            self.snapshot = PoolSnapshot.of(
+                weights, panic_threshold=route.panic_threshold, slow_start_s=route.slow_start
+            )
+        else:
+            self.snapshot = previous.snapshot.reconfigure(
+                weights, panic_threshold=route.panic_threshold, slow_start_s=route.slow_start
+            )
         self.strategy = build(route.strategy, self.snapshot, **dict(route.strategy_options))
         self.pools: dict[str, ConnectionPool] = {}
         self.stats: dict[str, UpstreamStats] = {}
         for upstream in route.upstreams:
-            server = self.snapshot.get(upstream.key)
+            key = upstream.key
+            server = self.snapshot.get(key)
             assert server is not None
-            self.pools[upstream.key] = ConnectionPool(
-                upstream,
-                route.limits,
-                route.timeouts.connect,
-                ssl_context=ssl_context if upstream.scheme == "https" else None,
-                on_open=_bind(self.strategy.on_connect, server),
-                on_close=_bind(self.strategy.on_disconnect, server),
-            )
-            self.stats[upstream.key] = UpstreamStats()
+            pool = previous.pools.get(key) if previous is not None else None
+            if pool is not None and pool.upstream.url == upstream.url:
+                pool.upstream = upstream
+                pool.limits = route.limits
+                pool.connect_timeout = route.timeouts.connect
+                pool.on_open = _bind(self.strategy.on_connect, server)
+                pool.on_close = _bind(self.strategy.on_disconnect, server)
+            else:
+                pool = ConnectionPool(
+                    upstream,
+                    route.limits,
+                    route.timeouts.connect,
+                    ssl_context=ssl_context if upstream.scheme == "https" else None,
+                    on_open=_bind(self.strategy.on_connect, server),
+                    on_close=_bind(self.strategy.on_disconnect, server),
+                )
+            self.pools[key] = pool
+            stats = previous.stats.get(key) if previous is not None else None
+            self.stats[key] = stats if stats is not None else UpstreamStats()
         self.upstreams = {upstream.key: upstream for upstream in route.upstreams}
-        self.budget = RetryBudget(route.retry.budget_ratio, route.retry.budget_min_per_s)
+        retry = route.retry
+        self.budget: RetryBudget
+        if previous is not None and previous.route.retry == retry:
+            self.budget = previous.budget
+        else:
+            self.budget = RetryBudget(retry.budget_ratio, retry.budget_min_per_s)
         self.outlier = OutlierDetector(self.snapshot, route.outlier, self.stats)
         host = route.host.lower() if route.host else None
         self.wildcard = host[1:] if host is not None and host.startswith("*.") else None
         self.host = None if self.wildcard is not None else host
         self.prefix = route.path_prefix.encode("latin-1")
         self.strip = route.strip_prefix and self.prefix != b"/"
+
+    def retire(self, keep: Collection[str] = ()) -> None:
+        """Stop using the pools whose servers left (all of them, when the route did): idle
+        connections close now, busy ones when their request is done."""
+        for key, pool in self.pools.items():
+            if key not in keep:
+                pool.close()
 
     def matches(self, host: str | None, path: bytes) -> bool:
         if self.host is not None and host != self.host:
@@ -149,6 +191,7 @@ class Balancer:
         """``active_checks=False`` when something else probes the upstreams and passes the
         verdicts on (``bastion balance``: the supervisor, once for all workers)."""
         self.config = config
+        self.active_checks_wanted = active_checks
         self.active_checks = active_checks and any(r.health is not None for r in config.routes)
         self._checker_task: asyncio.Task[None] | None = None
         self.trusted = TrustedPeers(config.trusted_proxies)
@@ -158,6 +201,7 @@ class Balancer:
         self._ssl_context = ssl_context
         self.routes: list[RouteRuntime] = []
         self._by_name: dict[str, RouteRuntime] = {}
+        self._single: RouteRuntime | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         # Forwards waiting on a deadline: one tick checks them all, where a timer per
         # request would cost more than the check (most requests end long before).
@@ -174,9 +218,13 @@ class Balancer:
         https = any(u.scheme == "https" for r in self.config.routes for u in r.upstreams)
         context = self._ssl_context
         if https and context is None:
-            context = ssl.create_default_context()
+            context = self._ssl_context = ssl.create_default_context()
+        previous = self._by_name
         self.routes = sorted(
-            (RouteRuntime(route, context) for route in self.config.routes),
+            (
+                RouteRuntime(route, context, previous.get(route.name))
+                for route in self.config.routes
+            ),
             key=RouteRuntime.sort_key,
         )
         self._by_name = {runtime.name: runtime for runtime in self.routes}
@@ -188,6 +236,49 @@ class Balancer:
         ):
             self._single = None
 
+    def reconfigure(self, config: BalancerConfig) -> None:
+        """Switch to ``config`` without dropping a request or a connection.
+
+        Requests in flight finish on the configuration they started with (each holds its
+        route's runtime). Servers kept keep their live state, counters and kept-alive
+        connections; new ones start slow start; removed ones take nothing new and their
+        connections close as their requests end. Raises nothing for a valid config: check
+        it (build it) before calling.
+        """
+        before = self._by_name
+        self.config = config
+        self.trusted = TrustedPeers(config.trusted_proxies)
+        self.trusts_someone = bool(config.trusted_proxies)
+        self.request_id = config.request_id.encode("ascii") if config.request_id else b""
+        self.request_id_name = config.request_id
+        self._tick = _tick_interval(config)
+        self._build()
+        for name, runtime in before.items():
+            now = self._by_name.get(name)
+            runtime.retire(set(now.pools) if now is not None else set())
+        if self._collector is not None:
+            self._collector.routes = list(self.routes)
+        if self._checker_task is not None:
+            self._checker_task.cancel()
+            self._checker_task = None
+        self.active_checks = self.active_checks_wanted and any(
+            route.health is not None for route in config.routes
+        )
+        if self.active_checks and self._loop is not None:
+            self._start_checker()
+
+    def set_upstreams(self, route_name: str, upstreams: Iterable[Upstream]) -> None:
+        """Replace one route's servers (discovery, or an operator through the admin API)."""
+        routes = tuple(
+            dataclasses.replace(route, upstreams=tuple(upstreams))
+            if route.name == route_name
+            else route
+            for route in self.config.routes
+        )
+        if all(route.name != route_name for route in routes):
+            raise KeyError(f"no route named {route_name!r}")
+        self.reconfigure(dataclasses.replace(self.config, routes=routes))
+
     # engine hooks ------------------------------------------------------------------------------
 
     async def startup(self, state: ServerState) -> None:
@@ -198,8 +289,19 @@ class Balancer:
         self._collector = UpstreamCollector(self.routes)
         REGISTRY.register(self._collector)  # type: ignore[arg-type]
         if self.active_checks:
-            checker = HealthChecker(self.config, self.apply_health, ssl_context=self._ssl_context)
-            self._checker_task = self._loop.create_task(checker.run())
+            self._start_checker()
+
+    def _start_checker(self) -> None:
+        assert self._loop is not None
+        known = {
+            (runtime.name, server.key): server.state.healthy
+            for runtime in self.routes
+            for server in runtime.snapshot.servers
+        }
+        checker = HealthChecker(
+            self.config, self.apply_health, initial=known, ssl_context=self._ssl_context
+        )
+        self._checker_task = self._loop.create_task(checker.run())
 
     async def shutdown(self) -> None:
         if self._sweeper is not None:
@@ -246,7 +348,16 @@ class Balancer:
         return None
 
     def supervisor_message(self, message: dict[str, Any]) -> None:
-        """The supervisor's active health checks, for every worker (bastion.process)."""
+        """What the supervisor tells every worker (bastion.process): active health verdicts,
+        a new configuration (a reload, the admin API, discovery)."""
+        if message.get("kind") == CONFIG_MESSAGE:
+            try:
+                config = config_from_data(message["config"])
+            except (KeyError, TypeError, ValueError) as exc:
+                logger.error("ignoring a balancer configuration that does not load: %s", exc)
+                return
+            self.reconfigure(config)
+            return
         for route, key, healthy in health_verdicts(message):
             self.apply_health(route, key, healthy)
 
