@@ -146,3 +146,26 @@ def read_response(sock: socket.socket, timeout: float = 5.0) -> tuple[int, dict[
 def status_of(response: bytes) -> int:
     assert response.startswith(b"HTTP/1.1 "), response[:80]
     return int(response[9:12])
+
+
+class LoadThreads:
+    """Threads that each run ``self._run()`` until the ``with`` block ends; ``_stop`` is set
+    then, and ``_run`` returns when it sees it."""
+
+    def __init__(self, threads: int) -> None:
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(15)
+        assert not any(thread.is_alive() for thread in self._threads)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections import Counter
 
@@ -19,18 +18,17 @@ from bastion.balancer.config import (
     config_to_data,
 )
 from tests.balancer.upstreams import echo_app
-from tests.serving import serve
+from tests.serving import LoadThreads, serve
 
 
-class Load:
+class Load(LoadThreads):
     """Requests in a loop from two client threads, counting who answered and what failed."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.seen: Counter[str] = Counter()
         self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(2)]
+        super().__init__(2)
 
     def _run(self) -> None:
         with httpx.Client(base_url=self.url, timeout=5) as client:
@@ -44,16 +42,6 @@ class Load:
                     self.failures.append(f"{response.status_code} {response.text}")
                 else:
                     self.seen[response.text.split()[-1]] += 1
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(10)
 
 
 def test_removing_the_server_taking_traffic_fails_no_request() -> None:

@@ -21,7 +21,7 @@ import pytest
 from bastion.engine import Server, ServerConfig, new_event_loop
 from tests.ops.apps import app
 from tests.ops.running import supervisor
-from tests.serving import read_response
+from tests.serving import LoadThreads, read_response
 
 APP = "tests.ops.apps:app"
 REQUEST = b"GET / HTTP/1.1\r\nHost: drain.test\r\n\r\n"
@@ -34,7 +34,7 @@ def answered(sock: socket.socket) -> tuple[bool, dict[str, str]]:
     return status == 200 and body == BODY, headers
 
 
-class Dialer:
+class Dialer(LoadThreads):
     """Threads that each open connection after connection, sending a request on each as soon
     as it is connected, and sort what happens: answered, refused at connect, or a failure."""
 
@@ -44,19 +44,7 @@ class Dialer:
         self.failures: list[str] = []
         self.phase = "starting"  # named in each failure, to tell which step caused it
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
-
-    def __enter__(self) -> Dialer:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(15)
-        assert not any(thread.is_alive() for thread in self._threads)
+        super().__init__(threads)
 
     def count(self, what: str) -> int:
         with self._lock:
