@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Collection
 
@@ -26,10 +27,32 @@ class RoundRobin(Strategy):
     def __init__(self, pool: PoolSnapshot, *, rng: random.Random | None = None) -> None:
         super().__init__(pool, rng=rng)
         self._scores = [0.0] * len(pool.active)
+        # The whole rotation, worked out once: a pick is then a step along it, whatever the
+        # pool's size, instead of a pass over every server.
+        self._rotation = _rotation(pool.active)
+        self._cursor = 0
 
     def pick(self, key: bytes | None = None, exclude: Collection[Server] = ()) -> Server | None:
         pool = self.pool
         warming = pool.warming()
+        rotation = self._rotation
+        if rotation and not warming:
+            active = pool.active
+            panic = pool.panic
+            size = len(rotation)
+            cursor = self._cursor
+            # A server that may not take the request loses its turn to the next in the
+            # rotation; after a few such turns, the scan below decides instead.
+            for _ in range(min(size, _SKIPS)):
+                server = active[rotation[cursor]]
+                cursor = cursor + 1 if cursor + 1 < size else 0
+                state = server.state
+                if (panic or (state.healthy and not state.ejected)) and not (
+                    exclude and server in exclude
+                ):
+                    self._cursor = cursor
+                    return server
+            self._cursor = cursor
         now = pool.clock() if warming else 0.0
         panic = pool.panic
         scores = self._scores
@@ -54,6 +77,43 @@ class RoundRobin(Strategy):
             return None
         scores[best] -= total
         return pool.active[best]
+
+
+_SKIPS = 8
+# Beyond this many steps (servers x rotation length), the rotation is not worked out and
+# every pick scans the pool instead.
+_MAX_ROTATION_WORK = 1_000_000
+
+
+def _rotation(servers: tuple[Server, ...]) -> list[int] | None:
+    """One period of smooth weighted round robin over ``servers``, as indices; None when the
+    weights are not whole numbers or the period would be too long to work out."""
+    weights = [server.weight for server in servers]
+    if not weights or any(weight != int(weight) for weight in weights):
+        return None
+    whole = [int(weight) for weight in weights]
+    divisor = 0
+    for weight in whole:
+        divisor = math.gcd(divisor, weight)
+    if divisor == 0:
+        return None
+    whole = [weight // divisor for weight in whole]
+    total = sum(whole)
+    if total * len(whole) > _MAX_ROTATION_WORK:
+        return None
+    scores = [0] * len(whole)
+    rotation = []
+    for _ in range(total):
+        best = -1
+        for index, weight in enumerate(whole):
+            if not weight:
+                continue
+            scores[index] += weight
+            if best < 0 or scores[index] > scores[best]:
+                best = index
+        scores[best] -= total
+        rotation.append(best)
+    return rotation
 
 
 class Random(Strategy):

@@ -27,6 +27,24 @@ def test_round_robin_skips_excluded_and_ejected() -> None:
     assert set(picks(strategy, 30, exclude=excluded)) == {"b", "c"}
 
 
+def test_round_robin_over_a_large_pool_visits_everyone_evenly() -> None:
+    keys = [f"10.0.0.{index}:80" for index in range(100)]
+    pool = PoolSnapshot.of(keys, panic_threshold=0)
+    strategy = RoundRobin(pool)
+    assert sorted(picks(strategy, 100)) == sorted(keys)
+    # Most of the pool down: the picks still land on the survivors only, evenly.
+    for server in pool.servers[:90]:
+        pool.eject(server)
+    survivors = tally(strategy, 1000)
+    assert set(survivors) == set(keys[90:])
+    assert all(98 <= count <= 102 for count in survivors.values()), survivors
+
+
+def test_round_robin_with_fractional_weights_still_follows_them() -> None:
+    strategy = RoundRobin(PoolSnapshot.of({"a": 1.5, "b": 0.5}))
+    assert dict(tally(strategy, 400)) == {"a": 300, "b": 100}
+
+
 def test_random_follows_weights() -> None:
     weights = {"a": 1.0, "b": 2.0, "c": 3.0, "d": 0.5}
     strategy = Random(PoolSnapshot.of(weights), rng=random.Random(3))
