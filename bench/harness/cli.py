@@ -142,8 +142,10 @@ def measure(
     row.wrk_command = wrk_argv(scenario, url, args.duration, conns)
     before = contention.snapshot(server.pid)
     row.wrk_output = wrk.run(row.wrk_command, args.duration, cwd=REPO_ROOT)
-    row.foreign_cpu_pct = contention.foreign_cpu_pct(before, contention.snapshot(server.pid))
+    after = contention.snapshot(server.pid)
+    row.foreign_cpu_pct = contention.foreign_cpu_pct(before, after)
     row.result = wrk.parse(row.wrk_output)
+    row.server_cpu_us = contention.server_cpu_us(before, after, row.result.requests)
 
 
 def bench_one(

@@ -74,6 +74,13 @@ def foreign_cpu_pct(before: Snapshot, after: Snapshot) -> float:
     return max(0.0, 100.0 * foreign / elapsed_ticks)
 
 
+def server_cpu_us(before: Snapshot, after: Snapshot, requests: int) -> float | None:
+    """CPU time the server's process tree spent per request, in microseconds."""
+    if requests <= 0:
+        return None
+    return (after.server - before.server) / CLK_TCK * 1e6 / requests
+
+
 def wait_until_quiet(max_wait_s: float, sample_s: float = 2.0) -> float:
     """Block until other processes use less than the threshold, or ``max_wait_s`` passes.
 

@@ -25,6 +25,9 @@ class Row:
     wrk_output: str = ""
     result: WrkResult | None = None
     foreign_cpu_pct: float | None = None  # CPU used by other processes, % of one core
+    # CPU time of the server's process tree per request, in microseconds: unlike req/s, it
+    # hardly moves when other work takes turns on the server's core.
+    server_cpu_us: float | None = None
     rounds_rps: list[float] = field(default_factory=list)  # req/s of the rounds that count
     rounds: list[dict[str, object]] = field(default_factory=list)  # every round, for the JSON
 
@@ -48,6 +51,7 @@ class Row:
             "wrk_output": self.wrk_output,
             "result": self.result.as_dict() if self.result else None,
             "foreign_cpu_pct": self.foreign_cpu_pct,
+            "server_cpu_us": self.server_cpu_us,
             "rounds_rps": self.rounds_rps,
             "rounds": self.rounds,
         }
@@ -61,6 +65,7 @@ class Row:
             "p99_ms": self.result.p99_ms if self.result else None,
             "errors": self.result.errors if self.result else None,
             "foreign_cpu_pct": self.foreign_cpu_pct,
+            "server_cpu_us": self.server_cpu_us,
         }
 
 
@@ -128,10 +133,14 @@ def _spread(row: Row) -> str:
     return f"{min(row.rounds_rps) / 1000:.1f}k-{max(row.rounds_rps) / 1000:.1f}k"
 
 
+def _cpu(row: Row) -> str:
+    return "-" if row.server_cpu_us is None else f"{row.server_cpu_us:.1f}"
+
+
 def _cells(row: Row, baselines: dict[str, Row | None], latency: bool, spread: bool) -> list[str]:
     result = row.result
     if result is None:
-        empty = ["-"] * (4 + len(baselines) + spread)
+        empty = ["-"] * (5 + len(baselines) + spread)
         return [row.server, *empty, _clip(f"{row.status.upper()}: {row.message}")]
     errors = f"{result.errors} !" if result.errors else "0"
     notes = [_error_detail(result)] if result.errors else [row.message] if row.message else []
@@ -145,6 +154,7 @@ def _cells(row: Row, baselines: dict[str, Row | None], latency: bool, spread: bo
         _ms(result.p50_ms) if latency else "n/a",
         _ms(result.p99_ms) if latency else "n/a",
         errors,
+        _cpu(row),
         *ratios,
         "; ".join(notes),
     ]
@@ -167,6 +177,7 @@ def table(
         "p50",
         "p99",
         "errors",
+        "cpu us/req",
         *(f"vs {b}" for b in baselines),
         "note",
     ]
@@ -213,6 +224,7 @@ def _row_from_dict(data: dict[str, Any]) -> Row:
         wrk_output=data["wrk_output"],
         result=WrkResult(**{k: v for k, v in result.items() if k in fields}) if result else None,
         foreign_cpu_pct=data.get("foreign_cpu_pct"),
+        server_cpu_us=data.get("server_cpu_us"),
         rounds_rps=data.get("rounds_rps", []),
         rounds=data.get("rounds", []),
     )
