@@ -64,7 +64,7 @@ class WorkerTelemetry:
     def attach(self, state: ServerState) -> None:
         """Start counting the requests of the server behind ``state``."""
         self._state = state
-        state.stats.request_observers.append(self.metrics)
+        state.stats.request_observers.append(self.metrics.record)
 
     async def run(self, channel: socket.socket) -> None:
         """Ship a snapshot every interval until cancelled (then one last one).
