@@ -2,21 +2,19 @@
 
 :class:`AccessLog` is an engine request observer (``Stats.request_observers``; give it to
 ``Server(observers=...)``). For each finished request it renders a line and appends it to a
-list; once per turn of the event loop (or every ``batch_lines`` lines) the list is joined and
-queued for a writer thread, which writes everything queued with one call every 50 ms (sooner
-when much is waiting): never a write per request. The loop never waits for the output:
-the text waiting for the writer is bounded (``max_pending`` characters), and what does not fit
-while the output is stalled (a terminal scrolled back, a pipe nobody reads, a slow disk) is
-dropped and counted in :attr:`AccessLog.dropped`, then reported on ``bastion.error`` once the
-output moves again. A regular file, whose writes go to the page cache rather than wait for a
-reader, is written from the loop itself instead, one ``os.write`` every 50 ms (or every
-``batch_lines`` lines), with no thread.
+list; every 50 ms (or every ``batch_lines`` lines) the list is joined and handed to a writer
+thread, which writes everything handed to it with one call: never a write per request, and
+one wake-up of the thread per batch. The loop never waits for the output, a regular file's
+included: the text waiting for the writer is bounded (``max_pending`` characters), and what
+does not fit while the output is stalled (a terminal scrolled back, a pipe nobody reads, a
+slow or failing disk) is dropped and counted in :attr:`AccessLog.dropped`, then reported on
+``bastion.error`` once the output moves again.
 
 Outputs: a file path, ``"-"`` for standard output, a file descriptor or a stream (written
-directly: the fast path), or a :class:`logging.Logger` (one record per line, at INFO, so
-logging configuration can route, filter and format them; the records are emitted on the writer
-thread). The default is the ``bastion.access`` logger. A file named by path is reopened when
-it is moved or removed (log rotation needs no signal).
+directly with ``os.write``: the fast path), or a :class:`logging.Logger` (one record per line,
+at INFO, so logging configuration can route, filter and format them; the records are emitted
+on the writer thread). The default is the ``bastion.access`` logger. A file named by path is
+reopened when it is moved or removed (log rotation needs no signal).
 
 Formats: ``common`` and ``combined`` (the Apache/NCSA formats every log tool reads), ``json``
 (one object per line), ``http.server`` (exactly the line ``http.server`` writes for a
@@ -76,16 +74,19 @@ COMBINED = COMMON + ' "%{Referer}i" "%{User-Agent}i"'
 NAMED_FORMATS = {"common": COMMON, "combined": COMBINED}
 FORMAT_NAMES = ("common", "combined", "json", "http.server")
 
-# A batch is handed to the writer at the end of the loop turn, or sooner when it has this many
-# lines (a long pipelined burst), so that no single hand-off is huge.
-BATCH_LINES = 512
-# Text waiting for the writer; beyond it, lines are dropped rather than held.
-MAX_PENDING = 1 << 20
+# A batch is handed to the writer every WRITE_INTERVAL, or sooner when it has this many lines
+# (a busy server, a long pipelined burst), so that no single hand-off is huge.
+BATCH_LINES = 4096
+# Text waiting for the writer; beyond it, lines are dropped rather than held. About a second
+# of common lines at 50,000 requests a second: a disk has that long to catch up.
+MAX_PENDING = 4 << 20
 # Writes to a pipe of at most PIPE_BUF bytes are atomic: with several workers on one pipe,
 # lines never interleave mid-line.
 PIPE_BUF = getattr(select, "PIPE_BUF", 512)
-# How often the writer thread looks for lines to write (sooner when the queue fills up).
+# How long lines are collected on the loop before they are handed to the writer thread.
 WRITE_INTERVAL = 0.05
+# How long the loop lets go of the interpreter lock when the writer thread falls behind.
+YIELD_TO_WRITER = 0.001
 # How often a file named by path is checked for rotation.
 ROTATION_CHECK = 1.0
 
@@ -135,29 +136,48 @@ def request_id(exchange: Exchange) -> str | None:
 
 
 class _Clock:
-    """Timestamps formatted once per second, not once per request.
+    """The current second's timestamp text, kept fresh by a timer on the loop.
 
-    ``start``, ``until`` and ``text`` are read directly by compiled formats: comparing the time
-    with the second the text is for costs less than a method call per request.
+    A compiled format reads ``text`` while ``valid`` is true, which costs less than reading
+    the time per request; a timer set for the next second boundary clears ``valid``, and the
+    first request after that calls :meth:`refresh`, which sets the next timer. So an idle
+    server runs no timer, and a busy one a timer a second. Off a loop (a renderer called
+    directly) nothing keeps the text fresh, so it is computed every time.
     """
 
-    __slots__ = ("start", "until", "text", "_style")
+    __slots__ = ("text", "valid", "until", "_style")
 
     def __init__(self, style: str) -> None:
-        self.start = self.until = 0.0
         self.text = ""
+        self.valid = False
+        self.until = 0.0
         self._style = style
 
-    def now(self) -> str:
+    def refresh(self) -> str:
         now = time.time()
-        if self.start <= now < self.until:
-            return self.text
-        return self.format(now)
-
-    def format(self, now: float) -> str:
-        """The text for time ``now``, kept for the rest of its second."""
         second = int(now)
-        self.start, self.until = second, second + 1
+        text = self.format(second)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return text
+        self.until = second + 1
+        # A timer that fires a little early (loop time is kept in milliseconds) only costs
+        # one more refresh, which computes the same second and sets a timer for its end.
+        loop.call_later(self.until - now, self.expire)
+        self.valid = True
+        return text
+
+    def expire(self) -> None:
+        self.valid = False
+
+    def check(self) -> None:
+        """Expire a text its timer did not (the loop it was set on stopped before it ran)."""
+        if self.valid and time.time() >= self.until + 1.0:
+            self.valid = False
+
+    def format(self, second: int) -> str:
+        """The text for ``second``."""
         t = time.localtime(second)
         if self._style == "apache":
             self.text = time.strftime("[%d/%b/%Y:%H:%M:%S %z]", t)
@@ -222,13 +242,13 @@ class _Source:
             "user": _user,
             "getpid": os.getpid,
             "ENCODING": "latin-1",
-            "clock_time": time.time,
         }
         self.prelude: dict[str, str] = {}
         self.headers: dict[bytes, str] = {}
         self.pieces: list[str] = []
         self.text: list[str] = []  # the literal text alone
         self.fields = 0
+        self.clock_in_use: _Clock | None = None
 
     def literal(self, text: str) -> None:
         self.text.append(text)
@@ -256,10 +276,13 @@ class _Source:
         value = self.header(name)
         return f"(DASH if {value} is None else ESCAPED[{value}])"
 
+    def client(self) -> str:
+        # Exchange.client, inlined: a property call costs more than the two reads.
+        return self.need("client", "exchange.forwarded_client or exchange.conn.client")
+
     def clock(self, style: str) -> str:
-        self.namespace["clock"] = _Clock(style)
-        self.need("now", "clock_time()")
-        return "(clock.text if clock.start <= now < clock.until else clock.format(now))"
+        self.clock_in_use = self.namespace["clock"] = _Clock(style)
+        return "(clock.text if clock.valid else clock.refresh())"
 
     def compile(self) -> Render:
         lines = ["def render(exchange, duration):"]
@@ -268,13 +291,20 @@ class _Source:
             names = list(self.headers.values())
             lines.append(f"    {' = '.join(names)} = None")
             lines.append("    for key, value in head.headers:")
-            lines.append("        key = key.lower()")
-            for index, (wanted, variable) in enumerate(self.headers.items()):
+            # Most fields differ from every wanted name in length: comparing lengths first
+            # spares them a lowercased copy.
+            lines.append("        size = len(key)")
+            by_size: dict[int, list[tuple[bytes, str]]] = {}
+            for wanted, variable in self.headers.items():
+                by_size.setdefault(len(wanted), []).append((wanted, variable))
+            for index, (size, names_of_size) in enumerate(by_size.items()):
                 keyword = "if" if index == 0 else "elif"
-                lines.append(f"        {keyword} key == {wanted!r}:")
-                # The first field of that name, as ``RequestHead.get`` finds it.
-                lines.append(f"            if {variable} is None:")
-                lines.append(f"                {variable} = value")
+                lines.append(f"        {keyword} size == {size}:")
+                lines.append("            key = key.lower()")
+                for wanted, variable in names_of_size:
+                    # The first field of that name, as ``RequestHead.get`` finds it.
+                    lines.append(f"            if {variable} is None and key == {wanted!r}:")
+                    lines.append(f"                {variable} = value")
         # repr() escapes quotes and control characters of the literals for us; the f prefix
         # turns the quoted text back into a format string whose only fields are ours.
         lines.append(f"    return f{''.join(self.pieces)!r}")
@@ -309,9 +339,9 @@ def _directive(source: _Source, letter: str, argument: str | None) -> bool:
     elif argument is not None:
         return False
     elif letter == "h":
-        field(f"(DASH if {source.need('client', 'exchange.client')} is None else client[0])")
+        field(f"(DASH if {source.client()} is None else client[0])")
     elif letter == "a":
-        field(f"(DASH if {source.need('peer', 'exchange.peer')} is None else peer[0])")
+        field(f"(DASH if {source.need('peer', 'exchange.conn.client')} is None else peer[0])")
     elif letter == "l":
         source.literal("-")
     elif letter == "u":
@@ -362,6 +392,11 @@ def compile_format(spec: str) -> Render:
 
     A renderer returns the line without its newline.
     """
+    return _compile(spec)[0]
+
+
+def _compile(spec: str) -> tuple[Render, _Clock | None]:
+    """The renderer and the clock it reads, if any."""
     if spec == "json":
         return _json_format()
     if spec == "http.server":
@@ -387,15 +422,15 @@ def compile_format(spec: str) -> Render:
         raise ValueError("empty access log format")
     if not source.fields:
         text = "".join(source.text)
-        return lambda exchange, duration: text
-    return source.compile()
+        return (lambda exchange, duration: text), None
+    return source.compile(), source.clock_in_use
 
 
 def _json_string(value: str | None) -> str:
     return "null" if value is None else encode_basestring_ascii(value)
 
 
-def _json_format() -> Render:
+def _json_format() -> tuple[Render, _Clock]:
     """One JSON object per line: the fields of ``combined``, the duration, the trace ids.
 
     Written by hand rather than with ``json.dumps``: every value is a number or goes through
@@ -405,10 +440,10 @@ def _json_format() -> Render:
 
     def render(exchange: Exchange, duration: float) -> str:
         head = exchange.head
-        client = exchange.client
+        client = exchange.forwarded_client or exchange.conn.client
         get = head.get
         return (
-            f'{{"time":"{clock.now()}",'
+            f'{{"time":"{clock.text if clock.valid else clock.refresh()}",'
             f'"client":{_json_string(client[0] if client is not None else None)},'
             f'"method":{_json_string(head.method)},'
             f'"path":{_json_string(head.target.decode("latin-1"))},'
@@ -424,42 +459,36 @@ def _json_format() -> Render:
             f'"request_id":{_json_string(get("x-request-id"))}}}'
         )
 
-    return render
+    return render, clock
 
 
-def _http_server_format() -> Render:
+def _http_server_format() -> tuple[Render, _Clock]:
     """``BaseHTTPRequestHandler.log_request``'s line, as ``python -m http.server`` prints it.
 
     The size is ``-`` as there: ``send_response`` logs before the body is known.
     """
     clock = _Clock("http.server")
     escaped = _Escaped(_control_escape)
-    clock_time = time.time
 
     def render(exchange: Exchange, duration: float) -> str:
         head = exchange.head
-        client = exchange.client
-        now = clock_time()
+        client = exchange.forwarded_client or exchange.conn.client
         # Escaping works character by character: the line's parts can be escaped apart.
         return (
             f"{client[0] if client else '-'} - - "
-            f"[{clock.text if clock.start <= now < clock.until else clock.format(now)}] "
+            f"[{clock.text if clock.valid else clock.refresh()}] "
             f'"{escaped[head.method]} {escaped[head.target]} HTTP/{escaped[head.version]}" '
             f"{exchange.status} -"
         )
 
-    return render
+    return render, clock
 
 
 # outputs --------------------------------------------------------------------------------------
 
 
 class _Output:
-    """Where batches go; called on the writer thread, so it may block (unless ``direct``)."""
-
-    # Written from the event loop itself: only a regular file, which never blocks the way a
-    # pipe or terminal with a stalled reader does.
-    direct = False
+    """Where batches go; called on the writer thread, so it may block."""
 
     def write(self, text: str) -> None:
         raise NotImplementedError
@@ -500,7 +529,6 @@ class _FileOutput(_Output):
         self._checked = time.monotonic()
         self._identity = self._stat_identity()
         self._atomic = not stat.S_ISREG(os.fstat(fd).st_mode)
-        self.direct = not self._atomic
 
     @classmethod
     def open(cls, path: str) -> _FileOutput:
@@ -591,20 +619,20 @@ def open_output(target: object) -> _Output:
 class _Writer:
     """The writer thread and the bounded queue between it and the loop.
 
-    The loop never takes a lock or wakes the thread per batch (measured: waking it for every
-    batch cost more than formatting the lines). It appends to a deque and adds to a count only
-    it writes; the thread writes what it finds every ``interval``, or at once when half the
-    room is used, and adds to a count only it writes. Their difference is what is waiting.
+    The loop appends a batch (at most one every ``WRITE_INTERVAL``, or one per
+    ``batch_lines`` lines) to a deque and adds to a count only it writes, then wakes the
+    thread; the thread writes everything queued with one call and adds to a count only it
+    writes. Their difference is what is waiting. Waking the thread once per batch, not per
+    line, keeps the hand-off cheap; an idle thread waits without a timeout.
 
-    A ``direct`` output (a regular file) gets no thread: each batch is written at once, on the
-    loop. With the server pinned to one core, the thread's encode-and-write took the same core
-    anyway, and handing the interpreter lock back and forth cost more on top.
+    Every output goes through the thread, regular files included: a write to a file usually
+    lands in the page cache at once, but a slow or failing disk, a network file system or
+    the kernel throttling dirty pages can hold it for seconds, and the loop must not wait.
     """
 
-    def __init__(self, output: _Output, max_pending: int, interval: float = WRITE_INTERVAL) -> None:
+    def __init__(self, output: _Output, max_pending: int) -> None:
         self.output = output
         self.max_pending = max_pending
-        self.interval = interval
         self._queue: collections.deque[str] = collections.deque()
         self._queued = 0  # characters ever queued: written by the loop's thread only
         self._taken = 0  # characters ever written or given up: by the writer thread only
@@ -622,14 +650,13 @@ class _Writer:
 
     def put(self, text: str, lines: int) -> None:
         size = len(text)
-        waiting = self._queued - self._taken + size
-        if waiting > self.max_pending or self._closing:
+        waiting = self._queued - self._taken
+        # A batch is taken whole when nothing waits, however long its lines: the bound is
+        # for a writer that falls behind, not for one batch of long lines.
+        if (waiting and waiting + size > self.max_pending) or self._closing:
             self._dropped_full += lines
             return
         self._queued += size
-        if self.output.direct:
-            self._write(text)
-            return
         self._queue.append(text)
         if self._thread is None:
             # Started on first use, so a server built before a fork starts it in the child.
@@ -637,12 +664,17 @@ class _Writer:
                 target=self._run, name="bastion-access-log", daemon=True
             )
             self._thread.start()
-        elif waiting > self.max_pending // 2 and not self._wake.is_set():
-            self._wake.set()
+        self._wake.set()
+        if len(self._queue) > 1:
+            # The thread has not taken the last batch yet. Either the output is slow, or the
+            # thread is waiting for the interpreter lock, which a busy loop on another core
+            # takes back each time it lets go: a millisecond without it lets the thread in.
+            # At most one wait per batch, so a stalled disk costs the loop 2% of its time.
+            time.sleep(YIELD_TO_WRITER)
 
     def _run(self) -> None:
         while True:
-            self._wake.wait(self.interval)
+            self._wake.wait()
             self._wake.clear()
             closing = self._closing
             self._write_queued()
@@ -669,8 +701,8 @@ class _Writer:
         dropped = self.dropped - self._reported
         if dropped > 0:
             self._reported += dropped
-            # Said here, once the output moves again, and never from the loop (but for a
-            # direct output, which does not stall): the error log may share the stalled output.
+            # Said here, once the output moves again, and never from the loop: the error log
+            # may share the stalled output.
             error_logger.warning(
                 "access log: %d lines dropped: the output did not keep up", dropped
             )
@@ -718,12 +750,9 @@ class AccessLog:
         max_pending: int = MAX_PENDING,
     ) -> None:
         self.format = format
-        self.render = compile_format(format)
+        self.render, self._clock = _compile(format)
         output = open_output(logger if output is None else output)
         self._writer = _Writer(output, max_pending)
-        # Written on the loop, a batch is written every WRITE_INTERVAL rather than every turn:
-        # one write call for many turns' lines, and one timer instead of a callback per turn.
-        self._delay = WRITE_INTERVAL if output.direct else 0.0
         self._batch_lines = batch_lines
         self._lines: list[str] = []
         self._scheduled = False
@@ -740,25 +769,25 @@ class AccessLog:
         if len(lines) >= self._batch_lines:
             self.flush()
         elif not self._scheduled:
+            # One batch per WRITE_INTERVAL rather than per turn of the loop: one hand-off
+            # and one write for many turns' lines, and one timer instead of a callback a turn.
             self._scheduled = True
             loop = self._loop = asyncio.get_running_loop()
-            if self._delay:
-                loop.call_later(self._delay, self._end_of_turn)
-            else:
-                loop.call_soon(self._end_of_turn)
+            loop.call_later(WRITE_INTERVAL, self._batch_due)
 
-    def _end_of_turn(self) -> None:
+    def _batch_due(self) -> None:
         self._scheduled = False
         self.flush()
 
     def flush(self) -> None:
-        """Hand the lines collected so far to the writer (it writes them now to a regular file,
-        soon and off the loop to anything else)."""
+        """Hand the lines collected so far to the writer thread."""
         lines = self._lines
         if lines:
             self._lines = []
             lines.append("")
             self._writer.put("\n".join(lines), len(lines) - 1)
+            if self._clock is not None:
+                self._clock.check()
 
     def wait_written(self, timeout: float = 5.0) -> bool:
         """Flush, then block until the writer has written everything (for tests and tools).
@@ -788,8 +817,10 @@ class AccessLog:
         """Write out what is left (giving up after ``timeout`` on a stalled output)."""
         self.flush()
         # A timer that never ran (its loop stopped first) must not keep the next loop's lines
-        # from being scheduled.
+        # from being scheduled, nor its timestamp from being renewed.
         self._scheduled = False
+        if self._clock is not None:
+            self._clock.expire()
         if not self._writer.close(timeout):
             error_logger.warning("access log: output stalled; the last lines were not written")
 
