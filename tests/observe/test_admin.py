@@ -13,6 +13,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bastion.engine import ServerConfig
 from bastion.observe.admin import ServerHealth, admin_app
 from bastion.observe.aggregate import Aggregator
 from tests.serving import RunningServer, serve
@@ -142,3 +143,62 @@ def test_summary_is_json(admin: tuple[RunningServer, ServerHealth]) -> None:
     body = httpx.get(f"{server.url}/api/summary").json()
     assert body["now"]["workers"][0]["slot"] == 0
     assert isinstance(json.dumps(body["history"]), str)
+
+
+def test_a_dashboard_client_that_stops_reading_is_cut_and_costs_bounded_memory(
+    aggregator: Aggregator,
+) -> None:
+    health = ServerHealth(aggregator)
+    config = ServerConfig(write_timeout=2.0)
+    with serve(admin_app(health, tick=0.02), config) as server:
+        state = server.server.state
+        assert state is not None
+        # Small socket buffers on both sides (an accepted socket takes the listener's), so
+        # that the server's side backs up after a few points, not after megabytes.
+        for listener in server.server.sockets:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect((server.host, server.port))
+        sock.sendall(b"GET /events HTTP/1.1\r\nHost: admin\r\n\r\n")
+        requests = 10
+
+        def new_point() -> tuple[int, int, int]:
+            """Add a point for the feed; what the server holds for the stuck client: the
+            bytes the feed wrote, those the transport holds, and its high-water mark."""
+            nonlocal requests
+            requests += 10
+            aggregator.update(snapshot(201, 0, requests))
+            aggregator.tick()
+            conn = next(iter(state.connections), None)
+            if conn is None or conn.transport is None or conn.current is None:
+                return -1, -1, -1
+            transport = conn.transport
+            high = transport.get_write_buffer_limits()[1]
+            return conn.current.bytes_sent, transport.get_write_buffer_size(), high
+
+        try:
+            # The client reads nothing: points pile up until the transport pauses the feed.
+            seen: list[tuple[int, int, int]] = []
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                sample = server.call(new_point)
+                if sample[0] >= 0:
+                    seen.append(sample)
+                elif seen:
+                    break  # the stream had begun: cut
+                time.sleep(0.005)
+            else:
+                pytest.fail(f"the stuck client was never cut: {seen[-5:]} {len(seen)}")
+            point = max(len(json.dumps(p)) for p in aggregator.history) + 16
+            # While the client was stuck, the feed waited instead of queueing every point:
+            # what the server held never grew past the transport's limit and one point.
+            assert all(buffered <= high + point for _, buffered, high in seen)
+            stalled = [sent for sent, buffered, high in seen if buffered >= high]
+            assert len(stalled) > 1, "the client's buffers never filled up"
+            # Points kept coming while it was paused; none of them was written.
+            assert len(set(stalled)) == 1, "the feed kept writing to a paused transport"
+        finally:
+            sock.close()
+        assert state.stats.errors_by_kind.get("timeout-write") == 1
+        assert not state.connections
