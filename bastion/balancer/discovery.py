@@ -510,6 +510,14 @@ class _Watch:
     failing: str | None = None  # the reason of the failure in progress, None when resolving
 
 
+def latest_sets() -> LastGood:
+    """The last good sets of the job made last in this process: where a reloaded
+    configuration starts from, so it waits for no name the running one knows."""
+    job = _latest() if _latest is not None else None
+    return job.last_good() if job is not None else {}
+
+
+_latest: weakref.ref[DiscoveryJob] | None = None
 # Counts survive reloads (a new job per plan), so the counter never goes backwards.
 _RESULTS: dict[tuple[str, str, str], int] = {}
 _running: weakref.WeakSet[DiscoveryJob] = weakref.WeakSet()
@@ -546,7 +554,10 @@ class DiscoveryJob:
             for route in self.routes
             for target in route.targets
         ]
-        self._tasks: list[asyncio.Future[None]] = []
+        self._tasks: dict[_Watch, asyncio.Future[None]] = {}
+        self._owner: object | None = None
+        global _latest
+        _latest = weakref.ref(self)
 
     def state(self) -> list[Message]:
         # The servers found reach a worker inside the configuration BalancerControl sends.
@@ -574,22 +585,49 @@ class DiscoveryJob:
         """Resolve until cancelled. A run started while another is still going takes over
         from it (a supervisor that rolls back runs the same jobs again)."""
         del broadcast  # every change goes through BalancerControl, which broadcasts it
-        previous = self._tasks
+        previous = list(self._tasks.values())
         for task in previous:
             task.cancel()
         if previous:
             await asyncio.gather(*previous, return_exceptions=True)
-        tasks = self._tasks = [asyncio.ensure_future(self._watch(w)) for w in self.watches]
+        token = self._owner = object()
+        self._tasks = {w: asyncio.ensure_future(self._watch(w)) for w in self.watches}
         _running.add(self)
         try:
-            await asyncio.gather(*tasks)
+            await asyncio.get_running_loop().create_future()
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            if self._tasks is tasks:
-                self._tasks = []
+            if self._owner is token:
+                tasks = list(self._tasks.values())
+                for task in tasks:
+                    task.cancel()
+                self._tasks = {}
+                self._owner = None
                 _running.discard(self)
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    def adopt(self, new: DiscoveryJob) -> None:
+        """Follow ``new``'s routes from now on, in place (a reload that keeps the workers):
+        names both know keep their sets and schedules, new ones start, dropped ones stop.
+        Call it on the loop this job runs on."""
+        known = {(w.route.name, w.target.url): w for w in self.watches}
+        watches: list[_Watch] = []
+        for watch in new.watches:
+            kept = known.pop((watch.route.name, watch.target.url), None)
+            if kept is not None:
+                kept.route = watch.route  # its static upstreams may have changed
+                watches.append(kept)
+                continue
+            watches.append(watch)
+            if self._owner is not None:
+                self._tasks[watch] = asyncio.ensure_future(self._watch(watch))
+        for gone in known.values():
+            task = self._tasks.pop(gone, None)
+            if task is not None:
+                task.cancel()
+        self.routes = new.routes
+        self.watches = watches
+        self.settings = new.settings
+        self.lookup = new.lookup
 
     async def _watch(self, watch: _Watch) -> None:
         settings = self.settings
@@ -650,7 +688,7 @@ class DiscoveryJob:
         self._push(watch.route)
 
     def _push(self, route: DiscoveredRoute) -> None:
-        sets = [w.found or {} for w in self.watches if w.route is route]
+        sets = [w.found or {} for w in self.watches if w.route.name == route.name]
         upstreams = merge(route.static, sets)
         try:
             current = self.control.route(route.name).upstreams

@@ -25,6 +25,14 @@ from bastion.balancer.config import (
     Upstream,
     strategy_name,
 )
+from bastion.balancer.control import BalancerControl
+from bastion.balancer.discovery import (
+    DiscoveredUpstream,
+    Discovery,
+    is_discovered,
+    latest_sets,
+    settings_from_table,
+)
 from bastion.balancer.health import HealthJob
 from bastion.balancer.proxy import Balancer
 from bastion.cli import balancefile
@@ -127,7 +135,8 @@ def balance_plan(
     was down stays down across a reload until it passes its checks."""
     from bastion.cli.main import engine_plan  # that module registers this command
 
-    config = balancer_config(settings, flags)
+    found = discovery_for(settings)
+    config = balancer_config(settings, flags, found)
     jobs: list[HealthJob] = []
     # Without fork() there is no supervisor to run them: each Balancer checks for itself.
     if hasattr(os, "fork") and any(route.health is not None for route in config.routes):
@@ -135,6 +144,7 @@ def balance_plan(
         jobs.append(HealthJob(config, initial=initial))
     plan = engine_plan(settings, balancer_loader(config, active_checks=not jobs), inherited)
     plan.jobs.extend(jobs)
+    add_discovery(plan, found, config)
     return plan
 
 
@@ -149,8 +159,36 @@ def balancer_loader(config: BalancerConfig, *, active_checks: bool) -> Callable[
     return load
 
 
-def balancer_config(settings: Settings, flags: dict[str, Any]) -> BalancerConfig:
-    """What to balance, from the flags or the file; raises :class:`ConfigError`."""
+def add_discovery(plan: ServePlan, found: Discovery, config: BalancerConfig) -> None:
+    """The job that keeps ``found``'s discovered upstreams current, through the plan's
+    BalancerControl (one is added when the plan has none). Without fork() there is no
+    supervisor: the names stay as they were resolved at startup."""
+    if not found.routes or not hasattr(os, "fork"):
+        return
+    control = next((job for job in plan.jobs if isinstance(job, BalancerControl)), None)
+    if control is None:
+        control = BalancerControl(config)
+        plan.jobs.insert(0, control)
+    job = found.job(control)
+    if job is not None:
+        plan.jobs.append(job)
+
+
+def discovery_for(settings: Settings) -> Discovery:
+    """The ``[discovery]`` table; names the running plan resolves start from its last
+    good sets (a reload waits for no DNS answer it already has)."""
+    try:
+        return Discovery(settings_from_table(settings.tables.get("discovery")), latest_sets())
+    except ValueError as exc:
+        path = settings.config_file
+        raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None
+
+
+def balancer_config(
+    settings: Settings, flags: dict[str, Any], discovery: Discovery | None = None
+) -> BalancerConfig:
+    """What to balance, from the flags or the file; raises :class:`ConfigError`. Upstreams
+    to discover are resolved here, once, into ``discovery``."""
     path = settings.config_file
     tables = settings.tables
     if "route" in tables and flags:
@@ -165,16 +203,17 @@ def balancer_config(settings: Settings, flags: dict[str, Any]) -> BalancerConfig
             "--config file"
         )
     trusted = tuple(settings["forwarded_allow_ips"]) if settings["proxy_headers"] else ()
-    routes = _flag_routes(flags) if "upstream" in flags else None
+    found = discovery if discovery is not None else discovery_for(settings)
+    routes = _flag_routes(flags, found) if "upstream" in flags else None
     try:
         if routes is None:
-            routes = balancefile.routes(tables["route"])
+            routes = balancefile.routes(tables["route"], found)
         return balancefile.balancer(routes, tables.get("balancer"), trusted)
     except ValueError as exc:
         raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None
 
 
-def _flag_routes(flags: dict[str, Any]) -> tuple[Route, ...]:
+def _flag_routes(flags: dict[str, Any], discovery: Discovery) -> tuple[Route, ...]:
     """The one route the flags describe, each flag checked under its own name."""
     table: dict[str, Any] = {}
     for option, (key, *sub) in ROUTE_FLAGS:
@@ -190,7 +229,7 @@ def _flag_routes(flags: dict[str, Any]) -> tuple[Route, ...]:
         else:
             table[key] = value
     try:
-        return (balancefile.route(table, "default"),)
+        return (balancefile.route(table, "default", discovery),)
     except ValueError as exc:
         # Each flag was checked alone; what is left is about the upstreams as a whole.
         problem = str(exc).removeprefix('route "default": ')
@@ -225,5 +264,8 @@ def upstream_flag(text: str) -> dict[str, Any]:
             entry["weight"] = float(value)
         except ValueError:
             raise ValueError(f"{text!r}: the weight must be a number") from None
-    Upstream(entry["url"], entry.get("weight", 1.0))
+    if is_discovered(entry["url"]):
+        DiscoveredUpstream(entry["url"], entry.get("weight", 1.0))
+    else:
+        Upstream(entry["url"], entry.get("weight", 1.0))
     return entry

@@ -34,10 +34,11 @@ from bastion.balancer.config import (
     Upstream,
     strategy_name,
 )
+from bastion.balancer.discovery import DiscoveredUpstream, Discovery, is_discovered
 from bastion.cli.settings import toml_value
 from bastion.engine.proxy import TrustedPeers
 
-TABLES = frozenset({"route", "balancer"})
+TABLES = frozenset({"route", "balancer", "discovery"})
 
 # The sub-tables of a route, each one of the policy dataclasses.
 SECTIONS: dict[str, type] = {
@@ -129,14 +130,19 @@ def _dataclass(cls: type, key: str, raw: Any) -> Any:
     )
 
 
-def _upstreams(raw: Any) -> tuple[Upstream, ...]:
-    """``["http://a:8000", {url = "http://b:8000", weight = 2}]``."""
+def _upstreams(raw: Any) -> tuple[list[Upstream], list[DiscoveredUpstream]]:
+    """``["http://a:8000", {url = "http://b:8000", weight = 2}]``: the servers, and the
+    services to discover (``dns+http://``, ``srv+http://``)."""
     if not isinstance(raw, list):
         raise ValueError(f"upstreams must be a list of URLs, not {raw!r}")
-    upstreams = []
+    upstreams: list[Upstream] = []
+    discovered: list[DiscoveredUpstream] = []
     for number, item in enumerate(raw, 1):
         if isinstance(item, str):
-            upstreams.append(Upstream(item))
+            if is_discovered(item):
+                discovered.append(DiscoveredUpstream(item))
+            else:
+                upstreams.append(Upstream(item))
             continue
         table = _table(f"upstreams[{number}]", item)
         _check_keys(table, list(_UPSTREAM_KEYS), f"upstreams[{number}].")
@@ -144,8 +150,11 @@ def _upstreams(raw: Any) -> tuple[Upstream, ...]:
             raise ValueError(f"upstreams[{number}]: url is required")
         url = _value(f"upstreams[{number}].url", table["url"], str)
         weight = _value(f"upstreams[{number}].weight", table.get("weight", 1.0), float)
-        upstreams.append(Upstream(url, weight))
-    return tuple(upstreams)
+        if is_discovered(url):
+            discovered.append(DiscoveredUpstream(url, weight))
+        else:
+            upstreams.append(Upstream(url, weight))
+    return upstreams, discovered
 
 
 def strategy_options(strategy: str, raw: Any) -> tuple[tuple[str, float], ...]:
@@ -179,13 +188,14 @@ def check_hash_key(strategy: str) -> None:
         raise ValueError(f"only a hashing strategy ({hashing}) uses a hash key, not {strategy}")
 
 
-def route(table: Mapping[str, Any], default_name: str) -> Route:
-    """A :class:`Route` from one ``[[route]]`` table."""
+def route(table: Mapping[str, Any], default_name: str, discovery: Discovery | None = None) -> Route:
+    """A :class:`Route` from one ``[[route]]`` table; ``discovery`` resolves the services
+    it names and keeps what it finds (ValueError naming them when there is none)."""
     name = table.get("name", default_name)
     if not isinstance(name, str) or not name or '"' in name:
         raise ValueError(f"route name must be a non-empty string without quotes, not {name!r}")
     try:
-        return _route(table, name)
+        return _route(table, name, discovery)
     except ValueError as exc:
         message = str(exc)
         if message.startswith('route "'):
@@ -193,12 +203,17 @@ def route(table: Mapping[str, Any], default_name: str) -> Route:
         raise ValueError(f'route "{name}": {message}') from None
 
 
-def _route(table: Mapping[str, Any], name: str) -> Route:
+def _route(table: Mapping[str, Any], name: str, discovery: Discovery | None) -> Route:
     fields = _keys(Route)
     _check_keys(table, list(fields))
     if "upstreams" not in table:
         raise ValueError("upstreams: at least one upstream is needed")
-    values: dict[str, Any] = {"name": name, "upstreams": _upstreams(table["upstreams"])}
+    upstreams, discovered = _upstreams(table["upstreams"])
+    if discovered:
+        if discovery is None:
+            raise ValueError(f"upstreams: {discovered[0].url}: discovery is not available here")
+        upstreams = list(discovery.expand(name, upstreams, discovered))
+    values: dict[str, Any] = {"name": name, "upstreams": tuple(upstreams)}
     for key, raw in table.items():
         if key not in _SPECIAL and key != "name":
             values[key] = _value(key, raw, fields[key])
@@ -220,13 +235,13 @@ def _route(table: Mapping[str, Any], name: str) -> Route:
     return Route(**values)
 
 
-def routes(raw: Any) -> tuple[Route, ...]:
+def routes(raw: Any, discovery: Discovery | None = None) -> tuple[Route, ...]:
     """Every route of the ``route`` array (``[[route]]`` tables)."""
     if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
         raise ValueError("route must be an array of tables: write each one as [[route]]")
     if len(raw) == 1:
-        return (route(raw[0], "default"),)
-    return tuple(route(item, f"#{number}") for number, item in enumerate(raw, 1))
+        return (route(raw[0], "default", discovery),)
+    return tuple(route(item, f"#{number}", discovery) for number, item in enumerate(raw, 1))
 
 
 def balancer(

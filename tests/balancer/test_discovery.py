@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,6 +31,7 @@ from bastion.balancer.discovery import (
 from bastion.balancer.proxy import Balancer
 from tests.balancer.dnsserver import DnsServer
 from tests.balancer.upstreams import echo_app
+from tests.cli.running import bastion
 from tests.serving import RunningServer, serve
 
 pytestmark = pytest.mark.timeout(30)
@@ -408,3 +410,41 @@ def test_nameserver_spellings() -> None:
     assert DiscoverySettings(nameserver="10.0.0.53").address() == ("10.0.0.53", 53)
     assert DiscoverySettings(nameserver="[::1]:5353").address() == ("::1", 5353)
     assert DiscoverySettings(nameserver="::1").address() == ("::1", 53)
+
+
+def test_bastion_balance_follows_the_records(dns_server: DnsServer, tmp_path: Path) -> None:
+    with apps_on(["127.0.0.2", "127.0.0.3"]) as (port, _):
+        dns_server.set("api.test", "A", ["127.0.0.2"], ttl=0)
+        config = tmp_path / "lb.toml"
+        config.write_text(
+            f"""
+workers = 2
+
+[discovery]
+nameserver = "{dns_server.address}"
+min_ttl = 0.1
+retry = 0.1
+timeout = 0.5
+
+[[route]]
+name = "api"
+upstreams = ["dns+http://api.test:{port}"]
+"""
+        )
+        with bastion("balance", "--config", str(config), "--bind", "127.0.0.1:0") as lb:
+
+            def names() -> set[str]:
+                seen = set()
+                for _ in range(12):
+                    response = httpx.get(f"http://127.0.0.1:{lb.port}/", timeout=5)
+                    assert response.status_code == 200
+                    seen.add(response.text.split("\n")[0].removeprefix("name="))
+                return seen
+
+            assert names() == {"127.0.0.2"}
+            dns_server.set("api.test", "A", ["127.0.0.2", "127.0.0.3"], ttl=0)
+            wait_for(lambda: names() == {"127.0.0.2", "127.0.0.3"})
+            dns_server.set("api.test", "A", ["127.0.0.3"], ttl=0)
+            wait_for(lambda: names() == {"127.0.0.3"})
+            lb.popen.terminate()
+            assert lb.wait(10) == 0
