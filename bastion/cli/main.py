@@ -24,6 +24,7 @@ from bastion.cli.settings import (
     resolve,
 )
 from bastion.cli.top import add_top_command, top_command
+from bastion.cli.up import add_up_command, up_command
 from bastion.engine import ServerConfig, parse_bind, run
 from bastion.engine.config import WorkerConfig
 from bastion.engine.handler import Handler
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(run_parser)
     add_serve_command(commands)
     add_balance_command(commands)
+    add_up_command(commands)
     add_top_command(commands)
     return parser
 
@@ -213,6 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return top_command(args, dict(os.environ))
     if args.command == "balance":
         return balance_command(args)
+    if args.command == "up":
+        return up_command(args)
     return run_command(args)
 
 

@@ -39,7 +39,7 @@ import sys
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from bastion.engine.listeners import BindSpec, Listener, reuse_port_balances
@@ -96,6 +96,7 @@ class WorkerProcess:
     kill_at: float = math.inf
     # Why the supervisor stopped it (for the exits metric); None while it was not asked to.
     stop_reason: str | None = None
+    group: str = ""
 
     @property
     def active(self) -> bool:
@@ -103,7 +104,8 @@ class WorkerProcess:
         return not self.stopping and not self.retiring
 
     def name(self) -> str:
-        return f"worker {self.slot} (pid {self.pid})"
+        prefix = f"{self.group} " if self.group else ""
+        return f"{prefix}worker {self.slot} (pid {self.pid})"
 
 
 class Supervisor:
@@ -113,6 +115,11 @@ class Supervisor:
     message when the new configuration is unusable, and the current one stays). ``inherited``
     are already-listening sockets (systemd socket activation) served by every generation.
     ``on_ready`` gets the listening URLs once the first generation is serving.
+
+    Several supervisors can share one process as the worker groups of a stack
+    (:mod:`bastion.process.stack`), which then owns the signals, the wait and the reaping:
+    ``name`` labels the group's workers, ``loop`` and ``monitor`` are shared, and
+    ``foreign_fds`` lists what the other groups hold, for a forked worker to close.
     """
 
     def __init__(
@@ -122,7 +129,13 @@ class Supervisor:
         reload_plan: Callable[[], ServePlan] | None = None,
         inherited: Sequence[socket.socket] = (),
         on_ready: Callable[[list[str]], None] | None = None,
+        name: str = "",
+        loop: SupervisorLoop | None = None,
+        monitor: Monitor | None = None,
+        foreign_fds: Callable[[], Iterable[int]] | None = None,
     ) -> None:
+        self.name = name
+        self._foreign_fds = foreign_fds
         self.plan = plan
         self._reload_plan = reload_plan
         self._on_ready = on_ready
@@ -152,20 +165,24 @@ class Supervisor:
         self._pid = os.getpid()
         # Set on SIGTERM with shutdown_delay: serve on (readiness failing) until then.
         self._stop_at: float | None = None
-        self.monitor: Monitor | None = None
-        self._loop: SupervisorLoop | None = None
+        self.monitor: Monitor | None = monitor
+        self._loop: SupervisorLoop | None = loop
         self.broadcaster: Broadcaster | None = None
-        monitor = plan.monitor
-        if monitor.admin_bind is not None:
+        if monitor is None and plan.monitor.admin_bind is not None:
             beat = heartbeat_interval(plan.workers.worker_timeout)
-            deadline = max(monitor.beat_deadline, 3 * beat)
-            self.monitor = Monitor(monitor, beat_deadline=deadline, loop=self._event_loop())
+            deadline = max(plan.monitor.beat_deadline, 3 * beat)
+            self.monitor = Monitor(plan.monitor, beat_deadline=deadline, loop=self._event_loop())
 
     # public ---------------------------------------------------------------------------------
 
     @property
     def urls(self) -> list[str]:
         return [self.listeners[key].url(self.plan.scheme) for key in self._keys(self.plan)]
+
+    @property
+    def serving(self) -> bool:
+        """Every worker of the first generation has been serving (``on_ready`` was called)."""
+        return self._announced
 
     @property
     def admin_urls(self) -> list[str]:
@@ -189,25 +206,37 @@ class Supervisor:
         if not self.listeners:
             self.bind()
         self._install_signals()
-        if self.plan.workers.reload:
-            self._watcher = SourceWatcher(self.plan.watch)
-        self._start_jobs(self.plan)
+        self.start()
         try:
             while not (self.stopping and not self.workers):
                 self._tick()
         finally:
             self._restore_signals()
-            for listener in self.listeners.values():
-                listener.close()
-            self.listeners.clear()
-            if self.broadcaster is not None:
-                self.broadcaster.close()
+            self.close()
             if self.monitor is not None:
                 self.monitor.close()
             if self._loop is not None:
                 self._loop.close()
         logger.info("supervisor stopped")
         return self.exit_code
+
+    def start(self) -> None:
+        """Start the plan's jobs and source watching; workers follow from :meth:`upkeep`."""
+        if self.plan.workers.reload:
+            self._watcher = SourceWatcher(self.plan.watch)
+        self._start_jobs(self.plan)
+
+    def close(self) -> None:
+        """Release the listeners and the jobs (the loop and the monitor are the caller's)."""
+        for listener in self.listeners.values():
+            listener.close()
+        self.listeners.clear()
+        if self.broadcaster is not None:
+            self.broadcaster.close()
+
+    @property
+    def finished(self) -> bool:
+        return self.stopping and not self.workers
 
     # the loop -------------------------------------------------------------------------------
 
@@ -222,10 +251,12 @@ class Supervisor:
             self.broadcaster = Broadcaster(self._event_loop())
         if self.broadcaster is not None:
             self.broadcaster.start(plan.jobs)
+        if self.monitor is not None:
+            self.monitor.serve_jobs(plan.jobs)
 
     def _tick(self) -> None:
-        fds = [self._wake_r, *(w.beat_fd for w in self.workers.values())]
-        timeout = max(0.0, min(1.0, self._next_deadline() - time.monotonic()))
+        fds = [self._wake_r, *self.beat_fds()]
+        timeout = max(0.0, min(1.0, self.next_deadline() - time.monotonic()))
         readable: Collection[int]
         if self._loop is not None:
             # The admin listener is served and the jobs run while the supervisor waits.
@@ -237,18 +268,27 @@ class Supervisor:
                 readable = []
         now = time.monotonic()
         if self._wake_r in readable:
-            with contextlib.suppress(BlockingIOError):
-                while os.read(self._wake_r, 512):
-                    pass
+            drain(self._wake_r)
+        self.read_beats(readable, now)
+        while self._signals:
+            self.handle_signal(self._signals.popleft(), now)
+        self._reap(now)
+        self.upkeep(now)
+
+    def beat_fds(self) -> list[int]:
+        return [w.beat_fd for w in self.workers.values()]
+
+    def read_beats(self, readable: Collection[int], now: float) -> None:
         for worker in list(self.workers.values()):
             if worker.beat_fd in readable:
                 self._read_beats(worker, now)
-        while self._signals:
-            self._handle_signal(self._signals.popleft(), now)
+
+    def upkeep(self, now: float) -> None:
+        """What follows a wait, once signals and exits are handled: deadlines, spawning,
+        reloads, the channel."""
         if self._stop_at is not None and now >= self._stop_at and not self.stopping:
-            logger.info("shutdown delay over: draining")
+            logger.info("%sshutdown delay over: draining", self._label)
             self._stop_all(now, graceful=True)
-        self._reap(now)
         self._enforce_deadlines(now)
         if not self.stopping:
             self._reconcile(now)
@@ -257,7 +297,7 @@ class Supervisor:
             # What a busy worker could not take at once is sent again.
             self.broadcaster.flush()
 
-    def _next_deadline(self) -> float:
+    def next_deadline(self) -> float:
         deadline = time.monotonic() + 1.0
         timeout = self.plan.workers.worker_timeout
         for worker in self.workers.values():
@@ -298,27 +338,16 @@ class Supervisor:
     # signals --------------------------------------------------------------------------------
 
     def _install_signals(self) -> None:
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        signal.set_wakeup_fd(self._wake_w)
-        for signum in _FORWARDED_SIGNALS:
-            signal.signal(signum, self._on_signal)
+        self._wake_r, self._wake_w = install_signals(self._signals)
 
     def _restore_signals(self) -> None:
-        signal.set_wakeup_fd(-1)
-        for signum in _FORWARDED_SIGNALS:
-            signal.signal(signum, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        for fd in (self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        restore_signals(self._wake_r, self._wake_w)
 
-    def _on_signal(self, signum: int, frame: object) -> None:
-        if signum != signal.SIGCHLD:
-            self._signals.append(signum)
+    @property
+    def _label(self) -> str:
+        return f"{self.name}: " if self.name else ""
 
-    def _handle_signal(self, signum: int, now: float) -> None:
+    def handle_signal(self, signum: int, now: float) -> None:
         name = signal.Signals(signum).name
         if signum in (signal.SIGTERM, signal.SIGINT):
             if self.stopping:
@@ -416,6 +445,7 @@ class Supervisor:
             started=now,
             last_beat=now,
             max_requests=limit,
+            group=self.name,
         )
         self.workers[pid] = worker
         if self.monitor is not None:
@@ -456,6 +486,7 @@ class Supervisor:
                 *(self._loop.child_fds() if self._loop is not None else ()),
                 *(broadcaster.child_fds() if broadcaster is not None else ()),
                 *((channel[0].fileno(),) if channel is not None else ()),
+                *(self._foreign_fds() if self._foreign_fds is not None else ()),
             ):
                 with contextlib.suppress(OSError):
                     os.close(fd)
@@ -491,6 +522,18 @@ class Supervisor:
         # worker itself, after it has taken what waits in the queue (see _release_listeners).
         self._release_listeners()
         self._kill(worker, signal.SIGTERM)
+
+    def stop(self, now: float, graceful: bool) -> None:
+        self._stop_all(now, graceful)
+
+    def held_fds(self) -> list[int]:
+        """What a worker of another group sharing this process must close."""
+        fds = self.beat_fds()
+        for listener in self.listeners.values():
+            fds.extend(sock.fileno() for sock in listener.sockets)
+        if self.broadcaster is not None:
+            fds.extend(self.broadcaster.child_fds())
+        return fds
 
     def _stop_all(self, now: float, graceful: bool) -> None:
         self.stopping = True
@@ -537,24 +580,22 @@ class Supervisor:
     # watching -------------------------------------------------------------------------------
 
     def _reap(self, now: float) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            worker = self.workers.pop(pid, None)
-            if worker is None:
-                continue
-            with contextlib.suppress(OSError):
-                os.close(worker.beat_fd)
-            if self.broadcaster is not None:
-                self.broadcaster.detach(pid)
-            code = os.waitstatus_to_exitcode(status)
-            if self.monitor is not None:
-                self.monitor.worker_exited(pid, _exit_reason(worker, code))
-            self._exited(worker, code, now)
+        reap(lambda pid, status: self.reaped(pid, status, now))
+
+    def reaped(self, pid: int, status: int, now: float) -> bool:
+        """A child exited with ``status``; False if it was not one of this supervisor's."""
+        worker = self.workers.pop(pid, None)
+        if worker is None:
+            return False
+        with contextlib.suppress(OSError):
+            os.close(worker.beat_fd)
+        if self.broadcaster is not None:
+            self.broadcaster.detach(pid)
+        code = os.waitstatus_to_exitcode(status)
+        if self.monitor is not None:
+            self.monitor.worker_exited(pid, _exit_reason(worker, code))
+        self._exited(worker, code, now)
+        return True
 
     def _exited(self, worker: WorkerProcess, code: int, now: float) -> None:
         how = f"was killed by {_signal_name(-code)}" if code < 0 else f"exited with code {code}"
@@ -740,6 +781,51 @@ class Supervisor:
         changed = self._watcher.changed()
         if changed is not None:
             self._reload(f"{os.path.relpath(changed)} changed")
+
+
+def install_signals(queue: deque[int]) -> tuple[int, int]:
+    """Queue the signals a supervisor handles, for its loop to take in turn, and wake it
+    through the returned pipe ``(read end, write end)``. SIGCHLD only wakes it."""
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+
+    def on_signal(signum: int, frame: object) -> None:
+        if signum != signal.SIGCHLD:
+            queue.append(signum)
+
+    for signum in _FORWARDED_SIGNALS:
+        signal.signal(signum, on_signal)
+    return wake_r, wake_w
+
+
+def drain(wake_r: int) -> None:
+    with contextlib.suppress(BlockingIOError):
+        while os.read(wake_r, 512):
+            pass
+
+
+def reap(reaped: Callable[[int, int], object]) -> None:
+    """Hand each child that has exited, and its wait status, to ``reaped``."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        reaped(pid, status)
+
+
+def restore_signals(wake_r: int, wake_w: int) -> None:
+    signal.set_wakeup_fd(-1)
+    for signum in _FORWARDED_SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for fd in (wake_r, wake_w):
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def _exit_reason(worker: WorkerProcess, code: int) -> str:

@@ -1,0 +1,151 @@
+"""examples/microservices end to end: ``bastion up`` on its stack file, on free ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("flask")
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "microservices"
+SERVING = re.compile(r"(\S+) worker (\d+) \(pid (\d+)\) is serving")
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="bastion up needs fork()")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Up:
+    """``bastion up`` in a child process, its stderr collected line by line."""
+
+    def __init__(self, stack: Path) -> None:
+        env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", NO_COLOR="1")
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "bastion", "up", str(stack)],
+            cwd=stack.parent,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.popen.stderr is not None
+        for line in self.popen.stderr:
+            self.lines.append(line)
+
+    def wait_for(self, pattern: str, timeout: float, after: int = 0) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.lines[after:]:
+                found = re.search(pattern, line)
+                if found:
+                    return found
+            if self.popen.poll() is not None and not self._reader.is_alive():
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no {pattern!r} in:\n{''.join(self.lines)}")
+
+    def serving(self, group: str) -> dict[int, int]:
+        """The pid serving in each slot of ``group``, the latest for each."""
+        pids: dict[int, int] = {}
+        for line in self.lines:
+            found = SERVING.search(line)
+            if found and found.group(1) == group:
+                pids[int(found.group(2))] = int(found.group(3))
+        return pids
+
+
+def get(url: str) -> tuple[int, Any]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.status, json.load(response)
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Path:
+    """The example, copied with each of its ports replaced by a free one."""
+    for source in EXAMPLE.iterdir():
+        if source.suffix in (".py", ".toml"):
+            shutil.copy(source, tmp_path / source.name)
+    path = tmp_path / "stack.toml"
+    text = path.read_text()
+    for port in sorted(set(re.findall(r"127\.0\.0\.1:(\d+)", text))):
+        text = text.replace(f"127.0.0.1:{port}", f"127.0.0.1:{free_port()}")
+    path.write_text(text)
+    return path
+
+
+def test_the_example_runs_end_to_end(stack: Path) -> None:
+    up = Up(stack)
+    try:
+        up.wait_for("every service is ready", timeout=25)
+        balancer = up.wait_for(r"balancer serving on (http://\S+)", timeout=1).group(1)
+        admin = up.wait_for(r"admin \(health, metrics, dashboard\) on (http://\S+)", 1).group(1)
+
+        # Through the balancer, each of the three services answers, and they call each other.
+        seen = set()
+        for _ in range(6):
+            status, body = get(f"{balancer}/users/1")
+            assert status == 200 and body["name"] == "Ada"
+            seen.add(body["served_by"])
+        assert seen == {"users-1", "users-2"}
+        status, order = get(f"{balancer}/orders/10")
+        assert status == 200 and order["served_by"] == "orders"
+        assert order["customer"]["name"] == "Ada"
+        status, page = get(f"{balancer}/")
+        assert status == 200 and page["served_by"] == "frontend"
+        assert page["orders"]["served_by"] == "orders"
+        assert page["users"]["served_by"] in ("users-1", "users-2")
+        with urllib.request.urlopen(f"{admin}/readyz", timeout=5) as response:
+            assert response.status == 200
+        with urllib.request.urlopen(f"{admin}/metrics", timeout=5) as response:
+            assert b"bastion_requests_total" in response.read()
+
+        # kill -9 of one service's worker: that worker alone is replaced, and served again.
+        users = up.serving("users")
+        others = {g: up.serving(g) for g in ("frontend", "orders", "users-2", "balancer")}
+        assert len(users) == 2
+        mark = len(up.lines)
+        os.kill(users[0], signal.SIGKILL)
+        found = up.wait_for(r"users worker 0 \(pid (\d+)\) is serving", timeout=15, after=mark)
+        assert int(found.group(1)) != users[0]
+        assert up.serving("users")[1] == users[1]
+        assert {g: up.serving(g) for g in others} == others
+        seen = set()
+        for _ in range(6):
+            status, body = get(f"{balancer}/users/2")
+            assert status == 200 and body["name"] == "Grace"
+            seen.add(body["served_by"])
+        assert "users-1" in seen
+        status, order = get(f"{balancer}/orders/11")
+        assert status == 200 and order["customer"]["name"] == "Grace"
+
+        up.popen.send_signal(signal.SIGTERM)
+        assert up.popen.wait(timeout=20) == 0
+        up.wait_for("every group stopped", timeout=2)
+    finally:
+        if up.popen.poll() is None:
+            up.popen.kill()
+            up.popen.wait(5)
