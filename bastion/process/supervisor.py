@@ -251,8 +251,6 @@ class Supervisor:
             self.broadcaster = Broadcaster(self._event_loop())
         if self.broadcaster is not None:
             self.broadcaster.start(plan.jobs)
-        if self.monitor is not None:
-            self.monitor.serve_jobs(plan.jobs)
 
     def _tick(self) -> None:
         fds = [self._wake_r, *self.beat_fds()]
