@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from bastion.balancer.admin import BalancerAPI, WorkerSnapshots
 from bastion.balancer.config import CONFIG_MESSAGE, BalancerConfig, Upstream, config_to_data
 
 logger = logging.getLogger("bastion.error")
@@ -34,9 +35,18 @@ class BalancerControl:
     too, after the workers were told.
     """
 
-    def __init__(self, config: BalancerConfig) -> None:
+    def __init__(
+        self,
+        config: BalancerConfig,
+        *,
+        verdicts: Callable[[], Mapping[tuple[str, str], bool]] | None = None,
+    ) -> None:
+        """``verdicts``: the active health checks' ``(route, key) → healthy``, for the admin API."""
         self.config = config
         self.on_change: list[Callable[[BalancerConfig], None]] = []
+        self.verdicts = verdicts or dict
+        # (route, key) → the weight a drained server had; only while its weight is 0.
+        self.drained: dict[tuple[str, str], float] = {}
         self._broadcast: Callable[[Message], None] | None = None
 
     async def run(self, broadcast: Callable[[Message], None]) -> None:
@@ -49,6 +59,8 @@ class BalancerControl:
     def apply(self, config: BalancerConfig) -> None:
         """Make ``config`` the one every worker follows (it is already checked: built)."""
         self.config = config
+        zero = {(r.name, u.key) for r in config.routes for u in r.upstreams if u.weight == 0}
+        self.drained = {key: weight for key, weight in self.drained.items() if key in zero}
         if self._broadcast is not None:
             self._broadcast(config_message(config))
         for callback in self.on_change:
@@ -70,3 +82,7 @@ class BalancerControl:
         updated = dataclasses.replace(route, upstreams=tuple(upstreams))
         routes = tuple(updated if r.name == route_name else r for r in self.config.routes)
         self.apply(dataclasses.replace(self.config, routes=routes))
+
+    def admin_routes(self, workers: Callable[[], WorkerSnapshots]) -> list[Any]:
+        """``/api/balancer`` on the admin listener (:mod:`bastion.balancer.admin`)."""
+        return BalancerAPI(self, workers).routes()

@@ -335,15 +335,36 @@ class HealthJob:
         initial: Mapping[tuple[str, str], bool] | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        self._ssl_context = ssl_context
         self.checker = HealthChecker(
             config, self._changed, initial=initial, ssl_context=ssl_context
         )
         self._broadcast: Callable[[dict[str, Any]], None] | None = None
+        self._swapped: asyncio.Event | None = None
 
     async def run(self, broadcast: Callable[[dict[str, Any]], None]) -> None:
         # Kept after the run: nothing changes a verdict once the checker is stopped.
         self._broadcast = broadcast
-        await self.checker.run()
+        while True:
+            # Waits even when the checker has nothing to check: a new configuration may.
+            swapped = self._swapped = asyncio.Event()
+            checking = asyncio.ensure_future(self.checker.run())
+            try:
+                await swapped.wait()
+            finally:
+                checking.cancel()
+                await asyncio.gather(checking, return_exceptions=True)
+
+    def reconfigure(self, config: BalancerConfig) -> None:
+        """Check what ``config`` lists from now on: new upstreams start healthy, removed ones
+        are no longer probed, kept ones keep their verdict (``ValueError`` for a route whose
+        health settings cannot be probed, and the checks go on as they were)."""
+        checker = HealthChecker(
+            config, self._changed, initial=self.checker.verdicts(), ssl_context=self._ssl_context
+        )
+        self.checker = checker
+        if self._swapped is not None:
+            self._swapped.set()
 
     def state(self) -> list[dict[str, Any]]:
         verdicts = self.checker.verdicts()

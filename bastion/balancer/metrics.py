@@ -64,6 +64,11 @@ class UpstreamCollector:
                 "Requests in flight to the upstream in this worker.",
                 labels=_LABELS,
             ),
+            "weight": GaugeMetricFamily(
+                "bastion_upstream_weight",
+                "The upstream's configured weight (0: drained, it takes no new requests).",
+                labels=_LABELS,
+            ),
             "healthy": GaugeMetricFamily(
                 "bastion_upstream_healthy",
                 "1 while the upstream passes its active health checks (or has none).",
@@ -104,6 +109,7 @@ class UpstreamCollector:
                     continue
                 state = server.state
                 gauges["outstanding"].add_metric(labels, state.outstanding)
+                gauges["weight"].add_metric(labels, server.weight)
                 gauges["healthy"].add_metric(labels, 1.0 if state.healthy else 0.0)
                 gauges["ejected"].add_metric(labels, 1.0 if state.ejected else 0.0)
                 gauges["ewma"].add_metric(labels, state.latency(now, decay))

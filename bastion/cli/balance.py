@@ -36,6 +36,7 @@ from bastion.balancer.discovery import (
 from bastion.balancer.health import HealthJob
 from bastion.balancer.proxy import Balancer
 from bastion.cli import balancefile
+from bastion.cli.inplace import LiveBalance, engine_key
 from bastion.cli.settings import (
     APPLICATION,
     OPTIONS,
@@ -50,6 +51,7 @@ from bastion.cli.settings import (
     resolve,
 )
 from bastion.engine.handler import Handler
+from bastion.process.filewatch import FileWatch
 from bastion.process.workers import ServePlan
 
 BALANCE = Command(
@@ -109,41 +111,63 @@ def balance_command(args: argparse.Namespace) -> int:
     names = [option.name for option, _ in ROUTE_FLAGS]
     flags = {name: getattr(args, name) for name in names if hasattr(args, name)}
 
-    checks: list[HealthJob] = []  # the latest plan's, whose verdicts a reload carries over
+    running: list[LiveBalance] = []
+    watching: list[FileWatch] = []  # the config file, when there is one to watch
+
+    def settings_of() -> Settings:
+        # Read before the file is parsed: an edit made meanwhile is seen as a change.
+        before = watching[0].read() if watching else None
+        settings = resolve(cli, os.environ, BALANCE)
+        path = settings.config_file
+        # With --reload, the source watcher already reloads when the file changes.
+        if path is None or settings["reload"] or not hasattr(os, "fork"):
+            watching.clear()
+        elif watching and watching[0].path == path:
+            watching[0].loaded = before
+        else:
+            watching[:] = [FileWatch(path)]
+        return settings
 
     def plan(settings: Settings, inherited: Sequence[socket.socket]) -> ServePlan:
-        built = balance_plan(settings, flags, inherited, checks[0] if checks else None)
-        checks[:] = [job for job in built.jobs if isinstance(job, HealthJob)]
+        built = balance_plan(settings, flags, inherited, running)
+        built.jobs.extend(watching)
         return built
 
     def show(settings: Settings) -> str:
         return render(settings) + balancefile.render(balancer_config(settings, flags))
 
-    return serve(
-        lambda: resolve(cli, os.environ, BALANCE), plan, show if args.print_config else None
-    )
+    return serve(settings_of, plan, show if args.print_config else None)
 
 
 def balance_plan(
     settings: Settings,
     flags: dict[str, Any],
     inherited: Sequence[socket.socket] = (),
-    checked: HealthJob | None = None,
+    running: list[LiveBalance] | None = None,
 ) -> ServePlan:
-    """The plan: workers running the Balancer, and the supervisor running the active health
-    checks once for all of them. ``checked`` is the previous plan's checks: a server that
-    was down stays down across a reload until it passes its checks."""
+    """The plan: workers running the Balancer, and the supervisor holding the configuration
+    (a reload that changes only it is applied in place: :mod:`bastion.cli.inplace`) and
+    running the active health checks once for all of them. ``running`` holds the running
+    plan's :class:`LiveBalance`, this one's once built: a server that was down stays down
+    across a reload until it passes its checks."""
     from bastion.cli.main import engine_plan  # that module registers this command
 
     found = discovery_for(settings)
     config = balancer_config(settings, flags, found)
-    jobs: list[HealthJob] = []
-    # Without fork() there is no supervisor to run them: each Balancer checks for itself.
-    if hasattr(os, "fork") and any(route.health is not None for route in config.routes):
-        initial = checked.checker.verdicts() if checked is not None else None
-        jobs.append(HealthJob(config, initial=initial))
-    plan = engine_plan(settings, balancer_loader(config, active_checks=not jobs), inherited)
-    plan.jobs.extend(jobs)
+    # Without fork() there is no supervisor: each Balancer checks for itself.
+    supervised = hasattr(os, "fork")
+    plan = engine_plan(settings, balancer_loader(config, active_checks=not supervised), inherited)
+    if not supervised:
+        return plan
+    running = running if running is not None else []
+    previous = running[0].health.checker.verdicts() if running else None
+    health = HealthJob(config, initial=previous)
+    control = BalancerControl(config, verdicts=lambda: health.checker.verdicts())
+    control.on_change.append(health.reconfigure)
+    # The configuration first: a worker that starts is sent it before the verdicts about it.
+    plan.jobs.extend((control, health))
+    plan.adopt = live = LiveBalance(engine_key(settings), control, health, running, plan.jobs)
+    running[:] = [live]
     add_discovery(plan, found, config)
     return plan
 

@@ -19,6 +19,10 @@ from the token (``HttpOnly``, ``SameSite=Strict``, so no other site's page can s
 redirects to ``./``, taking the token out of the address bar and the browser's history. The
 cookie is honoured only by the read-only dashboard routes (``/``, ``/assets/*``, ``/events``,
 ``/api/summary``); probes and ``/metrics`` keep to the header.
+
+The supervisor's jobs may add routes of their own (``extra``: the balancer's ``/api/balancer``,
+say), behind the same token; only their ``GET`` routes take the cookie, so no page can make a
+browser change anything.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
@@ -37,10 +41,16 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from bastion.app import App, Request, Response, StreamingResponse
+from bastion.engine.exchange import Exchange
 from bastion.observe.aggregate import AggregateView, Aggregator, MetricsCollector
 
 _TEXT = "text/plain; charset=utf-8"
 _JSON = "application/json"
+
+# A route a job adds: (method, path in the App's syntax, endpoint).
+AdminRoute = tuple[str, str, Callable[[Request], Awaitable[Response]]]
+# (worker slot, its latest telemetry snapshot) for each serving worker.
+WorkerSnapshots = list[tuple[int, Mapping[str, Any]]]
 
 
 class ServerHealth:
@@ -102,8 +112,10 @@ def admin_app(
     token: str | None = None,
     registry: CollectorRegistry | None = None,
     tick: float = 1.0,
+    extra: Callable[[], Sequence[AdminRoute]] | None = None,
 ) -> App:
-    """The admin application over ``health`` (and its aggregator)."""
+    """The admin application over ``health`` (and its aggregator); ``extra`` gives the
+    routes the current jobs add, asked again on every request they may answer."""
     aggregator = health.aggregator
     custom_registry = registry
     app = App()
@@ -188,7 +200,40 @@ def admin_app(
             return Response(b"404 Not Found\n", status=404, headers={"content-type": _TEXT})
         return _asset(request, name, kind)
 
+    if extra is not None:
+
+        def guard(method: str, endpoint: Callable[[Request], Awaitable[Response]]) -> Any:
+            async def guarded(request: Request) -> Response:
+                return refused(request, dashboard=method == "GET") or await endpoint(request)
+
+            return guarded
+
+        app.mount("/", _JobRoutes(extra, guard))
     return app
+
+
+class _JobRoutes:
+    """What no built-in route answers goes to the current jobs' routes, rebuilt when the
+    jobs change (a reload)."""
+
+    def __init__(
+        self,
+        routes: Callable[[], Sequence[AdminRoute]],
+        guard: Callable[[str, Callable[[Request], Awaitable[Response]]], Any],
+    ) -> None:
+        self._routes = routes
+        self._guard = guard
+        self._built: Sequence[AdminRoute] | None = None
+        self._app = App()
+
+    def handle(self, exchange: Exchange) -> None:
+        routes = self._routes()
+        if routes is not self._built:
+            app = App()
+            for method, path, endpoint in routes:
+                app.route(path, [method])(self._guard(method, endpoint))
+            self._app, self._built = app, routes
+        self._app.handle(exchange)
 
 
 _ASSET_TYPES = {

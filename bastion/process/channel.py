@@ -55,7 +55,11 @@ class SupervisorJob(Protocol):
         """
 
     def state(self) -> list[Message]:
-        """What a worker that starts now must be told first (the current state)."""
+        """What a worker that starts now must be told first (the current state).
+
+        A job may also answer on the admin listener: see :meth:`Monitor.serve_jobs
+        <bastion.process.monitor.Monitor.serve_jobs>` (``admin_routes``).
+        """
 
 
 def channel_pair() -> tuple[socket.socket, socket.socket]:

@@ -12,10 +12,11 @@ import contextlib
 import logging
 import socket
 import time
+from collections.abc import Sequence
 
 from bastion.engine.config import ServerConfig
 from bastion.engine.server import Server
-from bastion.observe.admin import ServerHealth, admin_app
+from bastion.observe.admin import AdminRoute, ServerHealth, WorkerSnapshots, admin_app
 from bastion.observe.aggregate import Aggregator
 from bastion.observe.config import MonitorConfig
 from bastion.observe.telemetry import decode
@@ -50,6 +51,8 @@ class Monitor:
         self.sender = sender
         self.server: Server | None = None
         self._ticker: asyncio.Task[None] | None = None
+        self.job_routes: list[AdminRoute] = []
+        self._routes_of: dict[object, list[AdminRoute]] = {}
 
     # lifecycle --------------------------------------------------------------------------------
 
@@ -68,7 +71,7 @@ class Monitor:
             write_timeout=10.0,
             graceful_timeout=2.0,
         )
-        app = admin_app(self.health, token=self.config.admin_token)
+        app = admin_app(self.health, token=self.config.admin_token, extra=lambda: self.job_routes)
         server = Server(app, config, binds=(self.config.admin_bind,))
         loop.run_until_complete(server.start())
         self.server = server
@@ -125,6 +128,33 @@ class Monitor:
     def worker_exited(self, pid: int, reason: str) -> None:
         self._drain()  # its last snapshot, sent as it stopped, is counted first
         self.aggregator.worker_exited(pid, reason)
+
+    def serve_jobs(self, jobs: Sequence[object], owner: object = None) -> None:
+        """Answer the admin routes of ``owner``'s current jobs, in place of its previous ones
+        (several supervisors may share one monitor: ``bastion up``).
+
+        A job that has them has ``admin_routes(workers)``, which returns
+        :data:`~bastion.observe.admin.AdminRoute` tuples; ``workers()`` gives the latest
+        snapshot of each serving worker, for the figures only workers know.
+        """
+        routes: list[AdminRoute] = []
+        for job in jobs:
+            contribute = getattr(job, "admin_routes", None)
+            if contribute is None:
+                continue
+            try:
+                routes.extend(contribute(self.worker_snapshots))
+            except Exception:  # a job's bug must not take the admin listener down
+                logger.exception("cannot add a job's admin routes")
+        self._routes_of[owner] = routes
+        self.job_routes = [route for each in self._routes_of.values() for route in each]
+
+    def worker_snapshots(self) -> WorkerSnapshots:
+        return [
+            (worker.slot, worker.snapshot)
+            for worker in self.aggregator.workers.values()
+            if worker.state == "serving" and worker.snapshot is not None
+        ]
 
     def draining(self) -> None:
         """The server is stopping: readiness fails from now on (liveness does not)."""

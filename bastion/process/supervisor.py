@@ -15,7 +15,8 @@ an asyncio loop that serves the listener (:mod:`bastion.process.monitor`) and ru
 - SIGHUP (or a source change with ``reload``) starts a new generation of workers with fresh
   code and configuration; the old generation drains only once every new worker is serving,
   so no request fails. If a new worker cannot start, the reload is rolled back and the old
-  workers keep serving;
+  workers keep serving. A plan whose ``adopt`` hook takes the next one (the balancer, when
+  only its routes changed) keeps its workers instead;
 - SIGTTIN / SIGTTOU add / remove a worker; SIGTERM / SIGINT drain gracefully (a second one
   stops at once); SIGQUIT stops at once.
 
@@ -251,6 +252,8 @@ class Supervisor:
             self.broadcaster = Broadcaster(self._event_loop())
         if self.broadcaster is not None:
             self.broadcaster.start(plan.jobs)
+        if self.monitor is not None:
+            self.monitor.serve_jobs(plan.jobs, owner=self)
 
     def _tick(self) -> None:
         fds = [self._wake_r, *self.beat_fds()]
@@ -754,6 +757,9 @@ class Supervisor:
     def _reload(self, why: str) -> None:
         try:
             plan = self._reload_plan() if self._reload_plan is not None else self.plan
+            if self._adopted(plan):
+                logger.info("%s: applied to the running workers", why)
+                return
             self._open_listeners(plan)
         except (ValueError, OSError) as exc:
             logger.error("reload failed: %s; the current workers keep serving", exc)
@@ -771,6 +777,20 @@ class Supervisor:
         logger.info("%s: starting generation %d (%d workers)", why, generation, self.count)
         if self._watcher is not None:
             self._watcher = SourceWatcher(plan.watch)
+
+    def _adopted(self, plan: ServePlan) -> bool:
+        """Whether the current plan took ``plan`` into its running workers (``adopt``)."""
+        adopt = self.plan.adopt
+        if adopt is None or plan is self.plan:
+            return False
+        if self._loop is None:
+            return adopt(plan)
+
+        # On the loop, as the jobs it changes run there.
+        async def on_loop() -> bool:
+            return adopt(plan)
+
+        return self._loop.loop.run_until_complete(on_loop())
 
     def _watch(self, now: float) -> None:
         if self._watcher is None or now < self._next_watch:

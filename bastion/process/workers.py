@@ -60,6 +60,10 @@ class ServePlan:
     directories whose changes trigger a reload (``WorkerConfig.reload``). ``jobs`` run once,
     in the supervisor, while this plan is the current one; what they broadcast reaches the
     handler's ``supervisor_message(message)`` in every worker (:mod:`bastion.process.channel`).
+
+    ``adopt``, when set, is offered the next plan on a reload (SIGHUP, a changed file): it
+    returns True when it has taken what changed into the running workers (through its jobs),
+    so no new generation is started, and False when only new workers can.
     """
 
     load_handler: Callable[[], Handler]
@@ -70,6 +74,7 @@ class ServePlan:
     watch: list[str] = field(default_factory=list)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     jobs: list[SupervisorJob] = field(default_factory=list)
+    adopt: Callable[[ServePlan], bool] | None = None
 
     @property
     def scheme(self) -> str:

@@ -579,3 +579,33 @@ def test_a_name_that_does_not_resolve_fails(host: str, caplog: pytest.LogCapture
     with caplog.at_level(logging.WARNING, logger="bastion.error"):
         asyncio.run(main())
     assert f"upstream {host}:8000" in caplog.text
+
+
+def test_health_job_follows_a_new_configuration() -> None:
+    """New upstreams are checked, removed ones dropped, kept ones keep their verdict; a job
+    with nothing to check starts checking when a configuration brings checks."""
+
+    async def main() -> None:
+        async with FakeUpstream(answering([500])) as down, FakeUpstream(answering([200])) as up:
+            sent: list[dict[str, Any]] = []
+            job = HealthJob(BalancerConfig(routes=(Route(upstreams=(Upstream(down.url),)),)))
+            task = asyncio.ensure_future(job.run(sent.append))
+            await asyncio.sleep(0.05)
+            assert job.state() == [] and sent == []
+            job.reconfigure(config(down.url, fall=1))
+            await until(lambda: bool(sent))
+            assert job.checker.verdicts() == {("api", key(down.url)): False}
+            gone = closed_port()
+            job.reconfigure(config(down.url, up.url, f"http://127.0.0.1:{gone}", fall=1))
+            verdicts = job.checker.verdicts()
+            assert verdicts[("api", key(down.url))] is False  # carried over
+            assert verdicts[("api", key(up.url))] is True
+            job.reconfigure(config(up.url, fall=1))
+            assert job.checker.verdicts() == {("api", key(up.url)): True}
+            heard = len(up.heads)
+            await until(lambda: len(up.heads) > heard)  # still checking after the swaps
+            assert not task.done()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(main())

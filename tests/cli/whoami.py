@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 from bastion import App, Request, Response
@@ -15,6 +16,13 @@ async def down_if(request: Request) -> Response:
     host = request.headers.get("host") or ""
     down = host.rpartition(":")[2] == request.path_params["port"]
     return Response(b"down" if down else b"up", status=503 if down else 200)
+
+
+@app.get("/sleep/{ms:int}")
+async def sleep(request: Request) -> dict[str, object]:
+    """Answers after ``ms`` milliseconds: a request that is in flight for a while."""
+    await asyncio.sleep(request.path_params["ms"] / 1000)
+    return {"pid": os.getpid(), "path": request.path}
 
 
 @app.get("/{rest:path}")
