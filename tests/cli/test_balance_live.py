@@ -214,9 +214,8 @@ def test_drain_under_load_lets_in_flight_requests_finish(
         assert response.status_code == 200, response.text
         assert response.json()["upstream"]["drained"] is True
         time.sleep(1.0)
-        # Requests on one when it was drained completed there (no failure below).
-        finished = [e for s, e, pid in load.answers if pid == one.pid and s < before]
-        assert any(e > drained for e in finished) or finished
+        # Requests that one had when it was drained were answered there (and none failed).
+        assert [e for s, e, pid in load.answers if pid == one.pid and s < before]
         assert load.pids(drained + 0.05) == {two.pid}
         response = admin.call("POST", f"/routes/api/upstreams/{one.key}/enable")
         assert response.status_code == 200 and response.json()["upstream"]["weight"] == 1.0
