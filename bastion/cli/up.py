@@ -351,13 +351,18 @@ def _in_service(
     return load_in_service
 
 
-def plans(stack: StackFile) -> dict[str, ServePlan]:
-    """Every group's plan, by name: the services in file order, then the balancer."""
+def plans(stack: StackFile, running: list[Any] | None = None) -> dict[str, ServePlan]:
+    """Every group's plan, by name: the services in file order, then the balancer.
+
+    ``running`` is kept from one call to the next: through it the balancer's next plan
+    finds the running one, so a reload carries its health verdicts over and one that only
+    changes routes is applied to the running workers.
+    """
     from bastion.cli.balance import balance_plan
 
     built = {service.name: service_plan(stack, service) for service in stack.services}
     if stack.balancer is not None:
-        built[BALANCER] = balance_plan(stack.balancer, {})
+        built[BALANCER] = balance_plan(stack.balancer, {}, running=running)
     return built
 
 
@@ -369,13 +374,14 @@ def up_command(args: argparse.Namespace) -> int:
     from bastion.cli.main import monitor_config
 
     path = args.stack
+    running: list[Any] = []
     try:
         stack = load_stack(path)
         # The supervisor never imports an application, but --reload looks its sources up.
         directory = os.path.dirname(os.path.abspath(path))
         if directory not in sys.path:
             sys.path.insert(0, directory)
-        built = plans(stack)
+        built = plans(stack, running)
         if args.check:
             sys.stdout.write(describe(stack, built))
             return 0
@@ -389,7 +395,7 @@ def up_command(args: argparse.Namespace) -> int:
     def reload() -> dict[str, ServePlan]:
         fresh = load_stack(path)
         configure_logging(fresh.settings)
-        return plans(fresh)
+        return plans(fresh, running)
 
     groups = [Group(name, plan) for name, plan in built.items() if name != BALANCER]
     if BALANCER in built:
