@@ -47,6 +47,7 @@ import dns.resolver
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from bastion.balancer.config import Upstream
+from bastion.observe.aggregate import add_supervisor_metrics
 
 if TYPE_CHECKING:
     from bastion.balancer.control import BalancerControl
@@ -757,3 +758,6 @@ def settings_from_table(raw: Mapping[str, Any] | None) -> DiscoverySettings:
     if nameserver is not None and not isinstance(nameserver, str):
         raise ValueError(f"discovery.nameserver must be a string, not {nameserver!r}")
     return DiscoverySettings(**raw)
+
+
+add_supervisor_metrics(metrics)

@@ -17,7 +17,7 @@ import os
 import resource
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
 from prometheus_client.core import (
@@ -296,6 +296,17 @@ def quantile(buckets: list[float], q: float) -> float | None:
     return DURATION_BUCKETS[-1]
 
 
+# Figures the supervisor itself holds (service discovery's, say), added by the module that
+# keeps them: each is called with the metric prefix on every scrape.
+_SUPERVISOR_SOURCES: list[Callable[[str], Iterable[Metric]]] = []
+
+
+def add_supervisor_metrics(source: Callable[[str], Iterable[Metric]]) -> None:
+    """Have ``source(prefix)`` add its families to every scrape of ``/metrics``."""
+    if source not in _SUPERVISOR_SOURCES:
+        _SUPERVISOR_SOURCES.append(source)
+
+
 class MetricsCollector:
     """A ``prometheus_client`` collector over an :class:`Aggregator` (a fresh view per
     scrape) or over one :class:`AggregateView` (to render it on another thread)."""
@@ -322,6 +333,8 @@ class MetricsCollector:
         yield from _engine_families(p, totals)
         yield from _worker_families(p, totals, view)
         yield from _app_families(totals, view)
+        for extra in _SUPERVISOR_SOURCES:
+            yield from extra(p)
 
 
 def _capped(table: dict[Key, list[float]], cap: int, route_index: int) -> dict[Key, list[float]]:

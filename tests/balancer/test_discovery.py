@@ -448,3 +448,15 @@ upstreams = ["dns+http://api.test:{port}"]
             wait_for(lambda: names() == {"127.0.0.3"})
             lb.popen.terminate()
             assert lb.wait(10) == 0
+
+
+def test_discovery_figures_are_on_the_supervisors_metrics() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from bastion.observe.aggregate import Aggregator, MetricsCollector
+
+    registry = CollectorRegistry()
+    registry.register(MetricsCollector(Aggregator()))  # type: ignore[arg-type]
+    text = generate_latest(registry).decode()
+    assert "# TYPE bastion_discovery_resolutions_total counter" in text
+    assert "# TYPE bastion_discovery_failing gauge" in text
