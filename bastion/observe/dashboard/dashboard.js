@@ -364,6 +364,59 @@
     if (!document.hidden) drawCharts();
   });
 
+  // -- upstreams: only where a balancer runs (api/balancer answers; a 404 ends the polling) ---
+
+  const upstreamSeen = new Map();
+
+  function pollUpstreams() {
+    if (document.hidden) {
+      setTimeout(pollUpstreams, 2000);
+      return;
+    }
+    fetch("api/balancer", { cache: "no-store" })
+      .then((response) => {
+        if (response.status === 404) return null;
+        return response.ok ? response.json() : undefined;
+      })
+      .then((data) => {
+        if (data === null) return;
+        if (data) renderUpstreams(data);
+        setTimeout(pollUpstreams, 2000);
+      })
+      .catch(() => setTimeout(pollUpstreams, 5000));
+  }
+
+  function renderUpstreams(data) {
+    const now = performance.now();
+    const rows = [];
+    for (const route of data.routes || []) {
+      for (const upstream of route.upstreams || []) {
+        const workers = Object.values(upstream.workers || {});
+        const sum = (field) => workers.reduce((total, w) => total + (w[field] || 0), 0);
+        const requests = sum("requests");
+        const id = route.name + " " + upstream.key;
+        const before = upstreamSeen.get(id);
+        upstreamSeen.set(id, { requests, at: now });
+        const rate = before ? ((requests - before.requests) * 1000) / (now - before.at) : null;
+        const latency = Math.max(0, ...workers.map((w) => w.latency_ewma_s || 0));
+        const row = document.createElement("tr");
+        cell(row, route.name);
+        cell(row, upstream.key);
+        cell(row, upstream.drained ? "drained" : upstream.health);
+        cell(row, num(upstream.weight), "num");
+        cell(row, rate === null ? "…" : num(Math.max(0, rate)), "num");
+        cell(row, num(sum("outstanding")), "num");
+        cell(row, seconds(latency), "num");
+        cell(row, num(sum("failures")), "num");
+        cell(row, workers.filter((w) => w.ejected).length + " / " + workers.length, "num");
+        rows.push(row);
+      }
+    }
+    $("upstreams").replaceChildren(...rows);
+    $("upstreams-section").hidden = rows.length === 0;
+  }
+
   buildCharts();
   connect();
+  pollUpstreams();
 })();
