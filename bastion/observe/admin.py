@@ -166,7 +166,10 @@ def admin_app(
         if denied is not None:
             return denied
         history = list(aggregator.history)
-        body = {"now": history[-1] if history else None, "history": history[-120:]}
+        # The GET paths the current jobs add (the balancer's /api/balancer, say), so the page
+        # asks only for what is there.
+        added = sorted({path for method, path, _ in (extra() if extra else ()) if method == "GET"})
+        body = {"now": history[-1] if history else None, "history": history[-120:], "apis": added}
         return Response(json.dumps(body).encode(), headers={"content-type": _JSON})
 
     @app.get("/events")

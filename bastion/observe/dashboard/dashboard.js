@@ -364,7 +364,7 @@
     if (!document.hidden) drawCharts();
   });
 
-  // -- upstreams: only where a balancer runs (api/balancer answers; a 404 ends the polling) ---
+  // -- upstreams: only where a balancer runs (api/summary lists /api/balancer) ---------------
 
   const upstreamSeen = new Map();
 
@@ -418,5 +418,10 @@
 
   buildCharts();
   connect();
-  pollUpstreams();
+  fetch("api/summary", { cache: "no-store" })
+    .then((response) => (response.ok ? response.json() : null))
+    .then((summary) => {
+      if (summary && (summary.apis || []).includes("/api/balancer")) pollUpstreams();
+    })
+    .catch(() => {});
 })();
