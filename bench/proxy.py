@@ -17,6 +17,7 @@ the benchmark's virtualenv (bench/.venv, made by bench/run.py) when missing.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -54,6 +55,9 @@ class Context:
     upstream: str  # host:port of the upstream nginx
     python: Path
     workdir: Path
+    # With --pool N: N more ports of the same upstream nginx, each a server to the balancer.
+    pool: tuple[str, ...] = ()
+    strategy: str = "round-robin"
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,30 @@ def _python_app(module: str) -> Callable[[Context], list[str]]:
 
     return build
 
+
+def _balancer_pool(size: int | None) -> Callable[[Context], list[str]]:
+    """The balancer over ``size`` servers of the pool (None: all of them)."""
+
+    def build(ctx: Context) -> list[str]:
+        servers = ctx.pool[:size] if size is not None else ctx.pool
+        argv = [str(ctx.python), "-m", "bench.apps.balancer_proxy", "--bind", f"{HOST}:{ctx.port}"]
+        for server in servers:
+            argv += ["--upstream", f"http://{server}"]
+        return [*argv, "--strategy", ctx.strategy]
+
+    return build
+
+
+POOL_ROWS = {
+    "bastion-pool-2": Proxy(
+        "bastion-pool-2", "the balancer over 2 ports of the upstream (--pool)", _balancer_pool(2)
+    ),
+    "bastion-pool-n": Proxy(
+        "bastion-pool-n",
+        "the balancer over every port of the upstream (--pool N): a strategy's cost at size",
+        _balancer_pool(None),
+    ),
+}
 
 PROXIES = {
     proxy.name: proxy
@@ -219,7 +247,7 @@ def run_row(
         return measure(url, upstream_pids, [], args)
     port = procs.free_port()
     workdir = Path(tempfile.mkdtemp(prefix=f"{proxy.name}-", dir=ctx_base.workdir))
-    ctx = Context(port, ctx_base.upstream, ctx_base.python, workdir)
+    ctx = dataclasses.replace(ctx_base, port=port, workdir=workdir)
     with _started(proxy.command(ctx), port, workdir, PROXY_CORE) as server:
         return measure(
             f"http://{HOST}:{port}/", procs.process_tree(server.pid), upstream_pids, args
@@ -288,7 +316,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="comma-separated rows (default: all)")
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--json", type=Path, help="write every round here")
+    parser.add_argument(
+        "--pool",
+        type=int,
+        default=0,
+        help="also run the balancer over 2 and over N ports of the upstream (rows "
+        "bastion-pool-2 and bastion-pool-n): what a larger pool costs",
+    )
+    parser.add_argument("--strategy", default="round-robin", help="for the pool rows")
     args = parser.parse_args(argv)
+    if args.pool:
+        PROXIES.update(POOL_ROWS)
     names = args.only.split(",") if args.only else list(PROXIES)
     unknown = [name for name in names if name not in PROXIES]
     if unknown:
@@ -310,7 +348,10 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-proxy-")))
         up_port = procs.free_port()
         up_dir = root / "upstream"
-        conf = _nginx_conf(up_dir, f"{HOST}:{up_port}", NGINX_HELLO)
+        pool = tuple(f"{HOST}:{procs.free_port()}" for _ in range(args.pool))
+        # One server block listening on every port: "listen A; listen B; ...".
+        binds = ";\n        listen ".join((f"{HOST}:{up_port}", *pool))
+        conf = _nginx_conf(up_dir, binds, NGINX_HELLO)
         # nginx started as root runs its worker as an unprivileged user; it must read nothing
         # here, but its temp paths must be creatable.
         root.chmod(0o755)
@@ -321,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         except procs.ServerStartError as exc:
             print(f"upstream nginx failed to start: {exc}", file=sys.stderr)
             return 1
-        base = Context(0, f"{HOST}:{up_port}", env.python, root)
+        base = Context(0, f"{HOST}:{up_port}", env.python, root, pool, args.strategy)
         try:
             for number in range(1, args.rounds + 1):
                 for row in rows:

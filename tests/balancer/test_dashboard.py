@@ -16,6 +16,7 @@ _ADMIN = re.compile(r"admin \(health, metrics, dashboard\) on (http://\S+)")
 
 UPSTREAM_ROWS = """(() => {
   const section = document.getElementById('upstreams-section');
+  if (!section) return false;
   const rows = [...document.querySelectorAll('#upstreams tr')];
   return !section.hidden && rows.length === 2
     && rows.map(r => [...r.cells].map(c => c.textContent));

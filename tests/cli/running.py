@@ -67,3 +67,7 @@ def bastion(*args: str, timeout: float = 15.0) -> Iterator[Process]:
         if popen.poll() is None:
             popen.kill()
             popen.wait(5)
+        # Closed here rather than left to the garbage collector, whose ResourceWarning would
+        # land on whichever test happens to be running then.
+        if popen.stderr is not None:
+            popen.stderr.close()
