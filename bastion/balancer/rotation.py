@@ -19,7 +19,10 @@ class RoundRobin(Strategy):
     its full share.
 
     Each pick adds every candidate's weight to its running score, takes the highest score
-    and takes the candidates' total back off the winner's.
+    and takes the candidates' total back off the winner's. With whole-number weights the
+    whole period of that sequence is worked out once per pool, and a pick steps along it, so
+    its cost does not grow with the pool; fractional weights, slow start and a pool with
+    many servers out fall back to the scan.
     """
 
     name = "round-robin"
