@@ -44,7 +44,7 @@ class _Totals:
         self.durations: dict[Key, list[float]] = {}  # (method, route) -> buckets + sum
         self.engine: dict[str, float] = {}
         self.errors: dict[str, float] = {}
-        self.cpu_by_slot: dict[int, float] = {}
+        self.cpu_by_slot: dict[str, float] = {}
         self.app: dict[tuple[str, str, str], dict[Key, float]] = {}  # family -> sample -> sum
 
     def add(self, snapshot: dict[str, Any]) -> None:
@@ -57,7 +57,7 @@ class _Totals:
             self.engine[name] = self.engine.get(name, 0) + engine.get(name, 0)
         for kind, count in (engine.get("errors") or {}).items():
             self.errors[kind] = self.errors.get(kind, 0) + count
-        slot = snapshot.get("slot", 0)
+        slot = snapshot.get("label") or str(snapshot.get("slot", 0))
         cpu = (snapshot.get("process") or {}).get("cpu_seconds", 0.0)
         self.cpu_by_slot[slot] = self.cpu_by_slot.get(slot, 0.0) + cpu
         for name, kind, doc, samples in snapshot.get("app", ()):
@@ -97,11 +97,25 @@ def _add_to(table: dict[Key, list[float]], key: Key, values: Iterable[float]) ->
 class WorkerView:
     """What the supervisor knows of one worker besides its snapshots (changed on the loop)."""
 
-    __slots__ = ("pid", "slot", "generation", "state", "started", "last_beat", "snapshot")
+    __slots__ = (
+        "pid",
+        "slot",
+        "label",
+        "generation",
+        "state",
+        "started",
+        "last_beat",
+        "snapshot",
+    )
 
-    def __init__(self, pid: int, slot: int, generation: int, started: float) -> None:
+    def __init__(
+        self, pid: int, slot: int, generation: int, started: float, group: str | None = None
+    ) -> None:
         self.pid = pid
         self.slot = slot
+        # The ``worker`` label: the slot, or "group/slot" where one supervisor process runs
+        # several groups (bastion up), whose slots would otherwise be taken for each other.
+        self.label = f"{group}/{slot}" if group else str(slot)
         self.generation = generation
         self.state = "starting"
         self.started = started
@@ -124,8 +138,10 @@ class Aggregator:
 
     # what the supervisor reports --------------------------------------------------------------
 
-    def worker_started(self, pid: int, slot: int, generation: int) -> None:
-        self.workers[pid] = WorkerView(pid, slot, generation, time.monotonic())
+    def worker_started(
+        self, pid: int, slot: int, generation: int, group: str | None = None
+    ) -> None:
+        self.workers[pid] = WorkerView(pid, slot, generation, time.monotonic(), group)
         self.starts += 1
 
     def worker_state(self, pid: int, state: str) -> None:
@@ -141,6 +157,7 @@ class Aggregator:
     def update(self, snapshot: dict[str, Any]) -> None:
         worker = self.workers.get(snapshot.get("pid", 0))
         if worker is not None:  # a late datagram from a retired worker is not counted twice
+            snapshot["label"] = worker.label
             worker.snapshot = snapshot
 
     def worker_exited(self, pid: int, reason: str) -> None:
@@ -162,7 +179,10 @@ class Aggregator:
         """What is known now, frozen: cheap to take on the loop, safe to read on any thread."""
         return AggregateView(
             self.retired,
-            tuple(WorkerRecord(w.pid, w.slot, w.state, w.snapshot) for w in self.workers.values()),
+            tuple(
+                WorkerRecord(w.pid, w.slot, w.state, w.snapshot, w.label)
+                for w in self.workers.values()
+            ),
             self.starts,
             dict(self.exits),
             self.max_series,
@@ -190,6 +210,7 @@ class WorkerRecord(NamedTuple):
     slot: int
     state: str
     snapshot: dict[str, Any] | None
+    label: str = ""
 
 
 class AggregateView(NamedTuple):
@@ -248,6 +269,7 @@ def _point(
         per_worker.append(
             {
                 "slot": worker.slot,
+                "label": worker.label,
                 "pid": worker.pid,
                 "state": worker.state,
                 "requests": engine.get("requests", 0),
@@ -463,7 +485,7 @@ def _worker_families(p: str, totals: _Totals, view: AggregateView) -> Iterator[M
         snapshot = worker.snapshot
         if snapshot is None:
             continue
-        label = [str(worker.slot)]
+        label = [worker.label]
         for name, (_, section, field) in gauges.items():
             families[name].add_metric(label, (snapshot.get(section) or {}).get(field, 0))
         engine = snapshot.get("engine") or {}
@@ -482,7 +504,7 @@ def _worker_families(p: str, totals: _Totals, view: AggregateView) -> Iterator[M
         labels=["worker"],
     )
     for slot, seconds in sorted(totals.cpu_by_slot.items()):
-        cpu.add_metric([str(slot)], seconds)
+        cpu.add_metric([slot], seconds)
     cpu.add_metric(["supervisor"], usage.ru_utime + usage.ru_stime)
     yield cpu
     states: dict[str, int] = {}
@@ -524,7 +546,7 @@ def _app_families(totals: _Totals, view: AggregateView) -> Iterator[Metric]:
                 found = gauges[(name, kind, doc)] = Metric(name, doc, kind)
             family = found
             for sample_name, labels, value in samples:
-                family.add_sample(sample_name, {**dict(labels), "worker": str(worker.slot)}, value)
+                family.add_sample(sample_name, {**dict(labels), "worker": worker.label}, value)
     yield from gauges.values()
 
 

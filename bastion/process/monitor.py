@@ -113,8 +113,10 @@ class Monitor:
 
     # what the supervisor reports ----------------------------------------------------------
 
-    def worker_started(self, pid: int, slot: int, generation: int) -> None:
-        self.aggregator.worker_started(pid, slot, generation)
+    def worker_started(
+        self, pid: int, slot: int, generation: int, group: str | None = None
+    ) -> None:
+        self.aggregator.worker_started(pid, slot, generation, group)
 
     def worker_ready(self, pid: int) -> None:
         self.aggregator.worker_state(pid, "serving")

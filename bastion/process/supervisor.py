@@ -450,7 +450,7 @@ class Supervisor:
         )
         self.workers[pid] = worker
         if self.monitor is not None:
-            self.monitor.worker_started(pid, slot, self.generation)
+            self.monitor.worker_started(pid, slot, self.generation, self.name)
         self._next_spawn.pop(slot, None)
         logger.debug("started %s (generation %d)", worker.name(), self.generation)
 

@@ -207,3 +207,24 @@ def test_tick_reports_the_last_second(workers: list) -> None:
     assert point["status"] == {"2xx": 4, "4xx": 1}
     assert point["busiest"][0] == ("GET /users/{id:int}", 4)
     assert point["p50"] is not None
+
+
+def test_workers_of_several_groups_keep_their_own_labels() -> None:
+    # bastion up: one supervisor process, each group with its own slot 0.
+    aggregator = Aggregator()
+    for pid, group in ((101, "users"), (102, "orders")):
+        aggregator.worker_started(pid, 0, 0, group)
+        telemetry = WorkerTelemetry(0)
+        ship(aggregator, telemetry, pid)
+    samples = scrape(aggregator)
+    lag = {dict(labels)["worker"] for labels in samples["bastion_event_loop_lag_seconds"]}
+    assert lag == {"users/0", "orders/0"}
+    cpu = {dict(labels)["worker"] for labels in samples["bastion_process_cpu_seconds_total"]}
+    assert {"users/0", "orders/0", "supervisor"} <= cpu
+    # A single group (bastion run) keeps the plain slot number.
+    single = Aggregator()
+    single.worker_started(201, 0, 0)
+    ship(single, WorkerTelemetry(0), 201)
+    assert {
+        dict(labels)["worker"] for labels in scrape(single)["bastion_event_loop_lag_seconds"]
+    } == {"0"}

@@ -218,7 +218,7 @@
       const cpu = then && elapsed > 0 ? (100 * Math.max(0, w.cpu - then.cpu)) / elapsed : null;
       const slot = document.createElement("th");
       slot.scope = "row";
-      slot.textContent = String(w.slot);
+      slot.textContent = String(w.label ?? w.slot);
       row.appendChild(slot);
       cell(row, String(w.pid));
       cell(row, w.state, "state-" + w.state);
