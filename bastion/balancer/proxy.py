@@ -55,6 +55,7 @@ from bastion.http import (
     forward_response_headers,
 )
 from bastion.http.errors import BadGateway, NoResponse, ProtocolError
+from bastion.http.forwarding import connection_options
 
 if TYPE_CHECKING:
     from bastion.engine.exchange import Exchange
@@ -1038,12 +1039,10 @@ def _response_fields(head: ResponseHead) -> tuple[bytes, bool]:
         lowered = name.lower()
         if lowered in _NOT_FORWARDED:
             if lowered == b"connection":
-                for token in value.split(b","):
-                    token = token.strip(b" \t").lower()
-                    # "keep-alive", "close": nothing more to remove than what always is.
-                    if token not in _NOT_FORWARDED and token != b"close":
-                        named = named or set()
-                        named.add(token)
+                options = connection_options(value)
+                if options:
+                    named = named or set()
+                    named.update(options)
             continue
         if lowered == b"date":
             has_date = True

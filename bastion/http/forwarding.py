@@ -60,6 +60,17 @@ _TOKEN_CHARS = frozenset(
 )
 
 
+def connection_options(value: bytes) -> list[bytes]:
+    """The field names a ``Connection`` value makes hop-by-hop, lowercased, beyond those that
+    always are (``keep-alive``, ``upgrade``, ...) and the ``close`` option."""
+    options = []
+    for token in value.split(b","):
+        token = token.strip(b" \t").lower()
+        if token and token not in _HOP_BY_HOP and token != b"close":
+            options.append(token)
+    return options
+
+
 def remove_hop_by_hop(
     headers: Iterable[Header], *, keep_upgrade: bool = False, keep: frozenset[bytes] = frozenset()
 ) -> list[Header]:
@@ -74,7 +85,7 @@ def remove_hop_by_hop(
     named: set[bytes] = set()
     for name, value in headers:
         if name.lower() == b"connection":
-            named.update(token.strip(b" \t").lower() for token in value.split(b","))
+            named.update(connection_options(value))
     named -= keep
     if keep_upgrade:
         named.discard(b"upgrade")
@@ -220,12 +231,10 @@ def forward_request_head(
         lowered = name.lower()
         if lowered in _NOT_FORWARDED:
             if lowered == b"connection":
-                for token in value.split(b","):
-                    token = token.strip(b" \t").lower()
-                    # "keep-alive", "close": nothing more to remove than what always is.
-                    if token not in _NOT_FORWARDED and token != b"close":
-                        named = named or set()
-                        named.add(token)
+                options = connection_options(value)
+                if options:
+                    named = named or set()
+                    named.update(options)
             elif tunnel and lowered == b"upgrade":
                 fields.append((lowered, name, value))
             continue
