@@ -92,11 +92,7 @@ class Upstream:
         object.__setattr__(self, "scheme", scheme)
         object.__setattr__(self, "host", host)
         object.__setattr__(self, "port", port)
-        weight = self.weight
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
-            raise ValueError(f"upstream {self.url}: weight must be a number, not {weight!r}")
-        if not (math.isfinite(weight) and weight >= 0):
-            raise ValueError(f"upstream {self.url}: weight must be >= 0, not {weight!r}")
+        check_weight(self.url, self.weight)
 
     @property
     def key(self) -> str:
@@ -108,6 +104,14 @@ class Upstream:
         """What a request to this upstream names as its Host when the client's is not kept."""
         default = 443 if self.scheme == "https" else 80
         return (self.key if self.port != default else self.key.rsplit(":", 1)[0]).encode()
+
+
+def check_weight(url: str, weight: object) -> None:
+    """ValueError unless ``weight`` is a finite number >= 0 (a bool is not a number here)."""
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+        raise ValueError(f"upstream {url}: weight must be a number, not {weight!r}")
+    if not (math.isfinite(weight) and weight >= 0):
+        raise ValueError(f"upstream {url}: weight must be >= 0, not {weight!r}")
 
 
 def parse_upstream_url(url: str) -> tuple[str, str, int]:

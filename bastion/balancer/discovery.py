@@ -46,7 +46,7 @@ import dns.rdatatype
 import dns.resolver
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from bastion.balancer.config import Upstream
+from bastion.balancer.config import Upstream, check_weight
 from bastion.observe.aggregate import add_supervisor_metrics
 
 if TYPE_CHECKING:
@@ -91,11 +91,7 @@ class DiscoveredUpstream:
         object.__setattr__(self, "scheme", scheme)
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "port", port)
-        weight = self.weight
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
-            raise ValueError(f"upstream {self.url}: weight must be a number, not {weight!r}")
-        if not (math.isfinite(weight) and weight >= 0):
-            raise ValueError(f"upstream {self.url}: weight must be >= 0, not {weight!r}")
+        check_weight(self.url, self.weight)
 
 
 def parse_discovery_url(url: str) -> tuple[Kind, str, str, int]:
