@@ -10,6 +10,7 @@ import socket
 import ssl
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from bastion import __version__
 from bastion.cli.balance import add_balance_command, balance_command
@@ -263,15 +264,21 @@ def serve(
         return plan_of(fresh, inherited)
 
     supervisor = Supervisor(plan, reload_plan=reload_plan, inherited=inherited, on_ready=_announce)
+    return bind_and_run(supervisor)
+
+
+def bind_and_run(runner: Any) -> int:
+    """Bind a Supervisor's (or a ``bastion up`` Stack's) listeners, say where the admin
+    listener is, and run it until it stops; the process's exit status."""
     try:
-        supervisor.bind()
+        runner.bind()
     except OSError as exc:
         print(f"bastion: error: cannot listen: {exc}", file=sys.stderr)
         return 1
-    for url in supervisor.admin_urls:
+    for url in runner.admin_urls:
         logger.info("admin listener on %s", url)
         print(f"Bastion admin (health, metrics, dashboard) on {url}", file=sys.stderr, flush=True)
-    return supervisor.run()
+    return int(runner.run())
 
 
 def _run_in_process(plan: ServePlan, inherited: Sequence[socket.socket]) -> int:

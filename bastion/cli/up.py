@@ -371,7 +371,7 @@ def plans(stack: StackFile, running: list[Any] | None = None) -> dict[str, Serve
 
 def up_command(args: argparse.Namespace) -> int:
     from bastion.cli.logs import configure_logging
-    from bastion.cli.main import monitor_config
+    from bastion.cli.main import bind_and_run, monitor_config
 
     path = args.stack
     running: list[Any] = []
@@ -401,15 +401,7 @@ def up_command(args: argparse.Namespace) -> int:
     if BALANCER in built:
         groups.append(Group(BALANCER, built[BALANCER], needs=stack.routed))
     runner = Stack(groups, monitor_config(stack.settings), reload=reload, on_ready=_announce)
-    try:
-        runner.bind()
-    except OSError as exc:
-        print(f"bastion: error: cannot listen: {exc}", file=sys.stderr)
-        return 1
-    for url in runner.admin_urls:
-        logger.info("admin listener on %s", url)
-        print(f"Bastion admin (health, metrics, dashboard) on {url}", file=sys.stderr, flush=True)
-    return runner.run()
+    return bind_and_run(runner)
 
 
 def describe(stack: StackFile, built: dict[str, ServePlan]) -> str:
