@@ -40,18 +40,20 @@ class _Totals:
     """Cumulative counters, summed over any number of snapshots."""
 
     def __init__(self) -> None:
-        self.requests: dict[Key, list[float]] = {}  # (method, status, route) -> 3 sums
-        self.durations: dict[Key, list[float]] = {}  # (method, route) -> buckets + sum
+        # The service is "" except under ``bastion up``, where one supervisor runs several.
+        self.requests: dict[Key, list[float]] = {}  # (service, method, status, route) -> 3 sums
+        self.durations: dict[Key, list[float]] = {}  # (service, method, route) -> buckets + sum
         self.engine: dict[str, float] = {}
         self.errors: dict[str, float] = {}
         self.cpu_by_slot: dict[str, float] = {}
         self.app: dict[tuple[str, str, str], dict[Key, float]] = {}  # family -> sample -> sum
 
     def add(self, snapshot: dict[str, Any]) -> None:
+        service = snapshot.get("service", "")
         for row in snapshot.get("requests", ()):
-            _add_row(self.requests, row, 3)
+            _add_to(self.requests, (service, *row[:3]), row[3:])
         for row in snapshot.get("durations", ()):
-            _add_row(self.durations, row, 2)
+            _add_to(self.durations, (service, *row[:2]), row[2:])
         engine = snapshot.get("engine") or {}
         for name in ("requests", "connections_opened", "keepalive_reused"):
             self.engine[name] = self.engine.get(name, 0) + engine.get(name, 0)
@@ -81,10 +83,6 @@ class _Totals:
         return total
 
 
-def _add_row(table: dict[Key, list[float]], row: tuple[Any, ...], key_size: int) -> None:
-    _add_to(table, row[:key_size], row[key_size:])
-
-
 def _add_to(table: dict[Key, list[float]], key: Key, values: Iterable[float]) -> None:
     sums = table.get(key)
     if sums is None:
@@ -101,6 +99,7 @@ class WorkerView:
         "pid",
         "slot",
         "label",
+        "service",
         "generation",
         "state",
         "started",
@@ -116,6 +115,7 @@ class WorkerView:
         # The ``worker`` label: the slot, or "group/slot" where one supervisor process runs
         # several groups (bastion up), whose slots would otherwise be taken for each other.
         self.label = f"{group}/{slot}" if group else str(slot)
+        self.service = group or ""
         self.generation = generation
         self.state = "starting"
         self.started = started
@@ -158,6 +158,8 @@ class Aggregator:
         worker = self.workers.get(snapshot.get("pid", 0))
         if worker is not None:  # a late datagram from a retired worker is not counted twice
             snapshot["label"] = worker.label
+            if worker.service:
+                snapshot["service"] = worker.service
             worker.snapshot = snapshot
 
     def worker_exited(self, pid: int, reason: str) -> None:
@@ -236,6 +238,11 @@ class AggregateView(NamedTuple):
         return total
 
 
+def _route_label(service: str, method: str, route: str) -> str:
+    route_text = f"{method} {route or '-'}"
+    return f"{service}: {route_text}" if service else route_text
+
+
 def _point(
     now: _Totals, previous: _Totals | None, workers: Iterable[WorkerRecord]
 ) -> dict[str, Any]:
@@ -244,13 +251,14 @@ def _point(
     buckets = [0.0] * (len(DURATION_BUCKETS) + 1)
     slowest: dict[str, float] = {}
     if previous is not None:
-        for (method, status, route), values in now.requests.items():
-            before = previous.requests.get((method, status, route))
+        for key, values in now.requests.items():
+            service, method, status, route = key
+            before = previous.requests.get(key)
             count = values[0] - (before[0] if before else 0)
             if count > 0:
                 group = f"{int(status) // 100}xx"
                 statuses[group] = statuses.get(group, 0) + count
-                label = f"{method} {route or '-'}"
+                label = _route_label(service, method, route)
                 routes[label] = routes.get(label, 0) + count
         for key, values in now.durations.items():
             before = previous.durations.get(key)
@@ -259,7 +267,7 @@ def _point(
             seconds = values[-1] - (before[-1] if before else 0)
             observed = sum(values[:-1]) - (sum(before[:-1]) if before else 0)
             if observed > 0:
-                slowest[f"{key[0]} {key[1] or '-'}"] = seconds / observed
+                slowest[_route_label(*key)] = seconds / observed
     per_worker = []
     for worker in sorted(workers, key=lambda w: w.slot):
         snapshot = worker.snapshot or {}
@@ -372,40 +380,44 @@ def _capped(table: dict[Key, list[float]], cap: int, route_index: int) -> dict[K
 
 
 def _request_families(p: str, totals: _Totals, cap: int) -> Iterator[Metric]:
+    # A ``service`` label only where there are services (bastion up): a plain server's
+    # series keep the names dashboards and alerts were written against.
+    by_service = any(key[0] for key in totals.requests) or any(key[0] for key in totals.durations)
+    first = 0 if by_service else 1  # where each key's labels begin
+    names = ["service"] if by_service else []
     requests = CounterMetricFamily(
         f"{p}_requests",
         "Requests answered, by method, status and route template.",
-        labels=["method", "status", "route"],
+        labels=[*names, "method", "status", "route"],
     )
-    request_bytes: dict[tuple[str, str], float] = {}
-    response_bytes: dict[tuple[str, str], float] = {}
-    for (method, status, route), (count, received, sent) in _capped(
-        totals.requests, cap, 2
-    ).items():
-        requests.add_metric([method, str(status), route], count)
-        request_bytes[(method, route)] = request_bytes.get((method, route), 0) + received
-        response_bytes[(method, route)] = response_bytes.get((method, route), 0) + sent
+    request_bytes: dict[Key, float] = {}
+    response_bytes: dict[Key, float] = {}
+    for key, (count, received, sent) in _capped(totals.requests, cap, 3).items():
+        requests.add_metric([str(label) for label in key[first:]], count)
+        by_route = (*key[first:2], key[3])
+        request_bytes[by_route] = request_bytes.get(by_route, 0) + received
+        response_bytes[by_route] = response_bytes.get(by_route, 0) + sent
     yield requests
     for name, doc, table in (
         ("request_body_bytes", "Request body bytes received, by method and route.", request_bytes),
         ("response_body_bytes", "Response body bytes sent, by method and route.", response_bytes),
     ):
-        family = CounterMetricFamily(f"{p}_{name}", doc, labels=["method", "route"])
-        for (method, route), value in table.items():
-            family.add_metric([method, route], value)
+        family = CounterMetricFamily(f"{p}_{name}", doc, labels=[*names, "method", "route"])
+        for labels, value in table.items():
+            family.add_metric(list(labels), value)
         yield family
     durations = HistogramMetricFamily(
         f"{p}_request_duration_seconds",
         "Time from the request head to the end of the response, by method and route.",
-        labels=["method", "route"],
+        labels=[*names, "method", "route"],
     )
-    for (method, route), values in _capped(totals.durations, cap, 1).items():
+    for key, values in _capped(totals.durations, cap, 2).items():
         cumulative = 0.0
         buckets = []
         for label, count in zip(_BUCKET_LABELS, values[:-1], strict=True):
             cumulative += count
             buckets.append((label, cumulative))
-        durations.add_metric([method, route], buckets, values[-1])
+        durations.add_metric(list(key[first:]), buckets, values[-1])
     yield durations
 
 

@@ -120,8 +120,20 @@ def test_the_example_runs_end_to_end(stack: Path) -> None:
         assert page["users"]["served_by"] in ("users-1", "users-2")
         with urllib.request.urlopen(f"{admin}/readyz", timeout=5) as response:
             assert response.status == 200
-        with urllib.request.urlopen(f"{admin}/metrics", timeout=5) as response:
-            assert b"bastion_requests_total" in response.read()
+        # Request metrics are told apart by service (snapshots arrive once a second).
+        deadline = time.monotonic() + 10
+        while True:
+            with urllib.request.urlopen(f"{admin}/metrics", timeout=5) as response:
+                metrics = response.read().decode()
+            missing = [
+                service
+                for service in ("orders", "users", "frontend", "balancer")
+                if not re.search(rf'bastion_requests_total{{[^}}]*service="{service}"', metrics)
+            ]
+            if not missing or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert not missing, metrics
 
         # kill -9 of one service's worker: that worker alone is replaced, and served again.
         users = up.serving("users")
