@@ -162,8 +162,12 @@ def _node(client: str | None) -> str:
         return "unknown"
     address = ipaddress.ip_address(client.strip("[]"))
     if address.version == 6:
+        # RFC 5952 §5's mixed notation for an IPv4-mapped address, as Python 3.13 writes it
+        # and older versions do not: the same field whichever Python runs the balancer.
+        mapped = address.ipv4_mapped
+        text = f"::ffff:{mapped}" if mapped is not None else address.compressed
         # ":" is not a token character, so an IPv6 node is always a quoted string.
-        return f'"[{address.compressed}]"'
+        return f'"[{text}]"'
     return address.compressed
 
 

@@ -216,7 +216,7 @@ def test_forwarded_quoting() -> None:
     assert forwarded("2001:DB8:0:0::1", None) == b'for="[2001:db8::1]";proto=https'
     assert (
         forwarded("::ffff:192.0.2.1", b"h:8443")
-        == b'for="[::ffff:c000:201]";proto=https;host="h:8443"'
+        == b'for="[::ffff:192.0.2.1]";proto=https;host="h:8443"'
     )
     assert forwarded(None, b"h") == b"for=unknown;proto=https;host=h"
     assert forwarded("192.0.2.60", b"[::1]:80") == b'for=192.0.2.60;proto=https;host="[::1]:80"'
