@@ -37,6 +37,7 @@ from bastion.balancer.health import HealthJob
 from bastion.balancer.proxy import Balancer
 from bastion.cli import balancefile
 from bastion.cli.inplace import LiveBalance, engine_key
+from bastion.cli.parser import command_parser
 from bastion.cli.settings import (
     APPLICATION,
     OPTIONS,
@@ -84,8 +85,10 @@ ROUTE_FLAGS: tuple[tuple[Option, tuple[str, ...]], ...] = (
 
 
 def add_balance_command(subparsers: Any) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
+    parser = command_parser(
+        subparsers,
         "balance",
+        "%(prog)s [OPTIONS] (--upstream URL ... | --config FILE)",
         help="reverse proxy and load balancer: bastion balance --upstream URL ...",
         description="Balance requests over upstream servers: --upstream flags for one pool, "
         "or [[route]] tables in a TOML file given with --config. Every engine option of "

@@ -28,6 +28,9 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 ERROR_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
+# Below DEBUG, for lines too many to want even while debugging (uvicorn's level of that name).
+TRACE = 5
+logging.addLevelName(TRACE, "TRACE")
 
 # Handlers this module installed, so a reload replaces them instead of adding more.
 _installed: list[tuple[logging.Logger, logging.Handler]] = []

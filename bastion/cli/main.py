@@ -16,6 +16,7 @@ from bastion import __version__
 from bastion.cli.balance import add_balance_command, balance_command
 from bastion.cli.loader import LoadError, as_handler, import_target
 from bastion.cli.logs import configure_logging
+from bastion.cli.parser import CommandParser, command_parser
 from bastion.cli.settings import (
     ConfigError,
     Settings,
@@ -40,21 +41,28 @@ from bastion.static.cli import add_serve_command, serve_command
 logger = logging.getLogger("bastion.error")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="bastion", description="Python's http.server API on a production engine."
+COMMANDS = ("run", "serve", "balance", "up", "top")
+
+
+def build_parser() -> CommandParser:
+    parser = CommandParser(
+        prog="bastion",
+        usage="%(prog)s COMMAND [OPTIONS]",
+        description="Python's http.server API on a production engine.",
     )
     parser.add_argument("--version", action="version", version=f"bastion {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-    run_parser = commands.add_parser(
+    commands = parser.add_subparsers(dest="command", required=True, prog="bastion")
+    run_parser = command_parser(
+        commands,
         "run",
+        "%(prog)s [OPTIONS] APP",
         help="serve an application: bastion run module:app",
         description="Serve an application (a bastion.App, WSGI, ASGI, or an http.server "
         "handler class). Every option can also be set as a BASTION_* environment variable or "
         "in a TOML file given with --config.",
     )
     add_arguments(run_parser)
-    add_serve_command(commands)
+    add_serve_command(commands).usage = "%(prog)s [OPTIONS] [DIR]"
     add_balance_command(commands)
     add_up_command(commands)
     add_top_command(commands)
@@ -209,7 +217,9 @@ def _source_roots(target: str) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    parser.check_command(words, COMMANDS)
+    args = parser.parse_args(words)
     if args.command == "serve":
         return serve_command(args)
     if args.command == "top":

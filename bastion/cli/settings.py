@@ -36,7 +36,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+# "trace" is uvicorn's name for its most verbose level; people bring the habit.
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 ENV_PREFIX = "BASTION_"
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -51,7 +52,24 @@ def _check_binds(values: list[str]) -> None:
     if not values:
         raise ValueError("needs at least one address")
     for value in values:
-        parse_bind(value)
+        parse_bind(with_port(value, 0))
+
+
+def _check_port(value: int) -> None:
+    if value > 65535:
+        raise ValueError(f"must be at most 65535, got {value}")
+
+
+def with_port(address: str, port: int) -> str:
+    """``address`` with ``port`` added when it names only a host: ``0.0.0.0``, ``localhost``,
+    ``::1`` or ``[::1]`` (gunicorn and uvicorn users write these and expect a port)."""
+    if address.startswith(("unix:", "fd://")) or address.strip().isdigit():
+        return address
+    if address.startswith("["):
+        return address if "]:" in address else f"{address}:{port}"
+    if address.count(":") > 1:
+        return f"[{address}]:{port}"
+    return address if ":" in address else f"{address}:{port}"
 
 
 def _check_format(value: str) -> None:
@@ -108,6 +126,7 @@ class Option:
     positive: bool = False
     check: Callable[[Any], None] | None = None
     short: str = ""
+    aliases: tuple[str, ...] = ()
     metavar: str | None = None
     shown_default: str | None = None
 
@@ -130,9 +149,11 @@ def _options() -> tuple[Option, ...]:
                "application", choices=INTERFACES),
         Option("root_path", "str", "", "the URL prefix the application is mounted under "
                "(WSGI SCRIPT_NAME, ASGI root_path)", "application"),
-        Option("bind", "list", ["127.0.0.1:8000"], "host:port, [ipv6]:port, unix:/path or "
-               "fd://N; repeatable", "listening", short="-b", metavar="ADDRESS",
-               check=_check_binds),
+        Option("bind", "list", ["127.0.0.1"], "host:port, [ipv6]:port, unix:/path or fd://N; "
+               "a host alone takes --port; repeatable", "listening", short="-b",
+               aliases=("--host",), metavar="ADDRESS", check=_check_binds),
+        Option("port", "int", 8000, "the port of --bind addresses given without one (0: any "
+               "free port)", "listening", minimum=0, check=_check_port),
         Option("backlog", "int", server.backlog, "pending connections the kernel may queue",
                "listening", minimum=1),
         Option("reuse_port", "bool", True, "one SO_REUSEPORT socket per worker on Linux, so "
@@ -150,7 +171,7 @@ def _options() -> tuple[Option, ...]:
         Option("tls_ciphers", "str", None, "OpenSSL cipher list for TLS 1.2 (default: "
                "OpenSSL's secure default)", "tls", metavar="CIPHERS"),
         Option("workers", "workers", 1, "worker processes; 0 or auto: one per core",
-               "processes", metavar="N"),
+               "processes", short="-w", metavar="N"),
         Option("max_requests", "int", 0, "replace a worker after this many requests (0: never)",
                "processes", minimum=0),
         Option("max_requests_jitter", "int", 0, "up to this many more, at random per worker",
@@ -301,7 +322,10 @@ def convert(option: Option, raw: Any, *, text: bool) -> Any:
             if value < 0:
                 raise ValueError(f"must be a positive number, 0 or auto, got {raw!r}")
             return value or cpu_count()
-        return _in_range(option, value, raw)
+        value = _in_range(option, value, raw)
+        if option.check is not None:
+            option.check(value)
+        return value
     if kind == "float":
         if isinstance(raw, (int, float)) and not isinstance(raw, bool):
             number = float(raw)
@@ -328,8 +352,10 @@ def convert(option: Option, raw: Any, *, text: bool) -> Any:
         return values
     if not isinstance(raw, str):
         raise ValueError(f"expected a string, got {raw!r}")
-    if kind == "choice" and raw not in option.choices:
-        raise ValueError(f"expected one of {', '.join(option.choices)}, got {raw!r}")
+    if kind == "choice":
+        if raw.lower() not in option.choices:
+            raise ValueError(f"expected one of {', '.join(option.choices)}, got {raw!r}")
+        raw = raw.lower()
     if option.check is not None:
         option.check(raw)
     return raw
@@ -446,6 +472,17 @@ def resolve(cli: Mapping[str, Any], environ: Mapping[str, str], command: Command
 
 
 def _cross_check(settings: Settings) -> None:
+    port = settings["port"]
+    binds = settings["bind"]
+    settings.values["bind"] = [with_port(address, port) for address in binds]
+    # Silently ignoring a --port that every address overrides would serve somewhere else
+    # than asked; a port that one of them names anyway (as --print-config writes) is no news.
+    if settings.sources["port"] != "default" and settings["bind"] == binds:
+        named = [parse_bind(address) for address in binds]
+        if all(spec.kind != "tcp" or spec.port != port for spec in named):
+            raise settings.error(
+                "port", f"no address takes it: each of {', '.join(binds)} names its own port"
+            )
     if settings["reload"] and settings["workers"] != 1:
         raise settings.error(
             "reload",
@@ -489,7 +526,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: Command = RUN) -> No
             group = groups[option.group] = parser.add_argument_group(option.group)
         default = option.shown_default or _show(option.default)
         help_text = f"{option.help} (default: {default}; env {option.env})"
-        flags = [option.flag, *([option.short] if option.short else [])]
+        flags = [option.flag, *([option.short] if option.short else []), *option.aliases]
         if option.kind == "bool":
             group.add_argument(
                 *flags,
@@ -511,6 +548,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: Command = RUN) -> No
                 default=argparse.SUPPRESS,
                 metavar=None if option.choices else option.metavar or option.name.upper(),
                 choices=option.choices or None,
+                type=str.lower if option.choices else str,
                 help=help_text,
             )
     meta = parser.add_argument_group("configuration")

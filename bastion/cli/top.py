@@ -19,20 +19,24 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+from bastion.cli.parser import command_parser
+
 _CLEAR = "\x1b[H\x1b[2J"
 
 
 def add_top_command(commands: Any) -> None:
-    parser = commands.add_parser(
+    parser = command_parser(
+        commands,
         "top",
+        "%(prog)s [--admin ADDRESS] [--token TOKEN] [--interval SECONDS] [--once]",
         help="live figures of a running server: bastion top --admin 127.0.0.1:9000",
         description="Show a running server's live figures (from its admin listener).",
     )
     parser.add_argument(
         "--admin",
-        required=True,
         metavar="ADDRESS",
-        help="the admin listener: http://host:port, host:port or unix:/path",
+        help="the admin listener: http://host:port, host:port or unix:/path (default: "
+        "BASTION_ADMIN_BIND, as bastion run reads it)",
     )
     parser.add_argument("--token", metavar="TOKEN", help="the admin token (or BASTION_ADMIN_TOKEN)")
     parser.add_argument(
@@ -80,6 +84,14 @@ class AdminClient:
 
 def top_command(args: argparse.Namespace, environ: dict[str, str]) -> int:
     token = args.token or environ.get("BASTION_ADMIN_TOKEN")
+    args.admin = args.admin or environ.get("BASTION_ADMIN_BIND")
+    if not args.admin:
+        print(
+            "bastion top: error: which server? give --admin ADDRESS, the --admin-bind of the "
+            "server to watch",
+            file=sys.stderr,
+        )
+        return 2
     try:
         client = AdminClient(args.admin, token)
     except ValueError as exc:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bastion.balancer.config import BalancerConfig
+from bastion.cli.parser import command_parser
 from bastion.cli.settings import (
     APPLICATION,
     BY_NAME,
@@ -93,8 +94,10 @@ class StackFile:
 
 
 def add_up_command(subparsers: Any) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
+    parser = command_parser(
+        subparsers,
         "up",
+        "%(prog)s [--check] [FILE]",
         help="run several services and the balancer in front: bastion up [stack.toml]",
         description="Run every [[service]] of a stack file and the balancer of its [balancer] "
         "and [[route]] tables under one supervisor, with one admin listener. Routes may name "

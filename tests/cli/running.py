@@ -32,6 +32,20 @@ class Process:
         return "".join(self.output)
 
 
+def bastion_out(
+    *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m bastion ARGS`` to its end (a refusal, --print-config, --check)."""
+    return subprocess.run(
+        [sys.executable, "-m", "bastion", *args],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        cwd=cwd,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", **(env or {})},
+    )
+
+
 @contextmanager
 def bastion(*args: str, timeout: float = 15.0) -> Iterator[Process]:
     """Run ``python -m bastion ARGS`` (cwd = repository root) until it prints its URL."""
