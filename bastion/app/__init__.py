@@ -3,6 +3,7 @@
 from bastion.app.app import App
 from bastion.app.request import Headers, Request, SyncRequest
 from bastion.app.response import JSONResponse, Response, StreamingResponse
+from bastion.app.websocket import WebSocket
 
 __all__ = [
     "App",
@@ -12,4 +13,5 @@ __all__ = [
     "Response",
     "StreamingResponse",
     "SyncRequest",
+    "WebSocket",
 ]

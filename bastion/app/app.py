@@ -10,10 +10,18 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from bastion.app.request import Request, SyncRequest
 from bastion.app.response import JSONResponse, Response, StreamingResponse
 from bastion.app.routing import Router, compile_path
+from bastion.app.websocket import WebSocket
 from bastion.engine.body import ClientDisconnected
 from bastion.engine.eager import run_eagerly
 from bastion.engine.exchange import Exchange, ThreadWriter
 from bastion.engine.handler import Handler, run_shutdown, run_startup
+from bastion.websocket import (
+    HandshakeRefused,
+    WebSocketConfig,
+    asks_websocket,
+    check_handshake,
+    refuse,
+)
 
 if TYPE_CHECKING:
     from bastion.engine.server import ServerState
@@ -24,6 +32,8 @@ _TEXT = [("content-type", "text/plain; charset=utf-8")]
 _NOT_FOUND = b"404 Not Found\n"
 _METHOD_NOT_ALLOWED = b"405 Method Not Allowed\n"
 _BUSY = b"503 Service Unavailable: all workers are busy\n"
+_UPGRADE_REQUIRED = [*_TEXT, ("upgrade", "websocket"), ("connection", "Upgrade")]
+_WEBSOCKET_ONLY = b"426 Upgrade Required: this resource speaks WebSocket only\n"
 _STREAMED = object()
 
 
@@ -33,10 +43,15 @@ class App:
     ``async def`` handlers run on the event loop and must not block; plain ``def`` handlers run
     on the bounded thread pool and may. A handler returns a :class:`Response`,
     :class:`StreamingResponse`, ``bytes``/``str`` (200) or a ``dict``/``list`` (JSON).
+
+    ``websocket`` sets the limits and deadlines of the App's WebSocket routes
+    (:meth:`websocket`).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, websocket: WebSocketConfig | None = None) -> None:
         self.router = Router()
+        self.websocket_router = Router()
+        self.websocket_config = websocket or WebSocketConfig()
         # (check, name, timeout) for readiness; run by the server's monitoring, not here.
         self.health_checks: list[tuple[Callable[[], Any], str, float]] = []
         self._mounts: list[tuple[str, Handler]] = []
@@ -87,6 +102,23 @@ class App:
     def options(self, path: str) -> Callable[[Endpoint], Endpoint]:
         return self.route(path, ["OPTIONS"])
 
+    def websocket(self, path: str) -> Callable[[Endpoint], Endpoint]:
+        """Route WebSocket handshakes for ``path`` to an ``async def handler(ws)``.
+
+        The handler gets a :class:`~bastion.app.WebSocket`; the path may hold parameters as
+        for HTTP routes (``ws.path_params``). A plain GET for the path, without the upgrade,
+        is answered 426 unless an HTTP route takes it.
+        """
+        compile_path(path)
+
+        def register(endpoint: Endpoint) -> Endpoint:
+            if not inspect.iscoroutinefunction(endpoint):
+                raise TypeError(f"a WebSocket handler must be 'async def': {endpoint!r}")
+            self.websocket_router.add(path, ["GET"], endpoint)
+            return endpoint
+
+        return register
+
     def mount(self, prefix: str, handler: Handler) -> None:
         """Hand requests under ``prefix`` that no route of this App matches to ``handler``:
         any engine handler, such as a ``bastion.balancer.Balancer`` or a static file handler.
@@ -124,11 +156,16 @@ class App:
 
     def handle(self, exchange: Exchange) -> None:
         head = exchange.head
+        if head.upgrade and self._websocket(exchange):
+            return
         found = self.router.match(head.path)
         if found is None:
             mounted = self._mounted(head.path) if self._mounts else None
             if mounted is not None:
                 mounted.handle(exchange)
+                return
+            if self.websocket_router.match(head.path) is not None:
+                exchange.respond(426, _UPGRADE_REQUIRED, _WEBSOCKET_ONLY)
                 return
             exchange.respond(404, _TEXT, _NOT_FOUND)
             return
@@ -138,6 +175,9 @@ class App:
         if endpoint is None and head.method == "HEAD":
             endpoint = route.endpoints.get("GET")
         if endpoint is None:
+            if not self.router.implements(head.method):
+                exchange.respond(501, _TEXT, b"501 Not Implemented\n")  # RFC 9110 §15.6.2
+                return
             allow = ("allow", ", ".join(route.allowed()))
             exchange.respond(405, [*_TEXT, allow], _METHOD_NOT_ALLOWED)
             return
@@ -153,6 +193,26 @@ class App:
                 partial(self._call_blocking, endpoint.fn, request, exchange),
                 partial(self._finish, exchange),
             )
+
+    def _websocket(self, exchange: Exchange) -> bool:
+        """Take a WebSocket handshake for a WebSocket route; False if it is not one."""
+        head = exchange.head
+        if not asks_websocket(head):
+            return False
+        found = self.websocket_router.match(head.path)
+        if found is None:
+            return False  # perhaps for a mount (a balancer tunnels it)
+        route, params = found
+        exchange.route = route.path
+        config = self.websocket_config
+        try:
+            handshake = check_handshake(head, config.compression)
+        except HandshakeRefused as refused:
+            refuse(exchange, refused)
+            return True
+        websocket = WebSocket(exchange, params, handshake, config)
+        run_eagerly(exchange.loop, route.endpoints["GET"](websocket), _websocket_done, websocket)
+        return True
 
     def _submit(
         self,
@@ -211,6 +271,10 @@ class _Endpoint:
     def __init__(self, fn: Callable[..., Any], is_async: bool) -> None:
         self.fn = fn
         self.is_async = is_async
+
+
+def _websocket_done(websocket: WebSocket, result: Any, error: BaseException | None) -> None:
+    websocket.finish(error)
 
 
 def _fail_on_error(exchange: Exchange, result: Any, error: BaseException | None) -> None:

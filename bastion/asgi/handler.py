@@ -30,11 +30,25 @@ from collections.abc import Awaitable, Iterable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from bastion.asgi.lifespan import Lifespan, LifespanMode
-from bastion.asgi.types import ASGI_VERSION, HTTP_SPEC_VERSION, ASGIApp, Message
+from bastion.asgi.types import (
+    ASGI_VERSION,
+    HTTP_SPEC_VERSION,
+    WEBSOCKET_SPEC_VERSION,
+    ASGIApp,
+    Message,
+)
+from bastion.asgi.websocket import WebSocketCycle
 from bastion.engine.body import ClientDisconnected
 from bastion.engine.eager import run_eagerly
 from bastion.engine.exchange import Exchange
 from bastion.http import ProtocolError, parse_content_length
+from bastion.websocket import (
+    HandshakeRefused,
+    WebSocketConfig,
+    asks_websocket,
+    check_handshake,
+    refuse,
+)
 
 if TYPE_CHECKING:
     from bastion.engine.server import ServerState
@@ -47,6 +61,7 @@ logger = logging.getLogger("bastion.error")
 DEFAULT_EAGER = sys.version_info >= (3, 12)
 
 _ASGI = {"version": ASGI_VERSION, "spec_version": HTTP_SPEC_VERSION}
+_ASGI_WEBSOCKET = {"version": ASGI_VERSION, "spec_version": WEBSOCKET_SPEC_VERSION}
 
 # Where a response stands.
 _IDLE = 0  # nothing sent by the application yet
@@ -81,6 +96,9 @@ class ASGIHandler:
     task and a loop iteration per request; it defaults to on for Python 3.12+ (where eager tasks
     are real tasks) and off before, where it is only safe for applications that never need
     ``asyncio.current_task()`` (plain ASGI callables, not anyio-based frameworks).
+
+    ``websocket`` sets the limits and deadlines of WebSocket connections (the ``websocket``
+    scope, see :mod:`bastion.asgi.websocket`).
     """
 
     def __init__(
@@ -90,6 +108,7 @@ class ASGIHandler:
         lifespan: LifespanMode = "auto",
         *,
         eager: bool | None = None,
+        websocket: WebSocketConfig | None = None,
     ) -> None:
         if not callable(app):
             raise TypeError(f"an ASGI application must be callable, not {type(app).__name__}")
@@ -100,6 +119,7 @@ class ASGIHandler:
         self._raw_root = self.root_path.encode("utf-8")
         self.lifespan = Lifespan(app, lifespan)
         self.eager = DEFAULT_EAGER if eager is None else eager
+        self.websocket = websocket or WebSocketConfig()
         self._graceful_timeout = 30.0
         self._state = self.lifespan.state
         # Requests whose application call is still running (suspended at least once).
@@ -126,6 +146,9 @@ class ASGIHandler:
 
     def handle(self, exchange: Exchange) -> None:
         head = exchange.head
+        if head.upgrade and asks_websocket(head):
+            self._websocket(exchange)
+            return
         conn = exchange.conn
         # (An absolute-form target's path and query are its URL's: the head splits them.)
         path = head.path
@@ -158,6 +181,54 @@ class ASGIHandler:
         if task is not None:
             self._tasks.add(task)
             cycle.task = task
+
+    def _websocket(self, exchange: Exchange) -> None:
+        head = exchange.head
+        try:
+            handshake = check_handshake(head, self.websocket.compression)
+        except HandshakeRefused as refused:
+            refuse(exchange, refused)
+            return
+        path = head.path
+        raw_path = head.raw_path
+        root = self.root_path
+        if root:
+            path = root + path
+            raw_path = self._raw_root + raw_path
+        scope: dict[str, Any] = {
+            "type": "websocket",
+            "asgi": _ASGI_WEBSOCKET,
+            "http_version": "1.1",
+            "scheme": "wss" if exchange.scheme == "https" else "ws",
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": head.query_string,
+            "root_path": root,
+            "headers": [(name.lower(), value) for name, value in head.headers],
+            "client": exchange.client,
+            "server": exchange.server,
+            "subprotocols": handshake.subprotocols,
+            "state": self._state.copy(),
+            "extensions": {"websocket.http.response": {}},
+        }
+        cycle = WebSocketCycle(exchange, scope, handshake, self.websocket)
+        exchange.state = cycle
+        call = self.app(scope, cycle.receive, cycle.send)
+        if not asyncio.iscoroutine(call):
+            call = _await(call)
+        task = run_eagerly(exchange.loop, call, self._websocket_done, cycle, self.eager)
+        if task is not None:
+            self._tasks.add(task)
+            cycle.task = task
+
+    def _websocket_done(
+        self, cycle: WebSocketCycle, result: Any, error: BaseException | None
+    ) -> None:
+        task = cycle.task
+        if task is not None:
+            self._tasks.discard(task)
+            cycle.task = None
+        cycle.finish(error)
 
     def connection_lost(self, exchange: Exchange) -> None:
         cycle = exchange.state

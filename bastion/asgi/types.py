@@ -15,6 +15,8 @@ ASGI_VERSION = "3.0"
 # 2.4: send() on a closed connection raises an OSError subclass (ClientDisconnected).
 HTTP_SPEC_VERSION = "2.4"
 LIFESPAN_SPEC_VERSION = "2.0"
+# 2.3: a reason in websocket.close; 2.4: send() on a closed WebSocket raises an OSError.
+WEBSOCKET_SPEC_VERSION = "2.4"
 
 __all__ = [
     "ASGIApp",
@@ -25,4 +27,5 @@ __all__ = [
     "Receive",
     "Scope",
     "Send",
+    "WEBSOCKET_SPEC_VERSION",
 ]

@@ -508,7 +508,12 @@ class HTTPConnection(asyncio.Protocol):
             self.abort()
             return
         kind = self.wait_kind
-        if kind == _WAIT_NONE or now < self.deadline or self.closing:
+        if kind == _WAIT_NONE:
+            parser = self.parser
+            if isinstance(parser, TunnelFeed) and not self.closing:
+                parser.check_deadlines(now)
+            return
+        if now < self.deadline or self.closing:
             return
         if kind == _WAIT_IDLE or (kind == _WAIT_HEAD and not self.parser.in_request):
             self._close()  # idle keep-alive, or a connection that never sent a byte
@@ -524,8 +529,12 @@ class HTTPConnection(asyncio.Protocol):
         self._refuse_stream(error)
 
     def close_if_idle(self) -> None:
-        """Graceful shutdown: close now unless a request is being handled."""
-        if self.current is None and not self.queue and not self.parser.in_request:
+        """Graceful shutdown: close now unless a request is being handled; a switched
+        connection's peer is asked to end on its own terms (a WebSocket sends 1001)."""
+        parser = self.parser
+        if isinstance(parser, TunnelFeed):
+            parser.going_away()
+        elif self.current is None and not self.queue and not parser.in_request:
             self._close()
 
 
