@@ -2,7 +2,9 @@
 
 ``/users/{id}`` matches one path segment, ``{id:int}`` only digits (converted to ``int``) and
 ``{rest:path}`` the remainder, slashes included. A path that matches with the wrong method is a
-405 with ``Allow``, not a 404.
+405 with ``Allow``, not a 404; a method neither standard nor taken by any route is a 501.
+Methods are any token (``PURGE``, ``REPORT``); a route's methods are upper-cased when declared,
+while a request's method is compared as sent (RFC 9110 §9.1: ``get`` is not ``GET``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 _PARAM = re.compile(r"{([A-Za-z_][A-Za-z0-9_]*)(?::(str|int|path))?}")
 _PATTERNS = {"str": "[^/]+", "int": "[0-9]+", "path": ".*"}
+_STANDARD_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 
 
 @dataclass(slots=True)
@@ -55,6 +58,10 @@ class Router:
         self._exact: dict[str, Route] = {}
         self._patterned: list[Route] = []
         self._by_path: dict[str, Route] = {}
+        # The methods this application knows: RFC 9110's and PATCH, and every one a route
+        # takes. Any other is one it does not implement at all: a 501, not a 405 (RFC 9110
+        # §15.5.6, §15.6.2).
+        self._methods: set[str] = set(_STANDARD_METHODS)
 
     def add(self, path: str, methods: list[str], endpoint: Any) -> None:
         route = self._by_path.get(path)
@@ -71,6 +78,11 @@ class Router:
             if method in route.endpoints:
                 raise ValueError(f"{method} {path} is already routed")
             route.endpoints[method] = endpoint
+            self._methods.add(method)
+
+    def implements(self, method: str) -> bool:
+        """True if ``method`` is a standard one or some route takes it."""
+        return method in self._methods
 
     def match(self, path: str) -> tuple[Route, dict[str, Any]] | None:
         route = self._exact.get(path)

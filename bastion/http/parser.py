@@ -17,6 +17,12 @@ not at all, so this module also holds the request to RFC 9112 §3.2: a target is
 (``/path?query``), ``*`` for OPTIONS alone, or an ``http``/``https`` absolute URI with a valid
 authority and no userinfo; no target carries a fragment; and every ``Host`` is
 ``uri-host [":" port]`` (RFC 9110 §7.2) with no list, path, userinfo or whitespace in it.
+
+Methods are any RFC 9110 token (§9.1: case-sensitive, so ``get`` is a method of its own, not
+``GET``); llhttp knows a fixed list. When it stops at a method it does not know, the request it
+stopped in is located exactly (see :meth:`RequestParser._extension_method`), parsed by a fresh
+llhttp parser under a stand-in method it frames identically, and reported with its own method.
+Where the start of that request cannot be known for certain the request is refused, as before.
 """
 
 from __future__ import annotations
@@ -50,6 +56,22 @@ _TCHAR = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGH
 _MAX_DIGITS = 18  # 10**18 bytes is far beyond any limit and still fits a machine word
 _METHODS: dict[bytes, str] = {}
 _REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) [^ ]+ HTTP/[0-9]\.[0-9]")
+# What llhttp parses a request with an extension method as: a method it knows, frames like
+# any other (by Content-Length or Transfer-Encoding), and that is rare on the wire, so that
+# the one lookup able to tell it apart is off the path of common methods.
+_STAND_IN = b"SOURCE"
+# llhttp's reasons for a token it knows only for another protocol (RTSP's PLAY, HTTP/2's PRI).
+_OTHER_PROTOCOLS_METHOD = frozenset(
+    {"Invalid method for HTTP/x.x request", "Expected HTTP/2 Connection Preface"}
+)
+# Bytes llhttp may hold before a method is complete, arriving in reads that report nothing.
+_MAX_HELD = 256
+# How much of the reads since the last clean start between requests is kept to find a request
+# with an extension method again; beyond it, that request is refused (see _extension_method).
+_MAX_REPLAY = 64 * 1024
+_CLEAN: list[bytes] = []  # shared, never appended to: see RequestParser._keep_for_replay
+# What a request line holds before its target, the only thing llhttp keeps unreported.
+_METHOD_BYTES = _TCHAR | {32}
 # RFC 3986 host and port. A reg-name may hold sub-delims, but not ",": a Host of "a, b" is a
 # list, and which member a proxy or an application would pick is a guess. A port, when its
 # colon is present, must be there too: an empty one is legal but no client sends it, and the
@@ -118,15 +140,6 @@ def callback_failure(
     return error
 
 
-def _method_name(raw: bytes) -> str:
-    name = _METHODS.get(raw)
-    if name is None:
-        name = raw.decode("ascii")
-        if len(_METHODS) < 64:
-            _METHODS[raw] = name
-    return name
-
-
 class RequestParser:
     """Parses a stream of pipelined HTTP/1.x requests from one connection."""
 
@@ -146,10 +159,10 @@ class RequestParser:
         "_body_bytes",
         "_progressed",
         "_data",
-        "_fed_idle",
+        "_replay",
+        "_replay_size",
         "_idle_prefix",
-        "_ended",
-        "_ended_body",
+        "_stand_in_for",
         "_unseen_bytes",
     )
 
@@ -171,10 +184,13 @@ class RequestParser:
         self._progressed = False
         self._unseen_bytes = 0
         self._data = b""
-        self._fed_idle = True
+        # From the last boundary known to be clean, what llhttp was fed before this read and
+        # still holds (the pieces of ``_replay``, then ``_idle_prefix``), or None when that
+        # is not known.
+        self._replay: list[bytes] | None = _CLEAN
+        self._replay_size = 0
         self._idle_prefix = b""
-        self._ended = 0
-        self._ended_body = False
+        self._stand_in_for: str | None = None
 
     @property
     def in_request(self) -> bool:
@@ -187,75 +203,146 @@ class RequestParser:
 
     def feed(self, data: bytes) -> None:
         """Parse ``data``; report what it completes to the sink; raise ProtocolError if bad."""
-        self._data = data
-        # Where this feed's requests begin, should one of them need to be found again.
-        self._fed_idle = self._phase == _IDLE
-        self._ended = 0
-        self._ended_body = False
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade as upgrade:
-            # We never switch protocols, so the request was answered as plain HTTP/1.1; the
-            # parser is left in "upgraded" mode, so the bytes after it go to a fresh one.
-            # They are fed outside this handler: an error raised while it runs would take
-            # the upgrade as its context and hide the ProtocolError httptools chained.
-            offset = int(upgrade.args[0])
-        except httptools.HttpParserCallbackError as callback_error:
-            error = self._error = callback_failure(self._error, callback_error)
-            raise error from None
-        except httptools.HttpParserInvalidMethodError:
-            raise self._method_error(data) from None
-        except httptools.HttpParserError as exc:
-            raise _grammar_error(exc) from None
-        else:
-            if self._progressed:
-                self._progressed = False
-                self._unseen_bytes = 0
+        while True:
+            self._data = data
+            try:
+                self._parser.feed_data(data)
+            except httptools.HttpParserUpgrade as upgrade:
+                # We never switch protocols inside the parser, so the request was read as
+                # plain HTTP/1.1; the parser is left in "upgraded" mode, so the bytes after it
+                # go to a fresh one. They are fed outside this handler: an error raised while
+                # it runs would take the upgrade as its context and hide the ProtocolError
+                # httptools chained.
+                data = data[int(upgrade.args[0]) :]
+                self._parser = httptools.HttpRequestParser(self)
+                self._replay = _CLEAN
                 self._idle_prefix = b""
-            elif self._phase != _IDLE:
-                self._count_unseen(len(data))
+            except httptools.HttpParserCallbackError as callback_error:
+                error = self._error = callback_failure(self._error, callback_error)
+                raise error from None
+            except httptools.HttpParserInvalidMethodError:
+                data = self._extension_method(data)
+            except httptools.HttpParserError as exc:
+                if str(exc) not in _OTHER_PROTOCOLS_METHOD:
+                    raise _grammar_error(exc) from None
+                data = self._extension_method(data)
             else:
-                # A method arriving in pieces reports nothing until the target: keep its start.
-                if len(self._idle_prefix) < 64:
-                    self._idle_prefix += data
-                # llhttp skips any number of spaces after a method, silently: bounded too.
-                self._unseen_bytes += len(data)
-                if self._unseen_bytes > self._limits.max_request_line:
-                    self._fail(URITooLong("request line too long"))
+                if self._progressed:
+                    self._progressed = False
+                    self._unseen_bytes = 0
+                    # Between requests, after a last byte that no method holds (LF, "}"),
+                    # nothing of a next request is pending: a clean start. Otherwise what was
+                    # read since the last clean start is kept, bounded, should a request in it
+                    # need to be found again (a head in several reads, a read ending in a body).
+                    if data and data[-1] not in _METHOD_BYTES and self._phase == _IDLE:
+                        self._replay = _CLEAN
+                        self._idle_prefix = b""
+                    elif self._replay is not None:
+                        self._keep_for_replay(data)
+                elif self._phase != _IDLE:
+                    if self._replay is not None:
+                        self._keep_for_replay(data)
+                    self._count_unseen(len(data))
+                else:
+                    self._hold_unseen(data)
+                return
+            if not data:
+                return
+
+    def _keep_for_replay(self, data: bytes) -> None:
+        replay = self._replay
+        assert replay is not None
+        if self._idle_prefix:
+            data = self._idle_prefix + data
+            self._idle_prefix = b""
+        if replay is _CLEAN:
+            self._replay = [data] if len(data) <= _MAX_REPLAY else None
+            self._replay_size = len(data)
             return
+        # Pieces, joined only if a request must be found: no copying on the way.
+        self._replay_size += len(data)
+        if self._replay_size <= _MAX_REPLAY:
+            replay.append(data)
+        else:
+            self._replay = None
+
+    def _hold_unseen(self, data: bytes) -> None:
+        """A read between requests that llhttp took without a word: part of a method."""
+        prefix = self._idle_prefix + data
+        self._idle_prefix = prefix if len(prefix) <= _MAX_HELD else b""
+        if len(prefix) > _MAX_HELD:
+            self._replay = None
+        # llhttp skips any number of spaces after a method, silently: bounded too.
+        self._unseen_bytes += len(data)
+        if self._unseen_bytes > self._limits.max_request_line:
+            self._fail(URITooLong("request line too long"))
+
+    def _extension_method(self, data: bytes) -> bytes:
+        """Continue past a method llhttp does not know; return what is left to parse.
+
+        llhttp does not say where the request it stopped in begins. It is found by replaying,
+        on a throwaway parser, the bytes since the last point known to be a clean start
+        between requests: the failing request begins after the last request that replay
+        completes. That point is known when this read began between requests and what llhttp
+        held from before it is known: nothing after a read that ended between requests in an
+        LF, else the reads since such a point, up to :data:`_MAX_REPLAY` bytes. Past that
+        (uploads, say, whose reads all end inside a body) the request is refused rather than
+        guessed at. The request is then parsed again from its start by a fresh parser, with
+        its method swapped for :data:`_STAND_IN`, and reported under its own.
+        """
+        buffer = None
+        if self._replay is not None:
+            buffer = b"".join((*self._replay, self._idle_prefix, data))
+        start = _failing_request_start(buffer) if buffer is not None else None
+        if buffer is None or start is None:
+            raise self._method_error(data)
+        request = buffer[start:]
+        size = 0
+        for byte in request:
+            if byte not in _TCHAR:
+                break
+            size += 1
+        if size == len(request):
+            # The method is still arriving: hold it until its end is here.
+            if size > self._limits.max_request_line:
+                self._fail(URITooLong("request line too long"))
+            self._parser = _HeldMethod()  # type: ignore[assignment]
+            self._replay = _CLEAN
+            self._idle_prefix = request
+            return b""
+        if not size or request[size] != 32:  # a method, then one space
+            raise BadRequest("malformed request line")
+        self._stand_in_for = request[:size].decode("ascii")
+        # A method llhttp knows for another protocol failed only at the version: our callbacks
+        # already saw the target, and the request starts over.
+        self._phase = _IDLE
+        self._url = b""
         self._parser = httptools.HttpRequestParser(self)
-        if offset < len(data):
-            self.feed(data[offset:])
+        self._replay = _CLEAN
+        self._idle_prefix = b""
+        self._unseen_bytes = 0
+        return _STAND_IN + request[size:]
 
     def _method_error(self, data: bytes) -> ProtocolError:
-        """501 for a well-formed request line whose method we do not know, else 400.
-
-        llhttp does not say where the failing request starts. When this feed began between
-        requests and every request it completed had no body, each ended with an empty line,
-        so the failing one is the segment after them; otherwise (bytes past a body, say) it
-        cannot be found, and the line is called malformed rather than guessed at.
-        """
-        start = b""
-        if self._fed_idle and not self._ended_body:
-            segments = data.split(b"\r\n\r\n")
-            if self._ended < len(segments):
-                start = segments[self._ended]
-                if not self._ended and self._idle_prefix:
-                    # What earlier feeds brought of this request's first line.
-                    start = self._idle_prefix + start
-                else:
-                    start = start.lstrip(b"\r\n")
-        line, complete, _ = start.partition(b"\r\n")
-        if complete:
-            found = _REQUEST_LINE.fullmatch(line)
-            method = found.group(1) if found is not None else b""
-        else:  # the line is still arriving: its first word is all there is to judge
-            method = line.partition(b" ")[0]
-            if not all(c in _TCHAR for c in method):
-                method = b""
-        if method:
-            return NotImplementedByServer(f"unknown method {method[:20]!r}")
+        """The refusal for a method that cannot be placed: 501 where the request line is
+        plainly a request line with a method token, else 400 (bytes that are no request)."""
+        line = data.lstrip(b"\r\n").partition(b"\r\n")[0]
+        if _REQUEST_LINE.fullmatch(line):
+            return NotImplementedByServer(
+                "a method this server cannot place in the stream; send it on a new connection"
+            )
         return BadRequest("malformed request line")
+
+    def _method_name(self, raw: bytes) -> str:
+        """The name of a method not yet in the cache: maybe the one a stand-in stands for."""
+        if raw == _STAND_IN:
+            name, self._stand_in_for = self._stand_in_for, None
+            # Never cached: the next request sent as SOURCE may be a real one.
+            return name or "SOURCE"
+        name = raw.decode("ascii")
+        if len(_METHODS) < 64:
+            _METHODS[raw] = name
+        return name
 
     def _count_unseen(self, size: int) -> None:
         """Bound what llhttp buffers out of our sight.
@@ -326,7 +413,7 @@ class RequestParser:
         if version == "1.0":
             self._check_protocol_name()
         raw_method = parser.get_method()
-        method = _METHODS.get(raw_method) or _method_name(raw_method)
+        method = _METHODS.get(raw_method) or self._method_name(raw_method)
         if method == "CONNECT":
             self._fail(NotImplementedByServer("CONNECT is not supported"))
         hosts = self._host_count
@@ -404,12 +491,17 @@ class RequestParser:
         """llhttp also reads ``RTSP/1.0`` and ``ICE/1.0`` request lines and calls them 1.0.
 
         The protocol name is not reported, so it is looked up in the bytes being parsed. Only
-        1.0 requests are checked (RTSP and ICE are 1.0 protocols; HTTP/1.1 pays nothing), and
-        a request line split across reads cannot be found and is let through.
+        1.0 requests are checked (RTSP and ICE are 1.0 protocols; HTTP/1.1 pays nothing). A
+        request line split across reads is looked up in the reads kept since the last clean
+        start; beyond those it cannot be found and is let through.
         """
         marker = b" " + self._url + b" "
         data = self._data
         at = data.find(marker)
+        if at < 0 and self._replay:
+            # The line began in an earlier read, kept since the last clean start.
+            data = b"".join((*self._replay, self._idle_prefix, data))
+            at = data.rfind(marker)
         if at >= 0 and not data.startswith(b"HTTP/", at + len(marker)):
             self._fail(BadRequest("not an HTTP request line"))
 
@@ -422,9 +514,6 @@ class RequestParser:
 
     def on_message_complete(self) -> None:
         self._progressed = True
-        self._ended += 1
-        if self._body_bytes:
-            self._ended_body = True
         self._phase = _IDLE
         self._url = b""
         self._headers = []
@@ -476,6 +565,61 @@ class _Framing:
         length = self.content_length
         if length is not None and length > max_body_bytes:
             raise ContentTooLarge("request body too large")
+
+
+class _HeldMethod:
+    """Stands in for llhttp while an unknown method is still arriving: every read goes back
+    to :meth:`RequestParser._extension_method`, which holds the bytes that came before."""
+
+    def feed_data(self, data: bytes) -> None:
+        raise httptools.HttpParserInvalidMethodError("method still arriving")
+
+
+class _Completions:
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def on_message_complete(self) -> None:
+        self.count += 1
+
+
+def _completions(data: bytes) -> tuple[int, bool]:
+    """How many requests llhttp completes in ``data`` from a clean start, and whether it
+    then stopped at a method it does not know."""
+    counter = _Completions()
+    try:
+        httptools.HttpRequestParser(counter).feed_data(data)
+    except httptools.HttpParserInvalidMethodError:
+        return counter.count, True
+    except httptools.HttpParserError as exc:
+        return counter.count, str(exc) in _OTHER_PROTOCOLS_METHOD
+    except httptools.HttpParserUpgrade:
+        return counter.count, False
+    return counter.count, False
+
+
+def _failing_request_start(data: bytes) -> int | None:
+    """Where the request llhttp stops in (at an unknown method) begins in ``data``, which
+    starts cleanly between requests; None if replaying it does not stop there."""
+    completed, stopped = _completions(data)
+    if not stopped:
+        return None
+    # The shortest prefix that completes as many requests ends where the last one ends: the
+    # count only grows with the prefix, so it is found by bisection.
+    low, high = 0, len(data)
+    if completed:
+        while low < high:
+            middle = (low + high) // 2
+            if _completions(data[:middle])[0] >= completed:
+                high = middle
+            else:
+                low = middle + 1
+    # llhttp skips empty lines between requests.
+    while low < len(data) and data[low] in (13, 10):
+        low += 1
+    return low
 
 
 def _split_absolute_form(url: bytes) -> tuple[bytes | None, bytes | None]:

@@ -649,8 +649,6 @@ REFUSALS: list[tuple[str, bytes, type[ProtocolError], int]] = [
     # Expect
     ("expect-other", GET_X + b"Expect: something-else\r\n\r\n", ExpectationFailed, 417),
     # methods
-    ("method-unknown-token", b"FOO / HTTP/1.1\r\nHost: x\r\n\r\n", NotImplementedByServer, 501),
-    ("method-lowercase", b"get / HTTP/1.1\r\nHost: x\r\n\r\n", NotImplementedByServer, 501),
     ("method-garbage-bytes", b"\x01\x02\x03 / HTTP/1.1\r\nHost: x\r\n\r\n", BadRequest, 400),
     ("method-with-paren", b"G(T / HTTP/1.1\r\nHost: x\r\n\r\n", BadRequest, 400),
     ("method-non-ascii", b"G\xc3\x89T / HTTP/1.1\r\nHost: x\r\n\r\n", BadRequest, 400),
@@ -762,11 +760,6 @@ def test_good_request_is_reported_before_a_bad_pipelined_one() -> None:
         )
     assert [h.target for h in sink.heads] == [b"/good"]
     assert [e[0] for e in sink.events] == ["head", "end"]
-
-
-def test_unknown_method_in_a_later_feed_is_a_501() -> None:
-    error = refusal([b"GET / HTTP/1.1\r\n" + HOST + b"\r\n", b"FOO / HTTP/1.1\r\n" + HOST])
-    assert type(error) is NotImplementedByServer
 
 
 def test_garbage_method_split_across_feeds_is_a_400() -> None:
