@@ -433,6 +433,13 @@ class HTTPConnection(asyncio.Protocol):
             self.transport.resume_reading()  # type: ignore[union-attr]
 
     def _protocol_error(self, error: ProtocolError) -> None:
+        if isinstance(self.parser, TunnelFeed):
+            # Bytes that came in the same read as a request the handler switched at once:
+            # the client sent them before our 101 (RFC 6455 §4.1 forbids it), so they belong
+            # to neither protocol, and no HTTP answer may go into the switched stream.
+            self.stats.count_error("protocol-switched")
+            self.abort()
+            return
         self.stats.count_error(f"protocol-{error.status}")
         client = self.client[0] if self.client else "-"
         logger.info("refused request from %s: %d %s", client, error.status, error.detail)
@@ -507,13 +514,16 @@ class HTTPConnection(asyncio.Protocol):
             logger.info("closing connection: client stopped reading for %.0fs", self.write_timeout)
             self.abort()
             return
-        kind = self.wait_kind
-        if kind == _WAIT_NONE:
-            parser = self.parser
-            if isinstance(parser, TunnelFeed) and not self.closing:
+        parser = self.parser
+        if isinstance(parser, TunnelFeed):
+            # A switched connection's waits are its peer's (whatever the request that switched
+            # it left in wait_kind: a handler that switches at once does so before its
+            # request's end is parsed).
+            if not self.closing:
                 parser.check_deadlines(now)
             return
-        if now < self.deadline or self.closing:
+        kind = self.wait_kind
+        if kind == _WAIT_NONE or now < self.deadline or self.closing:
             return
         if kind == _WAIT_IDLE or (kind == _WAIT_HEAD and not self.parser.in_request):
             self._close()  # idle keep-alive, or a connection that never sent a byte

@@ -16,7 +16,8 @@ class WebSocketConfig:
     bounds one frame, so a peer announcing a huge frame is refused before its payload arrives.
     ``receive_queue`` is how many complete messages wait for the application before the
     connection stops reading from the socket (the kernel's buffers then push back on the
-    client): memory per connection stays bounded by about ``receive_queue`` messages.
+    client): memory per connection stays bounded by ``receive_queue`` messages plus those of
+    the one read (at most 256 KiB) that filled the queue.
 
     ``ping_interval`` sends a ping that often; a peer whose pong has not come back within
     ``ping_timeout`` is gone (closed with 1011, as browsers and proxies do). ``None`` turns

@@ -7,7 +7,11 @@ import os
 import socket
 import struct
 import time
+from collections.abc import Callable
 
+from bastion import App
+from bastion.app import WebSocket
+from bastion.websocket import WebSocketConfig
 from tests.serving import RunningServer
 from tests.serving import _recv_exactly as _exactly
 
@@ -115,3 +119,23 @@ def closed_by_server(sock: socket.socket, timeout: float = 5.0) -> bool:
         except ConnectionResetError:
             return True
     return False
+
+
+def echo_app(config: WebSocketConfig | None = None, path: str = "/ws") -> App:
+    """An App whose WebSocket route at ``path`` echoes every message."""
+    app = App(websocket=config)
+
+    @app.websocket(path)
+    async def echo(ws: WebSocket) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    return app
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.01)

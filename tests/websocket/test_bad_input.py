@@ -10,8 +10,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from bastion import App
-from bastion.app import WebSocket
 from bastion.engine import ServerConfig
 from bastion.websocket import WebSocketConfig
 from tests.serving import RunningServer, read_until_close, serve, status_of
@@ -25,6 +23,7 @@ from tests.websocket.support import (
     TEXT,
     close_payload,
     closed_by_server,
+    echo_app,
     frame,
     handshake_request,
     open_raw,
@@ -32,13 +31,7 @@ from tests.websocket.support import (
     read_frame,
 )
 
-app = App(websocket=WebSocketConfig(max_message_size=64 * 1024, max_frame_size=16 * 1024))
-
-
-@app.websocket("/ws")
-async def echo(ws: WebSocket) -> None:
-    async for message in ws:
-        await ws.send(message)
+app = echo_app(WebSocketConfig(max_message_size=64 * 1024, max_frame_size=16 * 1024))
 
 
 @pytest.fixture(scope="module")
