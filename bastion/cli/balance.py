@@ -116,11 +116,12 @@ def balance_command(args: argparse.Namespace) -> int:
 
     running: list[LiveBalance] = []
     watching: list[FileWatch] = []  # the config file, when there is one to watch
+    environ = dict(os.environ)  # as bastion run keeps it: --env-file's variables left out
 
     def settings_of() -> Settings:
         # Read before the file is parsed: an edit made meanwhile is seen as a change.
         before = watching[0].read() if watching else None
-        settings = resolve(cli, os.environ, BALANCE)
+        settings = resolve(cli, environ, BALANCE)
         path = settings.config_file
         # With --reload, the source watcher already reloads when the file changes.
         if path is None or settings["reload"] or not hasattr(os, "fork"):

@@ -14,7 +14,8 @@ from typing import Any
 
 from bastion import __version__
 from bastion.cli.balance import add_balance_command, balance_command
-from bastion.cli.loader import LoadError, as_handler, import_target
+from bastion.cli.envfile import EnvFileExport
+from bastion.cli.loader import LoadError, add_app_dir, as_handler, check_target, import_target
 from bastion.cli.logs import configure_logging
 from bastion.cli.parser import CommandParser, command_parser
 from bastion.cli.settings import (
@@ -136,8 +137,15 @@ def build_plan(settings: Settings, inherited: Sequence[socket.socket] = ()) -> S
             'no application given: bastion run module:app (or app = "module:app" in the '
             "config file, or BASTION_APP)"
         )
-    load = _loader(target, settings["interface"], settings["root_path"])
-    sources = _source_roots(target) if settings["reload"] else []
+    try:
+        check_target(target)
+    except LoadError as exc:
+        # APP on the command line is no flag to name; BASTION_APP or a file's key is.
+        if settings.sources["app"] == "cli":
+            raise ConfigError(str(exc)) from None
+        raise settings.error("app", str(exc)) from None
+    load = _loader(settings)
+    sources = _source_roots(target, settings["app_dir"]) if settings["reload"] else []
     return engine_plan(settings, load, inherited, sources)
 
 
@@ -187,32 +195,39 @@ def monitor_config(settings: Settings) -> MonitorConfig:
     )
 
 
-def _loader(target: str, interface: str, root_path: str) -> Callable[[], Handler]:
+def _loader(settings: Settings) -> Callable[[], Handler]:
+    target, app_dir = settings["app"], settings["app_dir"]
+    factory, interface, root_path = (
+        settings["factory"],
+        settings["interface"],
+        settings["root_path"],
+    )
+
     def load() -> Handler:
         try:
-            return as_handler(import_target(target), target, interface, root_path)
+            app = import_target(target, app_dir=app_dir, factory=factory)
+            return as_handler(app, target, interface, root_path)
         except LoadError as exc:
             raise WorkerBootError(str(exc)) from exc
 
     return load
 
 
-def _source_roots(target: str) -> list[str]:
+def _source_roots(target: str, app_dir: str = "") -> list[str]:
     """What --reload watches: the application's top-level package, or its module's directory."""
     top = target.partition(":")[0].split(".")[0]
-    if "" not in sys.path and "." not in sys.path:
-        sys.path.insert(0, "")
+    add_app_dir(app_dir)
     try:
         spec = importlib.util.find_spec(top)
     except (ImportError, ValueError):
         spec = None
     if spec is None:
-        return [os.getcwd()]
+        return [os.path.abspath(app_dir or os.curdir)]
     if spec.submodule_search_locations:
         return list(spec.submodule_search_locations)
     if spec.origin and os.path.isfile(spec.origin):
         return [os.path.dirname(spec.origin) or os.getcwd()]
-    return [os.getcwd()]
+    return [os.path.abspath(app_dir or os.curdir)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -233,9 +248,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     cli = cli_values(args)
-    return serve(
-        lambda: resolve(cli, os.environ), build_plan, render if args.print_config else None
-    )
+    # Not os.environ itself: once --env-file's variables are in it, they would win over the
+    # file on a reload as if they had been set outside.
+    environ = dict(os.environ)
+    return serve(lambda: resolve(cli, environ), build_plan, render if args.print_config else None)
 
 
 def serve(
@@ -246,6 +262,7 @@ def serve(
     """Resolve the settings and run the supervisor over ``plan_of``'s plan until a signal;
     SIGHUP resolves them again, so a changed config file takes effect. With ``show``, print
     what it renders of the settings instead of serving."""
+    environment = EnvFileExport(os.environ)
     try:
         settings = settings_of()
         if show is not None:
@@ -254,6 +271,7 @@ def serve(
         configure_logging(settings)
     except ConfigError as exc:
         return _fail(str(exc))
+    environment.apply(settings.environment)
     for warning in settings.warnings:
         logger.warning("%s", warning)
     try:
@@ -271,6 +289,7 @@ def serve(
     def reload_plan() -> ServePlan:
         fresh = settings_of()
         configure_logging(fresh)
+        environment.apply(fresh.environment)
         return plan_of(fresh, inherited)
 
     supervisor = Supervisor(plan, reload_plan=reload_plan, inherited=inherited, on_ready=_announce)

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from bastion.cli.envfile import EnvFileError, read_env_file
 from bastion.cli.loader import INTERFACES
 from bastion.engine.config import ServerConfig, cpu_count, default_threads
 from bastion.engine.listeners import parse_bind
@@ -53,6 +54,11 @@ def _check_binds(values: list[str]) -> None:
         raise ValueError("needs at least one address")
     for value in values:
         parse_bind(with_port(value, 0))
+
+
+def _check_folder(value: str) -> None:
+    if value and not os.path.isdir(value):
+        raise ValueError(f"{value} is not a folder")
 
 
 def _check_port(value: int) -> None:
@@ -149,6 +155,13 @@ def _options() -> tuple[Option, ...]:
                "application", choices=INTERFACES),
         Option("root_path", "str", "", "the URL prefix the application is mounted under "
                "(WSGI SCRIPT_NAME, ASGI root_path)", "application"),
+        Option("app_dir", "path", "", "import the application from this folder (default: the "
+               "current one)", "application", metavar="DIR", check=_check_folder),
+        Option("factory", "bool", False, "APP names a function that makes the application: "
+               "call it (the same as writing APP as module:function())", "application"),
+        Option("env_file", "path", None, "set the environment variables of this .env file "
+               "(NAME=value lines) for the application and for these settings; the "
+               "environment wins", "application", metavar="FILE"),
         Option("bind", "list", ["127.0.0.1"], "host:port, [ipv6]:port, unix:/path or fd://N; "
                "a host alone takes --port; repeatable", "listening", short="-b",
                aliases=("--host",), metavar="ADDRESS", check=_check_binds),
@@ -250,7 +263,7 @@ def _options() -> tuple[Option, ...]:
 OPTIONS: tuple[Option, ...] = _options()
 BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
 # What bastion run serves; a command that serves something else has no use for them.
-APPLICATION = frozenset({"app", "interface", "root_path"})
+APPLICATION = frozenset({"app", "interface", "root_path", "app_dir", "factory"})
 
 
 @dataclass(frozen=True)
@@ -279,6 +292,7 @@ class Settings:
     warnings: list[str] = field(default_factory=list)
     command: Command = RUN
     tables: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, str] = field(default_factory=dict)  # what --env-file sets
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name]
@@ -441,6 +455,7 @@ def resolve(cli: Mapping[str, Any], environ: Mapping[str, str], command: Command
                 settings.values[option.name] = convert(option, raw, text=False)
             except ValueError as exc:
                 raise ConfigError(f"{path}: {key}: {exc}") from None
+    environ = _with_env_file(settings, cli, environ)
     env_names = sorted(option.env for option in command.options)
     for key, raw in environ.items():
         if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
@@ -469,6 +484,27 @@ def resolve(cli: Mapping[str, Any], environ: Mapping[str, str], command: Command
         settings.sources[name] = "cli"
     _cross_check(settings)
     return settings
+
+
+def _with_env_file(
+    settings: Settings, cli: Mapping[str, Any], environ: Mapping[str, str]
+) -> Mapping[str, str]:
+    """``environ`` with what --env-file sets added (the environment wins), kept in
+    ``settings.environment`` for the application's processes too."""
+    option = BY_NAME["env_file"]
+    if not settings.command.takes(option.name):
+        return environ
+    for source, value in (("env", environ.get(option.env)), ("cli", cli.get(option.name))):
+        if value:
+            settings.values[option.name], settings.sources[option.name] = value, source
+    path = settings[option.name]
+    if not path:
+        return environ
+    try:
+        settings.environment = read_env_file(path, environ)
+    except EnvFileError as exc:
+        raise settings.error(option.name, str(exc)) from None
+    return {**settings.environment, **environ}
 
 
 def _cross_check(settings: Settings) -> None:

@@ -64,7 +64,8 @@ STACK_WIDE = frozenset(
 )
 UP = Command(
     "up",
-    options=tuple(option for option in OPTIONS if option.name not in APPLICATION),
+    # A service's environment is its env table: an --env-file has no part to play.
+    options=tuple(option for option in OPTIONS if option.name not in APPLICATION | {"env_file"}),
     tables=frozenset({"service", "route", BALANCER}),
 )
 _SERVICE_KEYS = ("name", "env", *sorted(APPLICATION))
@@ -196,7 +197,7 @@ def _service(path: str, base: Settings, table: dict[str, Any], number: int) -> S
         )
     where = f'service "{name}"'
     settings, rest = _group_settings(path, base, where, table, _SERVICE_KEYS)
-    for key in ("app", "interface", "root_path"):
+    for key in sorted(APPLICATION):
         if key in rest:
             option = BY_NAME[key]
             try:
@@ -206,6 +207,10 @@ def _service(path: str, base: Settings, table: dict[str, Any], number: int) -> S
             settings.sources[key] = "file"
     if not settings["app"]:
         raise ConfigError(f'{path}: {where}: app is required (app = "module:app")')
+    if settings["app_dir"]:
+        # Relative to the file, as the application's module is found beside it.
+        directory = os.path.dirname(os.path.abspath(path))
+        settings.values["app_dir"] = os.path.join(directory, settings["app_dir"])
     if settings.sources["bind"] != "file":
         raise ConfigError(f'{path}: {where}: bind is required (bind = "127.0.0.1:8001")')
     env = rest.get("env", {})

@@ -50,6 +50,7 @@ from bastion.process.monitor import Monitor
 from bastion.process.reloader import SourceWatcher
 from bastion.process.workers import (
     EXIT_LOAD_ERROR,
+    EXIT_START_ERROR,
     READY,
     RETIRE,
     ServePlan,
@@ -218,7 +219,7 @@ class Supervisor:
                 self.monitor.close()
             if self._loop is not None:
                 self._loop.close()
-        logger.info("supervisor stopped")
+        logger.log(logging.INFO if self._announced else logging.DEBUG, "supervisor stopped")
         return self.exit_code
 
     def start(self) -> None:
@@ -605,7 +606,10 @@ class Supervisor:
             return
         if self.stopping:
             return
-        logger.error("%s %s%s", worker.name(), how, "" if worker.ready else " before serving")
+        # One that could not load or start the application has said why: this is no news.
+        explained = not worker.ready and code in (EXIT_LOAD_ERROR, EXIT_START_ERROR)
+        level = logging.DEBUG if explained else logging.ERROR
+        logger.log(level, "%s %s%s", worker.name(), how, "" if worker.ready else " before serving")
         booting = not worker.ready and worker.generation == self.generation
         if booting and self._boot_failed(worker, code):
             return
@@ -640,7 +644,7 @@ class Supervisor:
             return True
         if not self._announced:
             logger.critical("the application failed to start: stopping")
-            self.exit_code = 2 if code == EXIT_LOAD_ERROR else 1
+            self.exit_code = 2 if code in (EXIT_LOAD_ERROR, EXIT_START_ERROR) else 1
             self._stop_all(time.monotonic(), graceful=True)
             return True
         return False

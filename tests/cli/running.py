@@ -47,12 +47,15 @@ def bastion_out(
 
 
 @contextmanager
-def bastion(*args: str, timeout: float = 15.0) -> Iterator[Process]:
-    """Run ``python -m bastion ARGS`` (cwd = repository root) until it prints its URL."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+def bastion(
+    *args: str, timeout: float = 15.0, cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> Iterator[Process]:
+    """Run ``python -m bastion ARGS`` (in ``cwd``, the repository root unless told, with
+    ``env`` added to the environment) until it prints its URL."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", **(env or {}))
     popen = subprocess.Popen(
         [sys.executable, "-m", "bastion", *args],
-        cwd=ROOT,
+        cwd=cwd,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -86,7 +86,7 @@ def _bastion_fails(*args: str) -> str:
 
 
 def test_unimportable_target_is_explained() -> None:
-    assert "cannot import module 'no_such_module'" in _bastion_fails("run", "no_such_module:app")
+    assert "cannot import 'no_such_module'" in _bastion_fails("run", "no_such_module:app")
     assert "has no attribute 'missing'" in _bastion_fails("run", "bastion.demo:missing")
     assert "cannot tell what kind of application" in _bastion_fails("run", "json:dumps")
 
