@@ -437,7 +437,7 @@ class HTTPConnection(asyncio.Protocol):
             # Bytes that came in the same read as a request the handler switched at once:
             # the client sent them before our 101 (RFC 6455 §4.1 forbids it), so they belong
             # to neither protocol, and no HTTP answer may go into the switched stream.
-            self.stats.count_error("protocol-switched")
+            self.stats.count_error("switched-early-data")
             self.abort()
             return
         self.stats.count_error(f"protocol-{error.status}")

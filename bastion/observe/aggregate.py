@@ -32,6 +32,7 @@ from bastion.observe.metrics import DEFAULT_MAX_SERIES, DURATION_BUCKETS, OVERFL
 HISTORY = 300  # seconds of per-second figures kept for the dashboard
 _BUCKET_LABELS = [f"{bound:g}" for bound in DURATION_BUCKETS] + ["+Inf"]
 _COUNTED_APP_TYPES = frozenset(("counter", "histogram", "summary"))
+WEBSOCKET_COUNTERS = ("opened", "closed", "messages_in", "messages_out", "bytes_in", "bytes_out")
 
 Key = tuple[Any, ...]
 
@@ -46,6 +47,8 @@ class _Totals:
         self.engine: dict[str, float] = {}
         self.errors: dict[str, float] = {}
         self.cpu_by_slot: dict[str, float] = {}
+        self.websocket: dict[str, float] = {}  # opened, messages_in, bytes_out, ...
+        self.websocket_closes: dict[int, float] = {}  # close code -> count
         self.app: dict[tuple[str, str, str], dict[Key, float]] = {}  # family -> sample -> sum
 
     def add(self, snapshot: dict[str, Any]) -> None:
@@ -59,6 +62,11 @@ class _Totals:
             self.engine[name] = self.engine.get(name, 0) + engine.get(name, 0)
         for kind, count in (engine.get("errors") or {}).items():
             self.errors[kind] = self.errors.get(kind, 0) + count
+        websocket = snapshot.get("websocket") or {}
+        for name in WEBSOCKET_COUNTERS:
+            self.websocket[name] = self.websocket.get(name, 0) + websocket.get(name, 0)
+        for code, count in (websocket.get("closes") or {}).items():
+            self.websocket_closes[code] = self.websocket_closes.get(code, 0) + count
         slot = snapshot.get("label") or str(snapshot.get("slot", 0))
         cpu = (snapshot.get("process") or {}).get("cpu_seconds", 0.0)
         self.cpu_by_slot[slot] = self.cpu_by_slot.get(slot, 0.0) + cpu
@@ -77,6 +85,8 @@ class _Totals:
         total.engine = dict(self.engine)
         total.errors = dict(self.errors)
         total.cpu_by_slot = dict(self.cpu_by_slot)
+        total.websocket = dict(self.websocket)
+        total.websocket_closes = dict(self.websocket_closes)
         total.app = {name: dict(samples) for name, samples in self.app.items()}
         for snapshot in live:
             total.add(snapshot)
@@ -361,6 +371,7 @@ class MetricsCollector:
         p = self.prefix
         yield from _request_families(p, totals, view.max_series)
         yield from _engine_families(p, totals)
+        yield from _websocket_families(p, totals, view)
         yield from _worker_families(p, totals, view)
         yield from _app_families(totals, view)
         for extra in _SUPERVISOR_SOURCES:
@@ -461,6 +472,39 @@ def _engine_families(p: str, totals: _Totals) -> Iterator[Metric]:
     yield refusals
     yield timeouts
     yield errors
+
+
+def _websocket_families(p: str, totals: _Totals, view: AggregateView) -> Iterator[Metric]:
+    counts = totals.websocket
+    opened = CounterMetricFamily(f"{p}_websocket_connections", "WebSocket connections accepted.")
+    opened.add_metric([], counts.get("opened", 0))
+    yield opened
+    current = GaugeMetricFamily(f"{p}_websocket_connections_open", "Open WebSocket connections.")
+    # From the live workers alone: a worker that exited took its connections with it.
+    live = [snapshot.get("websocket") or {} for snapshot in view.snapshots()]
+    current.add_metric([], sum(ws.get("opened", 0) - ws.get("closed", 0) for ws in live))
+    yield current
+    messages = CounterMetricFamily(
+        f"{p}_websocket_messages", "WebSocket messages, by direction.", labels=["direction"]
+    )
+    payload = CounterMetricFamily(
+        f"{p}_websocket_payload_bytes",
+        "WebSocket message payload bytes (before compression), by direction.",
+        labels=["direction"],
+    )
+    for direction in ("in", "out"):
+        messages.add_metric([direction], counts.get(f"messages_{direction}", 0))
+        payload.add_metric([direction], counts.get(f"bytes_{direction}", 0))
+    yield messages
+    yield payload
+    closes = CounterMetricFamily(
+        f"{p}_websocket_closes",
+        "Closed WebSocket connections, by close code (1006: no close frame; 0: outside 1000-4999).",
+        labels=["code"],
+    )
+    for code, count in sorted(totals.websocket_closes.items()):
+        closes.add_metric([str(code)], count)
+    yield closes
 
 
 def _worker_families(p: str, totals: _Totals, view: AggregateView) -> Iterator[Metric]:

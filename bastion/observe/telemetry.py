@@ -28,6 +28,7 @@ from bastion.observe.config import MonitorConfig
 from bastion.observe.health import HealthChecks, load_check
 from bastion.observe.metrics import DEFAULT_MAX_SERIES, RequestMetrics
 from bastion.observe.probes import ProbeRoutes
+from bastion.websocket.stats import websocket_stats
 
 if TYPE_CHECKING:
     from bastion.engine.handler import Handler
@@ -104,7 +105,9 @@ class WorkerTelemetry:
         state = self._state
         engine: dict[str, Any] = {}
         pool: dict[str, int] = {}
+        websocket: dict[str, Any] = {}
         if state is not None:
+            websocket = websocket_stats(state).snapshot()
             stats = state.stats
             engine = {
                 "requests": stats.requests,
@@ -136,6 +139,7 @@ class WorkerTelemetry:
             "final": final,
             "engine": engine,
             "pool": pool,
+            "websocket": websocket,
             "loop_lag": self.loop_lag,
             "process": process_figures(),
             "checks": self.checks.results(),

@@ -287,4 +287,4 @@ def test_a_frame_sent_before_the_101_ends_the_connection(echo_server: RunningSer
         assert closed_by_server(sock)
     # The handler heard of it: nothing is left open on the server.
     wait_until(lambda: stats.open == 0)
-    assert echo_server.stats.errors_by_kind.get("protocol-switched", 0) >= 1
+    assert echo_server.stats.errors_by_kind.get("switched-early-data", 0) >= 1
