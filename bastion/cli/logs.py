@@ -60,6 +60,40 @@ def configure_logging(settings: Settings) -> None:
             raise ConfigError(f"cannot open log file {target}: {exc.strerror}") from None
 
 
+def announce(logger: logging.Logger, message: str, prefix: str = "Bastion ") -> None:
+    """Log ``message`` at INFO, and print it on stderr too (after ``prefix``) when the log
+    does not show it there (a higher --log-level, a log file, --log-config): whoever starts
+    the server sees where it serves, once."""
+    logger.info("%s", message)
+    if not _shows_on_stderr(logger, logging.INFO):
+        print(prefix + message, file=sys.stderr, flush=True)
+
+
+def _shows_on_stderr(logger: logging.Logger, level: int) -> bool:
+    if not logger.isEnabledFor(level):
+        return False
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            stream = getattr(handler, "stream", None)
+            if stream in (sys.stderr, sys.__stderr__) and level >= handler.level:
+                return True
+        current = current.parent if current.propagate else None
+    return False
+
+
+def where(urls: list[str]) -> str:
+    """The addresses served, said so that binding every interface is never a surprise."""
+    shown = []
+    for url in urls:
+        if "://0.0.0.0:" in url:
+            url += " (every IPv4 address of this machine)"
+        elif "://[::]:" in url:
+            url += " (every IPv6 address of this machine)"
+        shown.append(url)
+    return ", ".join(shown)
+
+
 def _handler(target: str, stream: Any) -> logging.Handler:
     if target == "-":
         return logging.StreamHandler(stream)

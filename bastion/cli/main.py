@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib.util
 import logging
 import os
@@ -16,7 +17,7 @@ from bastion import __version__
 from bastion.cli.balance import add_balance_command, balance_command
 from bastion.cli.envfile import EnvFileExport
 from bastion.cli.loader import LoadError, add_app_dir, as_handler, check_target, import_target
-from bastion.cli.logs import configure_logging
+from bastion.cli.logs import announce, configure_logging, where
 from bastion.cli.parser import CommandParser, command_parser
 from bastion.cli.settings import (
     ConfigError,
@@ -39,7 +40,12 @@ from bastion.observe.config import MonitorConfig
 from bastion.process.workers import ServePlan, WorkerBootError
 from bastion.static.cli import add_serve_command, serve_command
 
-logger = logging.getLogger("bastion.error")
+logger = logging.getLogger("bastion.server")
+_LISTEN_HINTS = {
+    errno.EADDRINUSE: " (is another server running there? stop it, or choose another port)",
+    errno.EACCES: " (ports below 1024 need root or CAP_NET_BIND_SERVICE; choose another)",
+    errno.EADDRNOTAVAIL: " (no interface of this machine has that address)",
+}
 
 
 COMMANDS = ("run", "serve", "balance", "up", "top")
@@ -302,12 +308,18 @@ def bind_and_run(runner: Any) -> int:
     try:
         runner.bind()
     except OSError as exc:
-        print(f"bastion: error: cannot listen: {exc}", file=sys.stderr)
-        return 1
-    for url in runner.admin_urls:
-        logger.info("admin listener on %s", url)
-        print(f"Bastion admin (health, metrics, dashboard) on {url}", file=sys.stderr, flush=True)
+        return _cannot_listen(exc)
+    if runner.admin_urls:
+        announce(logger, f"admin (health, metrics, dashboard) on {where(runner.admin_urls)}")
     return int(runner.run())
+
+
+def _cannot_listen(exc: OSError) -> int:
+    # The engine's message names the address (an admin listener's adds that it is one).
+    named = isinstance(exc.strerror, str) and "cannot listen on" in exc.strerror
+    message = exc.strerror if named else f"cannot listen: {exc}"
+    print(f"bastion: error: {message}{_LISTEN_HINTS.get(exc.errno or 0, '')}", file=sys.stderr)
+    return 1
 
 
 def _run_in_process(plan: ServePlan, inherited: Sequence[socket.socket]) -> int:
@@ -329,8 +341,7 @@ def _run_in_process(plan: ServePlan, inherited: Sequence[socket.socket]) -> int:
             observers=access_log_observers(plan.server),
         )
     except OSError as exc:
-        print(f"bastion: error: cannot listen: {exc}", file=sys.stderr)
-        return 1
+        return _cannot_listen(exc)
     return 0
 
 
@@ -340,6 +351,4 @@ def _fail(message: str) -> int:
 
 
 def _announce(urls: list[str]) -> None:
-    for url in urls:
-        logger.info("serving on %s", url)
-        print(f"Bastion serving on {url} (press Ctrl-C to stop)", file=sys.stderr, flush=True)
+    announce(logger, f"serving on {where(urls)} (press Ctrl-C to stop)")

@@ -231,7 +231,8 @@ def _options() -> tuple[Option, ...]:
                choices=LOG_LEVELS),
         Option("error_log_file", "path", "-", "where the error log goes ('-': stderr)",
                "logging", metavar="FILE"),
-        Option("access_log", "bool", False, "log a line per request", "logging"),
+        Option("access_log", "bool", False, "log a line per request", "logging",
+               shown_default="on when stdout is a terminal or --access-log-file is set"),
         Option("access_log_format", "str", "common", "common, combined, json, http.server, "
                "or an Apache-style format string", "logging", metavar="FORMAT",
                check=_check_format),
@@ -486,6 +487,13 @@ def resolve(cli: Mapping[str, Any], environ: Mapping[str, str], command: Command
     return settings
 
 
+def _stdout_is_a_terminal() -> bool:
+    try:
+        return os.isatty(sys.stdout.fileno())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
 def _with_env_file(
     settings: Settings, cli: Mapping[str, Any], environ: Mapping[str, str]
 ) -> Mapping[str, str]:
@@ -508,6 +516,13 @@ def _with_env_file(
 
 
 def _cross_check(settings: Settings) -> None:
+    if settings.sources["access_log"] == "default":
+        # Someone watching a terminal wants to see each request, as http.server and uvicorn
+        # show them; a service under a process manager pays nothing for lines it did not ask
+        # for; a file named for them is asking.
+        settings.values["access_log"] = (
+            settings["access_log_file"] != "-" or _stdout_is_a_terminal()
+        )
     port = settings["port"]
     binds = settings["bind"]
     settings.values["bind"] = [with_port(address, port) for address in binds]

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bastion.balancer.config import BalancerConfig
+from bastion.cli.logs import announce, where
 from bastion.cli.parser import command_parser
 from bastion.cli.settings import (
     APPLICATION,
@@ -45,7 +46,7 @@ from bastion.engine.handler import Handler
 from bastion.engine.listeners import BindSpec, parse_bind
 from bastion.process.workers import ServePlan
 
-logger = logging.getLogger("bastion.error")
+logger = logging.getLogger("bastion.server")
 
 DEFAULT_FILE = "stack.toml"
 BALANCER = "balancer"
@@ -441,7 +442,5 @@ def _fail(message: str) -> int:
 
 def _announce(urls: dict[str, list[str]]) -> None:
     for name, found in urls.items():
-        for url in found:
-            logger.info("%s serving on %s", name, url)
-            print(f"Bastion up: {name} serving on {url}", file=sys.stderr, flush=True)
-    print("Bastion up: every service is ready (press Ctrl-C to stop)", file=sys.stderr, flush=True)
+        announce(logger, f"{name} serving on {where(found)}", "Bastion up: ")
+    announce(logger, "every service is ready (press Ctrl-C to stop)", "Bastion up: ")

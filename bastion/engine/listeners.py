@@ -63,13 +63,35 @@ def parse_bind(spec: str) -> BindSpec:
     return BindSpec("tcp", host=host, port=int(port))
 
 
+class ListenError(OSError):
+    """An address cannot be listened on; the message names it: ``cannot listen on
+    127.0.0.1:8000: address already in use``."""
+
+    def __init__(self, spec: BindSpec, cause: OSError) -> None:
+        reason = cause.strerror or str(cause)
+        super().__init__(cause.errno, f"cannot listen on {spec}: {reason[:1].lower()}{reason[1:]}")
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 def open_listener(
     spec: BindSpec, backlog: int = 2048, *, reuse_port: bool = False, listen: bool = True
 ) -> socket.socket:
     """A bound, listening, non-blocking socket for ``spec`` (``reuse_port``: TCP only).
 
     With ``listen=False`` the socket is only bound: whoever serves it listens on it.
+    Raises :class:`ListenError` when the address cannot be had.
     """
+    try:
+        return _open_listener(spec, backlog, reuse_port=reuse_port, listen=listen)
+    except OSError as exc:
+        raise ListenError(spec, exc) from exc
+
+
+def _open_listener(
+    spec: BindSpec, backlog: int, *, reuse_port: bool, listen: bool
+) -> socket.socket:
     if spec.kind == "fd":
         sock = socket.socket(fileno=spec.fd)
         _check_listening(sock, str(spec))
@@ -258,6 +280,8 @@ class Listener:
                 if family == socket.AF_INET6:
                     probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 probe.bind((self.spec.host, self.spec.port))
+            except OSError as exc:
+                raise ListenError(self.spec, exc) from exc
             finally:
                 probe.close()
         self.sockets.append(open_listener(self.spec, self.backlog, reuse_port=self.reuse_port))

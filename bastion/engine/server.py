@@ -26,7 +26,7 @@ from bastion.engine.proxy import ProxyHeaders, TrustedPeers
 from bastion.engine.stats import RequestObserver, Stats
 from bastion.http import format_date
 
-logger = logging.getLogger("bastion.error")
+logger = logging.getLogger("bastion.server")
 
 # After a stop signal, how long a connection between requests may still deliver a request that
 # was already on its way (answered with connection: close) before it is closed.

@@ -48,7 +48,7 @@ from bastion.process.supervisor import (
 )
 from bastion.process.workers import ServePlan, heartbeat_interval
 
-logger = logging.getLogger("bastion.error")
+logger = logging.getLogger("bastion.server")
 
 # Bright enough on dark and light terminals; red is left for errors.
 _COLOURS = (36, 33, 35, 32, 34, 96, 93, 95, 92, 94)

@@ -58,7 +58,7 @@ from bastion.process.workers import (
     run_worker,
 )
 
-logger = logging.getLogger("bastion.error")
+logger = logging.getLogger("bastion.server")
 
 # Unasked deaths in a row (each within CRASH_WINDOW of the worker's start) before giving up.
 GIVE_UP_AFTER = 8

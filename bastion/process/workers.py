@@ -36,7 +36,7 @@ from bastion.observe.config import MonitorConfig
 from bastion.observe.telemetry import WorkerTelemetry, for_worker
 from bastion.process.channel import Inbox, SupervisorJob
 
-logger = logging.getLogger("bastion.error")
+logger = logging.getLogger("bastion.server")
 
 READY = b"R"
 BEAT = b"."

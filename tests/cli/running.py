@@ -48,16 +48,20 @@ def bastion_out(
 
 @contextmanager
 def bastion(
-    *args: str, timeout: float = 15.0, cwd: Path = ROOT, env: dict[str, str] | None = None
+    *args: str,
+    timeout: float = 15.0,
+    cwd: Path = ROOT,
+    env: dict[str, str] | None = None,
+    stdout: int = subprocess.DEVNULL,
 ) -> Iterator[Process]:
     """Run ``python -m bastion ARGS`` (in ``cwd``, the repository root unless told, with
-    ``env`` added to the environment) until it prints its URL."""
+    ``env`` added to the environment, its stdout to ``stdout``) until it prints its URL."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", **(env or {}))
     popen = subprocess.Popen(
         [sys.executable, "-m", "bastion", *args],
         cwd=cwd,
         env=env,
-        stdout=subprocess.DEVNULL,
+        stdout=stdout,
         stderr=subprocess.PIPE,
         text=True,
     )

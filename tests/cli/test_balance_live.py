@@ -22,7 +22,7 @@ from tests.cli.running import Process, bastion
 from tests.serving import LoadThreads
 
 TOKEN = "s3cret-admin-token"
-_ADMIN = re.compile(r"Bastion admin \(health, metrics, dashboard\) on (http://\S+)")
+_ADMIN = re.compile(r"admin \(health, metrics, dashboard\) on (http://\S+)")
 
 
 class Upstream:
@@ -119,7 +119,7 @@ def test_sighup_that_removes_the_busy_upstream_fails_no_request(
         switched, answered = load.wait_for(two.pid, sent)
         time.sleep(1.2)
         last = max(s for s, _, pid in load.answers if pid == one.pid)
-    assert load.failures == []
+    assert load.failures == [], lb.text
     # Nothing that started after the switch went to the removed server.
     assert last < switched + 0.05, (last - sent, switched - sent)
     assert load.pids(sent + 1.0) == {two.pid}

@@ -261,4 +261,7 @@ def test_admin_port_in_use_is_one_line(admin_port: int) -> None:
             timeout=20,
         )
     assert result.returncode == 1
-    assert "cannot listen: " in result.stderr and "admin listener" in result.stderr
+    assert result.stderr.startswith(
+        f"bastion: error: admin listener: cannot listen on 127.0.0.1:{admin_port}: address "
+        "already in use"
+    )
