@@ -211,7 +211,12 @@ class App:
             refuse(exchange, refused)
             return True
         websocket = WebSocket(exchange, params, handshake, config)
-        run_eagerly(exchange.loop, route.endpoints["GET"](websocket), _websocket_done, websocket)
+        # A task from the start, not run eagerly: a handler that accepts in its first step
+        # would switch the connection while the read that brought the handshake is still
+        # being parsed as HTTP; and the handler lives as long as the WebSocket, where an
+        # eager start would put a wrapper between the task and it for every message.
+        task = exchange.loop.create_task(route.endpoints["GET"](websocket))
+        task.add_done_callback(websocket.task_done)
         return True
 
     def _submit(
@@ -271,10 +276,6 @@ class _Endpoint:
     def __init__(self, fn: Callable[..., Any], is_async: bool) -> None:
         self.fn = fn
         self.is_async = is_async
-
-
-def _websocket_done(websocket: WebSocket, result: Any, error: BaseException | None) -> None:
-    websocket.finish(error)
 
 
 def _fail_on_error(exchange: Exchange, result: Any, error: BaseException | None) -> None:

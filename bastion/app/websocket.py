@@ -15,6 +15,7 @@ on the same loop: no second server, no thread.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import Any
 
@@ -156,6 +157,10 @@ class WebSocket(_RequestBase):
         if message is None:
             raise StopAsyncIteration
         return message
+
+    def task_done(self, task: asyncio.Task[None]) -> None:
+        """The handler's task ended: settle the handshake, or close the WebSocket."""
+        self.finish(asyncio.CancelledError() if task.cancelled() else task.exception())
 
     def finish(self, error: BaseException | None) -> None:
         """The endpoint returned (or raised): close what it left open."""

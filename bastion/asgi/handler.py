@@ -216,10 +216,13 @@ class ASGIHandler:
         call = self.app(scope, cycle.receive, cycle.send)
         if not asyncio.iscoroutine(call):
             call = _await(call)
-        task = run_eagerly(exchange.loop, call, self._websocket_done, cycle, self.eager)
-        if task is not None:
-            self._tasks.add(task)
-            cycle.task = task
+        # Always a task, never eager: an application that accepts in its first step would
+        # switch the connection while the read that brought the handshake is still being
+        # parsed as HTTP.
+        task = run_eagerly(exchange.loop, call, self._websocket_done, cycle, eager=False)
+        assert task is not None
+        self._tasks.add(task)
+        cycle.task = task
 
     def _websocket_done(
         self, cycle: WebSocketCycle, result: Any, error: BaseException | None

@@ -395,10 +395,18 @@ class HTTPConnection(asyncio.Protocol):
         return BodyStream(self.loop, lambda: self._resume_reading(2), exchange.send_continue)
 
     def switch_protocols(self, head: bytes, peer: TunnelPeer) -> None:
-        """Send ``head`` (a 101 response) and give every later byte to ``peer``."""
+        """Send ``head`` (a 101 response) and give every later byte to ``peer``.
+
+        A handler should switch from a task, after the read that brought its request: bytes
+        in that read after the request are parsed as HTTP before anyone can switch.
+        """
         self.write(head)
         self.parser = TunnelFeed(peer)  # type: ignore[assignment]
         self.wait_kind = _WAIT_NONE
+        if self.queue or self._pending_error is not None:
+            # Requests (or bad bytes) read after the switching one: the client sent them
+            # before our 101, so they were the new protocol's, lost to it as HTTP.
+            self._early_data()
 
     # flow control and closing -----------------------------------------------------------------
 
@@ -434,11 +442,7 @@ class HTTPConnection(asyncio.Protocol):
 
     def _protocol_error(self, error: ProtocolError) -> None:
         if isinstance(self.parser, TunnelFeed):
-            # Bytes that came in the same read as a request the handler switched at once:
-            # the client sent them before our 101 (RFC 6455 §4.1 forbids it), so they belong
-            # to neither protocol, and no HTTP answer may go into the switched stream.
-            self.stats.count_error("switched-early-data")
-            self.abort()
+            self._early_data()
             return
         self.stats.count_error(f"protocol-{error.status}")
         client = self.client[0] if self.client else "-"
@@ -483,6 +487,13 @@ class HTTPConnection(asyncio.Protocol):
         self.stats.count_response(error.status)
         self.write(error_response(error.status, error.detail, date_line=self.state.date_line))
         self._close()
+
+    def _early_data(self) -> None:
+        """Bytes came after a request that switched protocols, before the switch: the client
+        sent them without waiting for our 101 (RFC 6455 §4.1 forbids it). They were read as
+        HTTP, so they are lost to the new protocol; the connection cannot go on."""
+        self.stats.count_error("switched-early-data")
+        self.abort()
 
     def _refuse(self, status: int, detail: str) -> None:
         self.closing = True

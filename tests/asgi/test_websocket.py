@@ -15,7 +15,13 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from bastion.asgi import ASGIHandler
 from bastion.engine import ServerConfig
 from tests.serving import RunningServer, serve
-from tests.websocket.support import wait_until
+from tests.websocket.support import (
+    TEXT,
+    closed_by_server,
+    frame,
+    handshake_request,
+    wait_until,
+)
 
 pytest.importorskip("starlette")
 pytest.importorskip("fastapi")
@@ -367,3 +373,23 @@ def test_fastapi_close_before_accept_is_403(fastapi_server: RunningServer) -> No
 
 def test_fastapi_http_beside_websocket(fastapi_server: RunningServer) -> None:
     assert httpx.get(fastapi_server.url + "/").json() == {"http": "still works"}
+
+
+def test_frames_or_requests_sent_before_the_101_end_the_connection() -> None:
+    # Read with the handshake, before the application accepted: parsed as HTTP, so lost to
+    # the WebSocket; the connection ends rather than carrying on with a gap.
+    offer = "Sec-WebSocket-Protocol: a, b"
+    early = (frame(TEXT, b"too early"), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    with serve(ASGIHandler(raw_app, lifespan="off", eager=True), CONFIG) as server:
+        for data in early:
+            with server.connect() as sock:
+                sock.sendall(handshake_request("/accept", offer) + data)
+                assert closed_by_server(sock)
+        wait_until(lambda: server.stats.errors_by_kind.get("switched-early-data", 0) >= 2)
+
+        async def talk() -> Any:
+            async with connect(ws_url(server, "/accept"), subprotocols=["b"]) as ws:
+                await ws.send("fine")
+                return await ws.recv()
+
+        assert run(talk()) == "FINE"
