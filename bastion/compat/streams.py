@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import httptools
 
 from bastion.engine.exchange import Exchange, ThreadWriter
-from bastion.http import reason_phrase
+from bastion.http import encode_headers, reason_phrase, status_line
 
 logger = logging.getLogger("bastion.error")
 
@@ -26,6 +26,19 @@ _PUSH_SIZE = 64 * 1024
 # Framing and hop-by-hop fields are the engine's to write; it writes them from what it learns
 # here (length, chunking, whether the connection stays open).
 _ENGINE_FIELDS = frozenset({"content-length", "transfer-encoding", "connection"})
+
+
+def _send_interim(exchange: Exchange, status: int, head: bytes) -> None:
+    # RFC 9110 §15.2: no 1xx to an HTTP/1.0 client, and none once the final response began.
+    if exchange.started or exchange.finished or exchange.head.version != "1.1":
+        return
+    if status == 100:
+        # handle_expect_100's 100 Continue; the engine would otherwise send its own when the
+        # handler first reads the body. Either way there is one.
+        if exchange.continue_sent:
+            return
+        exchange.continue_sent = True
+    exchange.conn.write(head)
 
 
 class RequestBodyReader(io.BufferedIOBase):
@@ -122,6 +135,7 @@ class ResponseWriter(io.BufferedIOBase):
         self._failed = False
         self.bytes_written = 0
         self.close_connection = False
+        self._keep_alive = False
 
     # the file API ---------------------------------------------------------------------------
 
@@ -161,10 +175,7 @@ class ResponseWriter(io.BufferedIOBase):
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
         if status < 200:
-            # An interim response (100 Continue from handle_expect_100): the engine sends its
-            # own 100 when the handler first reads the body, so this one is dropped.
-            self._headers = []
-            self._reason = b""
+            self._interim(status)
             return
         if self._status:
             raise HandlerOutputError("the handler wrote a second response")
@@ -176,14 +187,33 @@ class ResponseWriter(io.BufferedIOBase):
                 self._content_length = int(value)
             elif lowered == "transfer-encoding":
                 self._chunked = "chunked" in value.lower()
-            elif lowered == "connection" and "close" in value.lower():
-                self.close_connection = True
+            elif lowered == "connection":
+                # As the standard library's send_header: the handler's word decides.
+                if "close" in value.lower():
+                    self.close_connection = True
+                elif "keep-alive" in value.lower():
+                    self._keep_alive = True
             elif lowered in ("server", "date"):
                 self._exchange.add_server_lines = False
             if lowered not in _ENGINE_FIELDS:
                 kept.append((name, value))
         self._headers = kept
         self._head_ready = True
+
+    def _interim(self, status: int) -> None:
+        """An interim response (``send_response_only(1xx)``) goes out as written, ahead of the
+        final one; on the loop, so it keeps its place among the writes."""
+        exchange = self._exchange
+        head = b"".join(
+            (
+                status_line(status, self._reason.decode("latin-1")),
+                encode_headers(self._headers),
+                b"\r\n",
+            )
+        )
+        self._headers = []
+        self._reason = b""
+        exchange.call_threadsafe(_send_interim, exchange, status, head)
 
     def on_body(self, data: bytes) -> None:
         self._body.append(data)
@@ -224,6 +254,8 @@ class ResponseWriter(io.BufferedIOBase):
         body, self._body = self._body, []
         if self.close_connection:
             exchange.keep_alive = False
+        elif self._keep_alive:
+            exchange.keep_alive = True
         if not self._started:
             self._started = True
             if final and self._complete and exchange.head.method != "HEAD":

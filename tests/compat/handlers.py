@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from http.server import BaseHTTPRequestHandler
+from typing import ClassVar
 
 
 class Quiet(BaseHTTPRequestHandler):
@@ -133,3 +134,71 @@ class Inspect(Quiet):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+
+class Mirror(Quiet):
+    """What it answers is chosen by the request: ``/status/<code>``, ``/header/<kind>``,
+    ``/error/<code>``, ``/interim/<code>``, ``/keep/<connection>``, ``/nolength/-``; any
+    other path echoes the method."""
+
+    protocol_version = "HTTP/1.1"
+    # The standard library's server writes a head and its body apart; without this, Nagle's
+    # algorithm and the client's delayed ACK hold each response back for 40 ms there.
+    disable_nagle_algorithm = True
+    HEADER_VALUES: ClassVar[dict[str, str]] = {
+        "ascii": "plain",
+        "latin1": "D\u00e4ngerous",
+        "utf8": "\u20ac uro",
+    }
+
+    def _answer(self) -> None:
+        parts = self.path.split("?")[0].split("/")
+        kind = parts[-2] if len(parts) > 2 else ""
+        arg = parts[-1]
+        if self.path == "/ping":
+            self._body(200, b"pong")
+        elif kind == "status":
+            self.send_response(int(arg), f"Reason {arg}" if int(arg) % 2 else None)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif kind == "header":
+            self.send_response(200)
+            self.send_header("X-Value", self.HEADER_VALUES[arg])
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+        elif kind == "error":
+            self.send_error(int(arg), "custom message" if int(arg) % 2 else None, "an explanation")
+        elif kind == "interim":
+            self.send_response_only(int(arg), "Interim")
+            self.send_header("X-Interim", "1")
+            self.end_headers()
+            self._body(200, b"final")
+        elif kind == "keep":
+            self.send_response(200)
+            self.send_header("Connection", arg)
+            self.send_header("Content-Length", "4")
+            self.end_headers()
+            self.wfile.write(b"kept")
+        elif kind == "nolength":
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"until the end")
+        else:
+            self._body(200, self.command.encode("latin-1"))
+
+    def _body(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PURGE = _answer
+    do_REPORT = do_CUSTOM = do_PLAY = locals()["_answer"]
+    locals()["do_-BLARGH"] = _answer
+
+
+class Mirror10(Mirror):
+    protocol_version = "HTTP/1.0"
