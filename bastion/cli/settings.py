@@ -155,8 +155,9 @@ def _options() -> tuple[Option, ...]:
                "application", choices=INTERFACES),
         Option("root_path", "str", "", "the URL prefix the application is mounted under "
                "(WSGI SCRIPT_NAME, ASGI root_path)", "application"),
-        Option("app_dir", "path", "", "import the application from this folder (default: the "
-               "current one)", "application", metavar="DIR", check=_check_folder),
+        Option("app_dir", "path", "", "import the application from this folder",
+               "application", metavar="DIR", check=_check_folder,
+               shown_default="the current folder"),
         Option("factory", "bool", False, "APP names a function that makes the application: "
                "call it (the same as writing APP as module:function())", "application"),
         Option("env_file", "path", None, "set the environment variables of this .env file "
@@ -569,7 +570,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: Command = RUN) -> No
                 nargs="?",
                 default=argparse.SUPPRESS,
                 metavar="APP",
-                help="module:attribute, or module:factory() to call it",
+                help="module:attribute (with --factory, a function that makes the application)",
             )
             continue
         group = groups.get(option.group)

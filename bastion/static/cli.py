@@ -161,7 +161,9 @@ def serve_command(args: argparse.Namespace) -> int:
     try:
         run(static, binds, config, on_ready=ready, observers=observers)
     except OSError as exc:
-        print(f"bastion serve: error: cannot listen: {exc}", file=sys.stderr)
+        # A ListenError names the address itself: cannot listen on 127.0.0.1:8000: ...
+        reason = exc if "cannot listen on" in str(exc) else f"cannot listen: {exc}"
+        print(f"bastion serve: error: {reason}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # Ctrl-C before the signal handlers were in place
         return 0

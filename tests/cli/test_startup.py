@@ -63,6 +63,18 @@ def test_an_address_in_use_is_named(reuse_port: str) -> None:
     )
 
 
+def test_bastion_serve_names_the_address_in_use_too() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = bastion_out("serve", "--port", str(port))
+    assert out.returncode == 1
+    assert out.stderr == (
+        f"bastion serve: error: cannot listen on 127.0.0.1:{port}: address already in use\n"
+    )
+
+
 def test_the_access_log_is_on_at_a_terminal() -> None:
     terminal, stdout = pty.openpty()
     try:
