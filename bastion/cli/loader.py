@@ -129,7 +129,7 @@ def _raised(exc: BaseException, when: str) -> str:
         if not frame.filename.startswith("<frozen ")
     ]
     # The line to fix is in the application, not in the library it called.
-    own = [frame for frame in frames if not frame.filename.startswith(_LIBRARIES)] or frames
+    own = [frame for frame in frames if not frame.filename.startswith(_LIBRARIES)]
     where = f"{_shown(own[-1].filename)}:{own[-1].lineno}: " if own else ""
     message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     return f"{where}{message} ({when}; --log-level debug shows the traceback)"

@@ -21,6 +21,9 @@ def app(environ, start_response):
 def create_app():
     return app
 
+def configured(config):
+    return app
+
 count = 3
 """
 
@@ -82,6 +85,9 @@ def folder(tmp_path: Path) -> Path:
         ("web:create_app", [], "web:create_app takes no arguments, so it is not an application; "
          "if it makes one, add --factory"),
         ("web:count", ["--factory"], "web:count is an int, not a factory to call"),
+        ("web:configured", ["--factory"], "bastion: error: TypeError: configured() missing 1 "
+         "required positional argument: 'config' (in the factory web:configured(); --log-level "
+         "debug shows the traceback)"),
         ("fast:app", ["--interface", "wsgi"], "fast:app is an ASGI application, not a WSGI "
          "application: use --interface asgi, or leave --interface out to have it worked out"),
         ("web:app", ["--interface", "asgi"], "web:app is a WSGI application, not an ASGI "
