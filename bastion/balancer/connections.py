@@ -265,6 +265,9 @@ class ConnectionPool:
         self.waiters: deque[asyncio.Future[UpstreamConnection | None]] = deque()
         self._members: set[UpstreamConnection] = set()
         self.closed = False
+        # Its server left the configuration: requests already bound to it finish on it, and
+        # then its connections close.
+        self.retired = False
         self.loop: asyncio.AbstractEventLoop | None = None
 
     def take_idle(self) -> UpstreamConnection | None:
@@ -347,7 +350,7 @@ class ConnectionPool:
             if not waiter.done():
                 waiter.set_result(conn)
                 return
-        if len(self.idle) >= self.limits.max_idle:
+        if self.retired or len(self.idle) >= self.limits.max_idle:
             conn.close()
             return
         # The pool's own loop: asyncio.get_running_loop() makes a system call on 3.11.
@@ -376,6 +379,15 @@ class ConnectionPool:
         idle = self.idle
         while idle and idle[0].idle_since <= limit:
             idle.pop(0).close()
+
+    def retire(self) -> None:
+        """No new request will come: close what is idle now and the rest once the requests
+        already bound to this server (sent, connecting or waiting for a connection) are
+        done; none of those fails for it."""
+        self.retired = True
+        for conn in list(self.idle):
+            conn.close()
+        self.idle.clear()
 
     def close(self) -> None:
         self.closed = True

@@ -152,7 +152,7 @@ class RouteRuntime:
         connections close now, busy ones when their request is done."""
         for key, pool in self.pools.items():
             if key not in keep:
-                pool.close()
+                pool.retire()
 
     def matches(self, host: str | None, path: bytes) -> bool:
         if self.host is not None and host != self.host:

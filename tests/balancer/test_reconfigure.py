@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import Counter
 
@@ -12,6 +13,7 @@ from bastion.balancer import Balancer, single_route
 from bastion.balancer.config import (
     CONFIG_MESSAGE,
     BalancerConfig,
+    ConnectionLimits,
     Route,
     Upstream,
     config_from_data,
@@ -59,6 +61,43 @@ def test_removing_the_server_taking_traffic_fails_no_request() -> None:
         assert after["a"] == 0 and after["b"] > 0 and after["c"] > 0
     # b was kept: its kept-alive connections went on serving, none had to be opened again.
     assert b.stats.connections_opened <= 2
+
+
+def test_requests_bound_to_a_removed_server_finish_there() -> None:
+    """One sent, one waiting for the server's only connection: both are answered by it."""
+    limits = ConnectionLimits(max_connections=1, max_pending=4)
+    with serve(echo_app("a")) as a, serve(echo_app("b")) as b:
+        balancer = Balancer(single_route([a.url], limits=limits))
+        with serve(balancer) as lb:
+            answers: list[str] = []
+
+            def get(path: str) -> None:
+                response = httpx.get(lb.url + path, timeout=10)
+                answers.append(f"{response.status_code} {response.text.split()[-1]}")
+
+            clients = [
+                threading.Thread(target=get, args=("/slow?s=1",)),
+                threading.Thread(target=get, args=("/slow?s=0.01",)),
+            ]
+            pool = balancer.routes[0].pools[a.url.removeprefix("http://")]
+            clients[0].start()
+            deadline = time.monotonic() + 5
+            while pool.busy < 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            clients[1].start()
+            while not pool.waiters:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            lb.call(balancer.reconfigure, single_route([b.url], limits=limits))
+            assert httpx.get(lb.url + "/slow?s=0").text.split()[-1] == "b"
+            for client in clients:
+                client.join(10)
+            assert sorted(answers) == ["200 a", "200 a"]
+            # Its connection closes once the last of them is answered.
+            while pool.open:
+                assert time.monotonic() < deadline + 10
+                time.sleep(0.01)
 
 
 def test_weights_change_and_counters_carry_over() -> None:
