@@ -56,10 +56,15 @@ class AdminClient:
             self.unix_path = address[5:]
             self.host, self.port = "localhost", 80
         else:
+            expected = f"--admin {address}: expected http://host:port, host:port or unix:/path"
             parts = urlsplit(address if "://" in address else f"http://{address}")
+            try:
+                port = parts.port
+            except ValueError:
+                raise ValueError(expected) from None
             if parts.scheme != "http" or not parts.hostname:
-                raise ValueError(f"expected http://host:port, host:port or unix:/path: {address}")
-            self.host, self.port = parts.hostname, parts.port or 80
+                raise ValueError(expected)
+            self.host, self.port = parts.hostname, port or 80
 
     def get(self, path: str) -> Any:
         connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
@@ -95,7 +100,7 @@ def top_command(args: argparse.Namespace, environ: dict[str, str]) -> int:
     try:
         client = AdminClient(args.admin, token)
     except ValueError as exc:
-        print(f"bastion: error: {exc}", file=sys.stderr)
+        print(f"bastion top: error: {exc}", file=sys.stderr)
         return 2
     interval = max(0.2, args.interval)
     try:

@@ -64,6 +64,13 @@ def test_top_without_an_address_says_which_flag_is_missing() -> None:
     ]
 
 
+@pytest.mark.parametrize("address", ["nope:x", "ftp://127.0.0.1:9000", "http://:9000"])
+def test_top_names_an_admin_address_it_cannot_use(address: str) -> None:
+    assert refused("top", "--admin", address, "--once") == [
+        f"bastion top: error: --admin {address}: expected http://host:port, host:port or unix:/path"
+    ]
+
+
 def resolved(*args: str, env: dict[str, str] | None = None) -> dict[str, str]:
     """``bastion run --print-config``'s values, as written (TOML right-hand sides)."""
     out = bastion_out("run", APP, "--print-config", *args, env=env)
