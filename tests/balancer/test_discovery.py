@@ -285,6 +285,7 @@ def test_discovery_counters_in_the_exposition(dns_server: DnsServer) -> None:
 # never blocking the loop ---------------------------------------------------------------------
 
 
+@pytest.mark.alone
 def test_resolving_does_not_hold_up_the_loop(dns_server: DnsServer) -> None:
     dns_server.set("slow.test", "A", ["127.0.0.2"], ttl=0)
     dns_server.set("lost.test", "A", ["127.0.0.3"], ttl=0)

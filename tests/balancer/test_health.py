@@ -347,6 +347,7 @@ def test_jitter_spreads_probes() -> None:
     assert {checker.next_delay(steady) for _ in range(10)} == {2.0}
 
 
+@pytest.mark.alone
 def test_probes_of_several_servers_do_not_arrive_together() -> None:
     async def main() -> None:
         arrivals: list[float] = []

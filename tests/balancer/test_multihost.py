@@ -105,6 +105,7 @@ def _percentile(outcomes: list[Outcome], share: float) -> float:
 # kill -9 under load ---------------------------------------------------------------------------
 
 
+@pytest.mark.alone
 def test_killed_upstream_costs_no_get_and_is_ejected_within_a_second(tmp_path: Path) -> None:
     with netns.upstream_hosts([0.0, 0.0, 0.0], tmp_path) as hosts:
         # Round robin keeps choosing the dead server in turn until it is ejected: the
@@ -216,11 +217,13 @@ def _compare_strategies(hosts: netns.Hosts, slow: netns.Host) -> None:
     assert p2c.p95 * 3 <= rr.p95, table
 
 
+@pytest.mark.alone
 def test_slow_server_gets_far_less_from_p2c_and_peak_ewma(tmp_path: Path) -> None:
     with netns.upstream_hosts([0.0, 0.0, SLOW_S], tmp_path) as hosts:
         _compare_strategies(hosts, hosts[2])
 
 
+@pytest.mark.alone
 def test_slow_link_with_netem(tmp_path: Path) -> None:
     with netns.upstream_hosts([0.0, 0.0, 0.0], tmp_path) as hosts:
         done = hosts[2].netem("delay", f"{SLOW_S * 1000:.0f}ms")

@@ -398,16 +398,21 @@ def test_upstream_dying_mid_response_closes_the_client_connection() -> None:
 def test_circuit_breaking_answers_503_at_once(two: Pair, limits: ConnectionLimits) -> None:
     a, _ = two
     config = single_route([a.url], limits=limits, retry=RetryPolicy(attempts=1))
-    with balancer(config) as lb:
+    proxy = Balancer(config)
+    with serve(proxy) as lb:
         results: list[int] = []
         slow = threading.Thread(
-            target=lambda: results.append(httpx.get(lb.url + "/slow?s=0.5").status_code)
+            target=lambda: results.append(httpx.get(lb.url + "/slow?s=2", timeout=10).status_code)
         )
         slow.start()
-        time.sleep(0.15)
-        started = time.monotonic()
+        (server,) = proxy.routes[0].snapshot.servers
+        deadline = time.monotonic() + 5
+        while server.state.outstanding < 1:  # the slow request holds the one place
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         assert httpx.get(lb.url + "/").status_code == 503
-        assert time.monotonic() - started < 0.4
+        # At once: the request holding the place is still being answered.
+        assert slow.is_alive()
         slow.join()
         assert results == [200]
         assert httpx.get(lb.url + "/").status_code == 200
