@@ -555,6 +555,11 @@ def _cross_check(settings: Settings) -> None:
         )
     if settings["admin_token"] is not None and admin is None:
         raise settings.error("admin_token", "is set but admin_bind is not")
+    if settings["health_check"] and admin is None and not settings["health_path_prefix"]:
+        # Without either, nothing asks for readiness: the checks would silently never run.
+        raise settings.error(
+            "health_check", "is set but neither admin_bind nor health_path_prefix is"
+        )
 
 
 # the command line -----------------------------------------------------------------------------

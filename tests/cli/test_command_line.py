@@ -99,6 +99,12 @@ def test_a_port_no_address_takes_is_refused() -> None:
     ]
 
 
+def test_a_health_check_nothing_would_run_is_refused() -> None:
+    assert refused("run", APP, "--health-check", "checks:database") == [
+        "bastion: error: --health-check: is set but neither admin_bind nor health_path_prefix is"
+    ]
+
+
 def test_host_and_port_serve_where_they_say() -> None:
     with bastion("run", APP, "--host", "127.0.0.1", "--port", "0") as proc:
         assert httpx.get(f"http://127.0.0.1:{proc.port}/").text == "Hello, world!"
