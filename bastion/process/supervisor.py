@@ -353,10 +353,10 @@ class Supervisor:
         name = signal.Signals(signum).name
         if signum in (signal.SIGTERM, signal.SIGINT):
             if self.stopping:
-                logger.warning("second %s: stopping now", name)
+                logger.warning("%ssecond %s: stopping now", self._label, name)
                 self._stop_all(now, graceful=False)
             elif self._stop_at is not None:
-                logger.info("second %s: draining now", name)
+                logger.info("%ssecond %s: draining now", self._label, name)
                 self._stop_all(now, graceful=True)
             else:
                 if self.monitor is not None:
@@ -365,13 +365,18 @@ class Supervisor:
                 if delay > 0:
                     # Load balancers (a Kubernetes Service) stop sending new requests only
                     # once they see readiness fail; until then, keep serving them.
-                    logger.info("%s received: readiness fails now, draining in %.1fs", name, delay)
+                    logger.info(
+                        "%s%s received: readiness fails now, draining in %.1fs",
+                        self._label,
+                        name,
+                        delay,
+                    )
                     self._stop_at = now + delay
                 else:
-                    logger.info("%s received: shutting down gracefully", name)
+                    logger.info("%s%s received: shutting down gracefully", self._label, name)
                     self._stop_all(now, graceful=True)
         elif signum == signal.SIGQUIT:
-            logger.info("SIGQUIT received: stopping now")
+            logger.info("%sSIGQUIT received: stopping now", self._label)
             self._stop_all(now, graceful=False)
         elif self.stopping:
             return
@@ -379,13 +384,13 @@ class Supervisor:
             self._reload("SIGHUP received")
         elif signum == signal.SIGTTIN:
             self.count += 1
-            logger.info("SIGTTIN: now %d workers", self.count)
+            logger.info("%sSIGTTIN: now %d workers", self._label, self.count)
         elif signum == signal.SIGTTOU:
             if self.count > 1:
                 self.count -= 1
-                logger.info("SIGTTOU: now %d workers", self.count)
+                logger.info("%sSIGTTOU: now %d workers", self._label, self.count)
             else:
-                logger.info("SIGTTOU: already down to one worker")
+                logger.info("%sSIGTTOU: already down to one worker", self._label)
 
     # starting and stopping workers --------------------------------------------------------
 
@@ -629,7 +634,7 @@ class Supervisor:
             return
         delay = 0.0 if failures <= 1 else min(MAX_BACKOFF, 0.1 * 2 ** (failures - 2))
         if delay:
-            logger.warning("restarting worker %d in %.1fs", worker.slot, delay)
+            logger.warning("%srestarting worker %d in %.1fs", self._label, worker.slot, delay)
         self._next_spawn[worker.slot] = now + delay
 
     def _boot_failed(self, worker: WorkerProcess, code: int) -> bool:
@@ -639,7 +644,9 @@ class Supervisor:
             return True
         if self.plan.workers.reload:
             if not self._parked:
-                logger.error("the application cannot start: waiting for a change to reload")
+                logger.error(
+                    "%sthe application cannot start: waiting for a change to reload", self._label
+                )
             self._parked = True
             return True
         if not self._announced:
@@ -653,7 +660,8 @@ class Supervisor:
         failed = self.generation
         assert self._stable is not None
         logger.error(
-            "reload failed: a new worker could not start; the previous workers keep serving"
+            "%sreload failed: a new worker could not start; the previous workers keep serving",
+            self._label,
         )
         self.generation = self._stable
         self.plan = self._plans[self._stable]
@@ -706,7 +714,9 @@ class Supervisor:
             # are released as it goes (see _stop).
             if self._stable != generation:
                 if self._stable is not None:
-                    logger.info("reload complete: generation %d is serving", generation)
+                    logger.info(
+                        "%sreload complete: generation %d is serving", self._label, generation
+                    )
                 self._stable = generation
             if not self._announced:
                 self._announced = True
@@ -762,11 +772,11 @@ class Supervisor:
         try:
             plan = self._reload_plan() if self._reload_plan is not None else self.plan
             if self._adopted(plan):
-                logger.info("%s: applied to the running workers", why)
+                logger.info("%s%s: applied to the running workers", self._label, why)
                 return
             self._open_listeners(plan)
         except (ValueError, OSError) as exc:
-            logger.error("reload failed: %s; the current workers keep serving", exc)
+            logger.error("%sreload failed: %s; the current workers keep serving", self._label, exc)
             return
         generation = self._next_generation
         self._next_generation += 1
@@ -778,7 +788,9 @@ class Supervisor:
         self._failures.clear()
         self._next_spawn.clear()
         self._parked = False
-        logger.info("%s: starting generation %d (%d workers)", why, generation, self.count)
+        logger.info(
+            "%s%s: starting generation %d (%d workers)", self._label, why, generation, self.count
+        )
         if self._watcher is not None:
             self._watcher = SourceWatcher(plan.watch)
 

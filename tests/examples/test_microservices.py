@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from tests.serving import LoadThreads
+
 pytest.importorskip("fastapi")
 pytest.importorskip("flask")
 
@@ -76,6 +78,27 @@ class Up:
             if found and found.group(1) == group:
                 pids[int(found.group(2))] = int(found.group(3))
         return pids
+
+
+class Load(LoadThreads):
+    """GETs of ``url`` in a loop from two threads, keeping what failed."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.answers = 0
+        self.failures: list[str] = []
+        super().__init__(2)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                status, _ = get(self.url)
+            except OSError as exc:
+                self.failures.append(repr(exc))
+                continue
+            if status != 200:
+                self.failures.append(str(status))
+            self.answers += 1
 
 
 def get(url: str) -> tuple[int, Any]:
@@ -153,6 +176,36 @@ def test_the_example_runs_end_to_end(stack: Path) -> None:
         assert "users-1" in seen
         status, order = get(f"{balancer}/orders/11")
         assert status == 200 and order["customer"]["name"] == "Grace"
+
+        # kill -STOP of users-2: its health checks fail, /users goes to users alone; once
+        # resumed, two passed checks bring it back.
+        (frozen,) = up.serving("users-2").values()
+        mark = len(up.lines)
+        os.kill(frozen, signal.SIGSTOP)
+        try:
+            up.wait_for(r"upstream \S+ \(route \"users\"\) is down", timeout=10, after=mark)
+            served = {get(f"{balancer}/users/1")[1]["served_by"] for _ in range(6)}
+            assert served == {"users-1"}
+        finally:
+            os.kill(frozen, signal.SIGCONT)
+        up.wait_for(r"upstream \S+ \(route \"users\"\) is up", timeout=10, after=mark)
+
+        # A new weight in the file and SIGHUP: about three /users requests in four go to
+        # users-2, and none fails while the services' new workers take over.
+        stack.write_text(
+            stack.read_text().replace(
+                '{ url = "service:users-2", weight = 1 }', '{ url = "service:users-2", weight = 3 }'
+            )
+        )
+        mark = len(up.lines)
+        with Load(f"{balancer}/users/1") as load:
+            up.popen.send_signal(signal.SIGHUP)
+            up.wait_for("balancer: SIGHUP received: applied to the running workers", 10, mark)
+            for group in ("frontend", "users", "users-2", "orders"):
+                up.wait_for(rf"{group}: reload complete", timeout=20, after=mark)
+        assert load.failures == [] and load.answers > 0
+        served = [get(f"{balancer}/users/1")[1]["served_by"] for _ in range(40)]
+        assert served.count("users-2") >= 2 * served.count("users-1"), served
 
         up.popen.send_signal(signal.SIGTERM)
         assert up.popen.wait(timeout=20) == 0
