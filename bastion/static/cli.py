@@ -18,7 +18,7 @@ from bastion.engine.config import default_threads
 from bastion.observe.accesslog import AccessLog
 from bastion.static.handler import StaticFiles
 
-_LEVELS = ("critical", "error", "warning", "info", "debug")
+_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")  # trace: uvicorn's name
 DESCRIPTION = (
     "Serve the files under a directory over HTTP/1.1: listings, ranges, conditional requests, "
     "precompressed .br/.gz siblings, sendfile. Stops cleanly on Ctrl-C."
@@ -93,7 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quiet", "-q", action="store_true", help="no access log lines (http.server's, on stderr)"
     )
-    parser.add_argument("--log-level", choices=_LEVELS, default="warning")
+    parser.add_argument("--log-level", choices=_LEVELS, default="warning", type=str.lower)
 
 
 def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
@@ -119,7 +119,7 @@ def bind_address(spec: str, port: int) -> str:
 def serve_command(args: argparse.Namespace) -> int:
     """Run ``bastion serve`` with parsed ``args``; the process's exit status."""
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=logging.DEBUG - 5 if args.log_level == "trace" else args.log_level.upper(),
         format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )

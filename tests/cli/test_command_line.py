@@ -116,3 +116,9 @@ def test_log_level_is_case_insensitive_and_trace_is_the_most_verbose() -> None:
     with bastion("run", APP, "--bind", "127.0.0.1:0", "--log-level", "TRACE") as proc:
         assert " DEBUG " in proc.text
     assert "invalid choice: 'loud'" in refused("run", APP, "--log-level", "loud")[1]
+
+
+@pytest.mark.parametrize("level", ["DEBUG", "trace"])
+def test_bastion_serve_takes_the_same_log_levels(level: str) -> None:
+    with bastion("serve", "--port", "0", "--log-level", level) as proc:
+        assert httpx.get(f"http://127.0.0.1:{proc.port}/").status_code == 200
