@@ -373,7 +373,8 @@ class Stack:
 
     def _ready_callback(self, name: str) -> Callable[[list[str]], None]:
         def ready(urls: list[str]) -> None:
-            logger.info("%s is serving on %s", name, ", ".join(urls))
+            # Debug: bastion up says where every group serves once all are ready.
+            logger.debug("%s is serving on %s", name, ", ".join(urls))
 
         return ready
 

@@ -191,8 +191,10 @@ def test_up_routes_to_every_service_and_stops_on_sigint(tmp_path: Path) -> None:
         text = "".join(lines)
         assert "every service is ready" in text, text
         # The balancer started only once both services were serving.
-        assert text.index("balancer: starting") > text.index("a is serving")
-        assert text.index("balancer: starting") > text.index("b is serving")
+        assert text.index("balancer: starting") > text.index("a worker 0 (pid")
+        assert text.index("balancer: starting") > text.index("b worker 0 (pid")
+        # Where each group serves is said once, when all are ready.
+        assert text.count(f"balancer serving on http://127.0.0.1:{lb}\n") == 1, text
         seen = []
         for _ in range(6):
             with urllib.request.urlopen(f"http://127.0.0.1:{lb}/", timeout=5) as response:
