@@ -202,12 +202,8 @@ def monitor_config(settings: Settings) -> MonitorConfig:
 
 
 def _loader(settings: Settings) -> Callable[[], Handler]:
-    target, app_dir = settings["app"], settings["app_dir"]
-    factory, interface, root_path = (
-        settings["factory"],
-        settings["interface"],
-        settings["root_path"],
-    )
+    target, interface, root_path = settings["app"], settings["interface"], settings["root_path"]
+    app_dir, factory = settings["app_dir"], settings["factory"]
 
     def load() -> Handler:
         try:
