@@ -2,9 +2,10 @@
 
 The error log is the root logger (Bastion's own lines on ``bastion.server``, what goes wrong
 with a request on ``bastion.error``, applications on their own loggers): stderr by default,
-a file opened with ``WatchedFileHandler`` otherwise, so log rotation needs no signal. The access log is not written through ``logging`` unless asked to: each worker writes
-its lines in batches straight to ``access_log_file`` (stdout by default; a file is reopened
-when it is rotated; see :mod:`bastion.observe.accesslog`), which is much cheaper per request.
+a file opened with ``WatchedFileHandler`` otherwise, so log rotation needs no signal. The
+access log is not written through ``logging`` unless asked to: each worker writes its lines
+in batches straight to ``access_log_file`` (stdout by default; a file is reopened when it is
+rotated; see :mod:`bastion.observe.accesslog`), which is much cheaper per request.
 ``log_config`` hands everything to the standard library's ``dictConfig`` (a ``.json`` or
 ``.toml`` file) or ``fileConfig``; the access log then goes to the ``bastion.access`` logger,
 for that configuration to route.

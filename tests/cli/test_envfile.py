@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from bastion.cli.envfile import EnvFileError, read_env_file
+from bastion.cli.envfile import EnvFileError, EnvFileExport, read_env_file
 
 LINES = r"""
 # a comment, then a blank line
@@ -59,3 +60,18 @@ def test_a_line_that_is_not_understood_is_named(tmp_path: Path, text: str, probl
     with pytest.raises(EnvFileError) as caught:
         read_env_file(str(path), {})
     assert str(caught.value) == f"{path}:{problem}"
+
+
+def test_the_environment_wins_and_a_reload_takes_back_what_the_file_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SET_OUTSIDE", "outside")
+    monkeypatch.delenv("FROM_FILE", raising=False)
+    monkeypatch.delenv("DROPPED", raising=False)
+    export = EnvFileExport(os.environ)
+    export.apply({"SET_OUTSIDE": "file", "FROM_FILE": "1", "DROPPED": "1"})
+    assert (os.environ["SET_OUTSIDE"], os.environ["FROM_FILE"]) == ("outside", "1")
+    export.apply({"FROM_FILE": "2"})  # the file, read again
+    assert os.environ["FROM_FILE"] == "2" and "DROPPED" not in os.environ
+    export.apply({})
+    assert "FROM_FILE" not in os.environ and os.environ["SET_OUTSIDE"] == "outside"

@@ -10,92 +10,27 @@ import httpx
 import pytest
 
 from tests.cli.running import bastion, bastion_out
-
-WSGI = """
-import os
-
-def app(environ, start_response):
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    return [os.environ.get("GREETING", "no greeting").encode()]
-
-def create_app():
-    return app
-
-def configured(config):
-    return app
-
-count = 3
-"""
-
-ASGI = """
-async def app(scope, receive, send):
-    await send({"type": "http.response.start", "status": 200, "headers": []})
-    await send({"type": "http.response.body", "body": b"asgi"})
-"""
-
-LIFESPAN_FAILS = """
-async def app(scope, receive, send):
-    assert scope["type"] == "lifespan"
-    await receive()
-    await send({"type": "lifespan.startup.failed", "message": "the database is unreachable"})
-"""
-
-RAISES = """
-import json
-
-SETTINGS = json.loads("{")
-"""
+from tests.cli.userapps import write_apps
 
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
-    (tmp_path / "web.py").write_text(WSGI)
-    (tmp_path / "fast.py").write_text(ASGI)
-    (tmp_path / "lifespan.py").write_text(LIFESPAN_FAILS)
-    (tmp_path / "raises.py").write_text(RAISES)
-    (tmp_path / "broken.py").write_text("def app(:\n    pass\n")
-    (tmp_path / "needs.py").write_text("\nimport not_installed_anywhere\n")
-    (tmp_path / "quits.py").write_text("import sys\nsys.exit(3)\n")
-    (tmp_path / "src").mkdir()
-    (tmp_path / "src" / "inner.py").write_text(WSGI)
-    return tmp_path
+    return write_apps(tmp_path)
 
 
 @pytest.mark.parametrize(
     ("target", "flags", "reason"),
     [
+        # In a worker: importing, then checking what was imported (more: test_loader.py).
         ("broken:app", [], "broken.py:1: SyntaxError: invalid syntax"),
         ("missing:app", [], "cannot import 'missing' (No module named 'missing'); run from the "
          "folder that holds it or use --app-dir"),
-        ("inner:app", [], "cannot import 'inner' (No module named 'inner'); run from the "
-         "folder that holds it or use --app-dir"),
-        ("needs:app", [], "needs.py:2: ModuleNotFoundError: No module named "
-         "'not_installed_anywhere' (while importing it; --log-level debug shows the traceback)"),
-        ("raises:app", [], "raises.py:4: JSONDecodeError: Expecting property name enclosed in "
-         "double quotes: line 1 column 2 (char 1) (while importing it; --log-level debug shows "
-         "the traceback)"),
-        ("quits:app", [], "quits called sys.exit(3) while being imported"),
-        ("web.py:app", [], "'web.py:app' is a file name, not a module: bastion run web:app"),
-        ("src/inner.py:app", [], "'src/inner.py:app' is a file name, not a module: bastion run "
-         "--app-dir src inner:app"),
-        ("web", [], "expected 'module:attribute' such as myapp:app, got 'web'"),
-        ("web:ap", [], "module 'web' has no attribute 'ap' (did you mean web:app?)"),
-        ("web:count", [], "web:count is an int, not an application: expected a bastion.App, a "
-         "WSGI or ASGI callable, or an http.server handler class"),
-        ("web:create_app", [], "web:create_app takes no arguments, so it is not an application; "
-         "if it makes one, add --factory"),
-        ("web:count", ["--factory"], "web:count is an int, not a factory to call"),
-        ("web:configured", ["--factory"], "bastion: error: TypeError: configured() missing 1 "
-         "required positional argument: 'config' (in the factory web:configured(); --log-level "
-         "debug shows the traceback)"),
         ("fast:app", ["--interface", "wsgi"], "fast:app is an ASGI application, not a WSGI "
          "application: use --interface asgi, or leave --interface out to have it worked out"),
-        ("web:app", ["--interface", "asgi"], "web:app is a WSGI application, not an ASGI "
-         "application: use --interface wsgi, or leave --interface out to have it worked out"),
-        ("web:app", ["--interface", "http.server"], "web:app is a WSGI application, not an "
-         "http.server handler class: use --interface wsgi, or leave --interface out to have it "
-         "worked out"),
+        # In the supervisor, before any worker.
+        ("web.py:app", [], "'web.py:app' is a file name, not a module: bastion run web:app"),
         ("web:app", ["--app-dir", "nowhere"], "--app-dir: nowhere is not a folder"),
+        # The application's own startup.
         ("lifespan:app", [], "ASGI lifespan startup failed: the database is unreachable"),
     ],
 )  # fmt: skip
@@ -121,9 +56,8 @@ def get(port: int) -> str:
     return httpx.get(f"http://127.0.0.1:{port}/", timeout=5).text
 
 
-@pytest.mark.parametrize("target", [("web:create_app", "--factory"), ("web:create_app()",)])
-def test_a_factory_is_called(folder: Path, target: tuple[str, ...]) -> None:
-    with bastion("run", *target, "--port", "0", cwd=folder) as proc:
+def test_a_factory_is_called(folder: Path) -> None:
+    with bastion("run", "web:create_app", "--factory", "--port", "0", cwd=folder) as proc:
         assert get(proc.port) == "no greeting"
 
 
@@ -144,11 +78,11 @@ def test_env_file_sets_the_applications_environment_and_settings(folder: Path) -
     shown = bastion_out("run", "web:app", "--env-file", ".env", "--print-config", cwd=folder)
     assert "workers = 2  # environment" in shown.stdout
     # The environment the server is started in wins over the file.
-    with bastion(
-        "run", "web:app", "--env-file", ".env", "--port", "0", cwd=folder,
-        env={"GREETING": "set outside"},
-    ) as proc:  # fmt: skip
-        assert get(proc.port) == "set outside"
+    shown = bastion_out(
+        "run", "web:app", "--env-file", ".env", "--print-config", cwd=folder,
+        env={"BASTION_WORKERS": "3"},
+    )  # fmt: skip
+    assert "workers = 3  # environment" in shown.stdout
 
 
 def test_a_bad_env_file_line_is_named(folder: Path) -> None:
