@@ -169,8 +169,8 @@ def _group_settings(
     rest: dict[str, Any] = {}
     engine = [option.name for option in UP.options if option.name not in STACK_WIDE]
     for key, raw in table.items():
-        if key in extra:
-            rest[key] = raw
+        if key.replace("-", "_") in extra:  # root-path or root_path, as engine settings
+            rest[key.replace("-", "_")] = raw
             continue
         option = BY_NAME.get(key.replace("-", "_"))
         if option is None or option.name not in engine:
@@ -198,20 +198,21 @@ def _service(path: str, base: Settings, table: dict[str, Any], number: int) -> S
         )
     where = f'service "{name}"'
     settings, rest = _group_settings(path, base, where, table, _SERVICE_KEYS)
+    directory = os.path.dirname(os.path.abspath(path))
     for key in sorted(APPLICATION):
         if key in rest:
             option = BY_NAME[key]
+            raw = rest[key]
+            if key == "app_dir" and isinstance(raw, str):
+                # Relative to the file, as the application's module is found beside it.
+                raw = os.path.join(directory, raw)
             try:
-                settings.values[key] = convert(option, rest[key], text=False)
+                settings.values[key] = convert(option, raw, text=False)
             except ValueError as exc:
                 raise ConfigError(f"{path}: {where}: {key}: {exc}") from None
             settings.sources[key] = "file"
     if not settings["app"]:
         raise ConfigError(f'{path}: {where}: app is required (app = "module:app")')
-    if settings["app_dir"]:
-        # Relative to the file, as the application's module is found beside it.
-        directory = os.path.dirname(os.path.abspath(path))
-        settings.values["app_dir"] = os.path.join(directory, settings["app_dir"])
     if settings.sources["bind"] != "file":
         raise ConfigError(f'{path}: {where}: bind is required (bind = "127.0.0.1:8001")')
     env = rest.get("env", {})

@@ -91,6 +91,19 @@ def test_a_stack_file_becomes_one_plan_per_group(tmp_path: Path) -> None:
     ]
 
 
+def test_a_service_takes_the_application_settings_spelt_either_way(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    path = write(
+        tmp_path,
+        '[[service]]\nname = "a"\napp = "svc:make"\nbind = "127.0.0.1:18001"\n'
+        'app-dir = "src"\nfactory = true\nroot-path = "/a"\n',
+    )
+    (settings,) = [service.settings for service in load_stack(str(path)).services]
+    # The folder is the file's, wherever bastion up was started from.
+    assert settings["app_dir"] == str(tmp_path / "src")
+    assert (settings["factory"], settings["root_path"]) == (True, "/a")
+
+
 def test_check_prints_the_groups(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["up", str(good(tmp_path)), "--check"]) == 0
     out = capsys.readouterr().out
