@@ -264,6 +264,12 @@ def _options() -> tuple[Option, ...]:
 
 OPTIONS: tuple[Option, ...] = _options()
 BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
+# A flag's other names are its names as a variable and a file key too: BASTION_HOST, host.
+ALIASES = {
+    alias.removeprefix("--").replace("-", "_"): option.name
+    for option in OPTIONS
+    for alias in option.aliases
+}
 # What bastion run serves; a command that serves something else has no use for them.
 APPLICATION = frozenset({"app", "interface", "root_path", "app_dir", "factory"})
 
@@ -402,7 +408,8 @@ def _in_range(option: Option, value: Any, raw: Any) -> Any:
 
 
 def _lookup(key: str) -> Option | None:
-    return BY_NAME.get(key.replace("-", "_").lower())
+    name = key.replace("-", "_").lower()
+    return BY_NAME.get(ALIASES.get(name, name))
 
 
 def _suggest(key: str, names: list[str]) -> str:

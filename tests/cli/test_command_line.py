@@ -88,6 +88,7 @@ def test_uvicorn_and_gunicorn_spellings_of_the_address_and_workers() -> None:
         '["localhost:8000", "[::1]:8000", "[::]:8000"]'
     )
     assert resolved(env={"BASTION_PORT": "9001"})["bind"] == '["127.0.0.1:9001"]'
+    assert resolved(env={"BASTION_HOST": "0.0.0.0"})["bind"] == '["0.0.0.0:8000"]'
 
 
 def test_a_port_no_address_takes_is_refused() -> None:
