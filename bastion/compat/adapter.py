@@ -126,6 +126,12 @@ def handler_factory(handler_class: Any) -> Any:
     if isinstance(handler_class, type) and issubclass(
         handler_class, http.server.BaseHTTPRequestHandler
     ):
+        cgi = getattr(http.server, "CGIHTTPRequestHandler", None)
+        if cgi is not None and issubclass(handler_class, cgi):
+            raise TypeError(
+                "CGIHTTPRequestHandler is not supported: CGI gives the request's socket to a "
+                "child process, and in Bastion the event loop owns every socket"
+            )
         return _bridge(handler_class)
     raise TypeError(
         f"{handler_class!r} is not an http.server.BaseHTTPRequestHandler subclass "

@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import socket
 import threading
 from types import TracebackType
 from typing import Any
 
-from bastion.compat.adapter import HandlerClassAdapter
+from bastion.compat.adapter import HandlerClassAdapter, handler_factory
 from bastion.engine.config import ServerConfig, default_threads
 from bastion.engine.server import Server, new_event_loop
 
@@ -46,6 +47,8 @@ class HTTPServer:
         *,
         config: ServerConfig | None = None,
     ) -> None:
+        # A handler class that cannot be served is refused now, not at the first request.
+        handler_factory(RequestHandlerClass)
         self.server_address = server_address
         self.RequestHandlerClass = RequestHandlerClass
         self.config = config or ServerConfig(threads=self.threads)
@@ -134,14 +137,30 @@ class HTTPServer:
     def _run(self, poll_interval: float, requests: int | None) -> None:
         self._stopped.clear()
         loop = self._loop = new_event_loop()
+        serving = loop.create_task(self._serve(poll_interval, requests))
+        interrupted = _interrupt_by_cancelling(loop, serving)
         try:
-            loop.run_until_complete(self._serve(poll_interval, requests))
+            try:
+                loop.run_until_complete(serving)
+            except asyncio.CancelledError:
+                if not interrupted:
+                    raise
+                raise KeyboardInterrupt from None
         except KeyboardInterrupt:
+            # Ctrl-C lands wherever the loop was; every task it left is ended before the loop
+            # closes, or each would be reported as "destroyed but it is pending".
+            serving.cancel()
             loop.run_until_complete(self._server_shutdown(0.5))
+            _end_tasks(loop)
             raise
         finally:
+            if interrupted is not None:
+                loop.remove_signal_handler(signal.SIGINT)
             self._loop = None
             loop.close()
+            if interrupted is not None:
+                # uvloop leaves a handler of its own behind; Python's is what was there.
+                signal.signal(signal.SIGINT, signal.default_int_handler)
             self._stop_requested.clear()
             self._stopped.set()
 
@@ -175,6 +194,42 @@ class HTTPServer:
         server = getattr(self, "_server", None)
         if server is not None:
             await server.shutdown(timeout)
+
+
+def _interrupt_by_cancelling(
+    loop: asyncio.AbstractEventLoop, serving: asyncio.Task[None]
+) -> list[bool] | None:
+    """Make Ctrl-C cancel ``serving`` through the loop; a list that says if it did.
+
+    Python's own SIGINT handler raises KeyboardInterrupt only when the main thread next runs
+    Python code, and a loop waiting in C with a pool thread taking the signal may not wake for
+    it. Only the default handler is replaced (a program's own, or an ignored SIGINT, is left),
+    and only on the main thread, where signal handlers live.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return None
+    interrupted: list[bool] = []
+
+    def interrupt() -> None:
+        interrupted.append(True)
+        serving.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, interrupt)
+    except (NotImplementedError, RuntimeError):  # no signal support in this loop
+        return None
+    return interrupted
+
+
+def _end_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    tasks = asyncio.all_tasks(loop)
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+    loop.run_until_complete(loop.shutdown_asyncgens())
 
 
 class ThreadingHTTPServer(HTTPServer):

@@ -8,30 +8,15 @@ from __future__ import annotations
 
 import http.client
 import http.server
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
 import bastion.compat
 from tests.compat import handlers
+from tests.compat.differential import running
 
 _IGNORED = {"date", "server", "connection"}
-
-
-@contextmanager
-def running(server_class: Any, handler: type) -> Iterator[int]:
-    server = server_class(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
 
 
 def fetch(port: int, method: str, path: str, body: bytes | None = None) -> tuple[Any, ...]:

@@ -6,8 +6,6 @@ import concurrent.futures
 import http.client
 import json
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +15,6 @@ from typing import Any
 
 import bastion.compat
 from bastion.engine import ServerConfig
-from tests.cli.running import ROOT
 from tests.cli.running import bastion as bastion_process
 from tests.compat import handlers
 from tests.serving import read_response, read_until_close
@@ -186,44 +183,6 @@ def test_handler_writing_garbage_gets_500_not_garbage() -> None:
             response = conn.getresponse()
             assert response.status == 500
             assert response.getheader("set-cookie") is None
-
-
-def test_python_m_bastion_compat_serves_a_directory(tmp_path: Any) -> None:
-    (tmp_path / "hello.txt").write_text("hi\n")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bastion.compat",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--directory",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert f"Serving HTTP on 127.0.0.1 port {port}" in line
-        out = subprocess.run(
-            ["curl", "-sS", f"http://127.0.0.1:{port}/hello.txt"],
-            capture_output=True,
-            timeout=10,
-            check=True,
-        )
-        assert out.stdout == b"hi\n"
-    finally:
-        proc.send_signal(2)
-        proc.wait(10)
-    assert proc.returncode == 0
 
 
 def test_bastion_run_serves_a_handler_class() -> None:
