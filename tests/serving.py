@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -50,10 +51,17 @@ def serve(
     config: ServerConfig | None = None,
     binds: tuple[str, ...] = (),
     observers: Iterable[RequestObserver] = (),
+    ssl_context: ssl.SSLContext | None = None,
 ) -> Iterator[RunningServer]:
     """Start ``handler`` on 127.0.0.1:0 (plus ``binds``), yield it, then shut it down."""
     loop = new_event_loop()
-    server = Server(handler, config, binds=binds or ("127.0.0.1:0",), observers=observers)
+    server = Server(
+        handler,
+        config,
+        binds=binds or ("127.0.0.1:0",),
+        observers=observers,
+        ssl_context=ssl_context,
+    )
     started = threading.Event()
     failure: list[BaseException] = []
 

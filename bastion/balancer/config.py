@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import ipaddress
 import math
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -293,6 +294,36 @@ class HashKey:
 
 
 @dataclass(frozen=True, slots=True)
+class UpstreamTLS:
+    """How a route's ``https`` upstreams are verified, and what the balancer shows them.
+
+    ``ca``: a PEM file (or a directory of hashed certificates) trusted instead of the
+    system's store, for upstreams with certificates from a private CA. ``cert`` and ``key``:
+    a client certificate and its key (``key`` empty when the certificate's file holds it),
+    for upstreams that require one (mutual TLS). ``server_name``: the name sent (SNI) and
+    checked against the upstream's certificate instead of its host, for upstreams addressed
+    by IP address. ``verify = false`` accepts any certificate: for testing only.
+    """
+
+    ca: str = ""
+    cert: str = ""
+    key: str = ""
+    server_name: str = ""
+    verify: bool = True
+
+    def check(self, where: str) -> None:
+        if self.key and not self.cert:
+            raise ValueError(f"{where}tls.key needs tls.cert, the certificate it belongs to")
+        if not self.verify and (self.ca or self.server_name):
+            raise ValueError(f"{where}tls.ca and tls.server_name mean nothing with verify = false")
+        if self.server_name and not _HOST_NAME.fullmatch(self.server_name):
+            raise ValueError(f"{where}tls.server_name {self.server_name!r} is not a host name")
+
+
+_HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     """Requests whose Host matches ``host`` (None: any; ``*.example.com`` matches subdomains)
     and whose path starts with ``path_prefix`` (on a segment boundary) go to ``upstreams``.
@@ -318,6 +349,7 @@ class Route:
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     health: HealthCheck | None = None
     outlier: OutlierDetection = field(default_factory=OutlierDetection)
+    tls: UpstreamTLS = field(default_factory=UpstreamTLS)
     panic_threshold: float = 0.5
     slow_start: float = 0.0
     request_buffer: int = 65536
@@ -350,6 +382,7 @@ class Route:
         if self.health is not None:
             self.health.check(where)
         self.outlier.check(where)
+        self.tls.check(where)
 
     @property
     def hashing(self) -> bool:

@@ -248,6 +248,7 @@ class ConnectionPool:
         *,
         parser_limits: Limits | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        server_name: str | None = None,
         on_open: Callable[[], None] | None = None,
         on_close: Callable[[], None] | None = None,
     ) -> None:
@@ -256,6 +257,9 @@ class ConnectionPool:
         self.connect_timeout = connect_timeout
         self.parser_limits = parser_limits or Limits()
         self.ssl_context = ssl_context
+        # Sent (SNI) and checked against the certificate: the upstream's host unless the
+        # route names another.
+        self.server_name = server_name or upstream.host
         self.on_open = on_open
         self.on_close = on_close
         self.idle: list[UpstreamConnection] = []
@@ -323,7 +327,7 @@ class ConnectionPool:
                     upstream.host,
                     upstream.port,
                     ssl=self.ssl_context,
-                    server_hostname=upstream.host if self.ssl_context is not None else None,
+                    server_hostname=self.server_name if self.ssl_context is not None else None,
                 ),
                 self.connect_timeout,
             )

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bastion.balancer.config import BalancerConfig, HealthCheck, Route, Upstream
+from bastion.balancer.tls import route_context, server_name
 from bastion.http import NoResponse, ProtocolError, ResponseHead, ResponseParser
 
 logger = logging.getLogger("bastion.error")
@@ -220,13 +221,13 @@ class HealthChecker:
         try:
             context = None
             if upstream.scheme == "https":
-                context = self._ssl_context or _default_context()
+                context = route_context(target.route, self._ssl_context)
             reply: asyncio.Future[int] = loop.create_future()
             transport, _ = await loop.create_connection(
                 lambda: _Probe(reply),
                 sock=sock,
                 ssl=context,
-                server_hostname=upstream.host if context is not None else None,
+                server_hostname=server_name(target.route, upstream.host) if context else None,
             )
             transport.write(target.request)
             return await reply
@@ -414,16 +415,6 @@ def _request(path: bytes, host: bytes) -> bytes:
             b"\r\nAccept: */*\r\nConnection: close\r\n\r\n",
         )
     )
-
-
-_default: ssl.SSLContext | None = None
-
-
-def _default_context() -> ssl.SSLContext:
-    global _default
-    if _default is None:
-        _default = ssl.create_default_context()
-    return _default
 
 
 _live_checkers: weakref.WeakSet[HealthChecker] = weakref.WeakSet()

@@ -43,6 +43,7 @@ from bastion.balancer.metrics import UpstreamCollector
 from bastion.balancer.outlier import OutlierDetector
 from bastion.balancer.retry import RetryBudget
 from bastion.balancer.stats import UpstreamStats
+from bastion.balancer.tls import route_context, server_name
 from bastion.balancer.tunnel import Tunnel
 from bastion.engine.body import ClientDisconnected
 from bastion.engine.proxy import TrustedPeers
@@ -115,7 +116,13 @@ class RouteRuntime:
             server = self.snapshot.get(key)
             assert server is not None
             pool = previous.pools.get(key) if previous is not None else None
-            if pool is not None and pool.upstream.url == upstream.url:
+            name = server_name(route, upstream.host)
+            if (
+                pool is not None
+                and pool.upstream.url == upstream.url
+                and pool.ssl_context is (ssl_context if upstream.scheme == "https" else None)
+                and pool.server_name == name
+            ):
                 pool.upstream = upstream
                 pool.limits = route.limits
                 pool.connect_timeout = route.timeouts.connect
@@ -127,6 +134,7 @@ class RouteRuntime:
                     route.limits,
                     route.timeouts.connect,
                     ssl_context=ssl_context if upstream.scheme == "https" else None,
+                    server_name=name,
                     on_open=_bind(self.strategy.on_connect, server),
                     on_close=_bind(self.strategy.on_disconnect, server),
                 )
@@ -216,14 +224,12 @@ class Balancer:
         self._build()
 
     def _build(self) -> None:
-        https = any(u.scheme == "https" for r in self.config.routes for u in r.upstreams)
-        context = self._ssl_context
-        if https and context is None:
-            context = self._ssl_context = ssl.create_default_context()
         previous = self._by_name
         self.routes = sorted(
             (
-                RouteRuntime(route, context, previous.get(route.name))
+                RouteRuntime(
+                    route, route_context(route, self._ssl_context), previous.get(route.name)
+                )
                 for route in self.config.routes
             ),
             key=RouteRuntime.sort_key,

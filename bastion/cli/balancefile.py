@@ -32,9 +32,11 @@ from bastion.balancer.config import (
     Route,
     Timeouts,
     Upstream,
+    UpstreamTLS,
     strategy_name,
 )
 from bastion.balancer.discovery import DiscoveredUpstream, Discovery, is_discovered
+from bastion.balancer.tls import check_route
 from bastion.cli.settings import toml_value
 from bastion.engine.proxy import TrustedPeers
 
@@ -47,6 +49,7 @@ SECTIONS: dict[str, type] = {
     "limits": ConnectionLimits,
     "health": HealthCheck,
     "outlier": OutlierDetection,
+    "tls": UpstreamTLS,
 }
 # Keys of a route read by hand rather than by their field's type.
 _SPECIAL = frozenset({"upstreams", "hash_key", "strategy_options", *SECTIONS})
@@ -232,7 +235,9 @@ def _route(table: Mapping[str, Any], name: str, discovery: Discovery | None) -> 
         values["hash_key"] = HashKey(_value("hash_key", table["hash_key"], str))
     if "strategy_options" in table:
         values["strategy_options"] = strategy_options(strategy, table["strategy_options"])
-    return Route(**values)
+    built = Route(**values)
+    check_route(built)  # here, so a file that cannot be loaded refuses the configuration
+    return built
 
 
 def routes(raw: Any, discovery: Discovery | None = None) -> tuple[Route, ...]:
