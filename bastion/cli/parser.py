@@ -56,7 +56,8 @@ class CommandParser(argparse.ArgumentParser):
         flag = next((word for word in extras if word.startswith("-") and word != "-"), None)
         if flag is None:
             word = extras[0]
-            hint = f" (to choose the port, use --port {word})" if word.isdigit() else ""
+            port = word.isdigit() and "--port" in self._option_string_actions
+            hint = f" (to choose the port, use --port {word})" if port else ""
             return f"unexpected argument {word!r}{hint}"
         name = flag.partition("=")[0]
         known = [option for option in self._option_string_actions if option.startswith("--")]

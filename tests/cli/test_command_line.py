@@ -39,6 +39,8 @@ def refused(*args: str) -> list[str]:
          "(did you mean --check?)"),
         (["top", "--once", "--admni", "x"], "usage: bastion top",
          "bastion top: error: unknown option --admni (did you mean --admin?)"),
+        (["top", "--admin", "x:1", "9000"], "usage: bastion top",
+         "bastion top: error: unexpected argument '9000'"),
         (["main:app"], "usage: bastion ",
          "bastion: error: 'main:app' is not a command; to serve it: bastion run main:app"),
         (["serv"], "usage: bastion ", "bastion: error: unknown command 'serv' (did you mean "
