@@ -4,8 +4,10 @@ The engine has already read and checked the request; on a pool thread, a handler
 given what ``BaseHTTPRequestHandler.parse_request`` would have set (``command``, ``path``,
 ``request_version``, ``headers``, ``close_connection`` …), an ``rfile`` holding exactly the
 body and a ``wfile`` whose output is parsed back into a response. Its ``do_<METHOD>`` runs as
-it would under the standard library. ``setup``/``handle``/``finish`` are not called: there is
-no socket to wrap; the loop owns it.
+it would under the standard library. The loop owns the socket, so the handler is given a
+stand-in for it: its own ``setup()`` and ``finish()`` run around each request, and the
+server's own ``verify_request()`` is asked before each; ``handle()`` is Bastion's (one request,
+already parsed).
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ import http.client
 import http.server
 import logging
 import re
+import socketserver
 import time
 from functools import partial
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from bastion.compat.headers import build_message
 from bastion.compat.streams import RequestBodyReader, ResponseWriter
+from bastion.engine.body import ClientDisconnected
 from bastion.engine.exchange import Exchange
 
 if TYPE_CHECKING:
@@ -50,7 +55,10 @@ class ServerInfo:
 
 
 class _RequestContext:
-    """Handed to the handler's constructor in place of a socket."""
+    """Handed to the handler's constructor in place of a socket (``self.request`` and
+    ``self.connection``): what ``setup()`` and handler code ask of a socket works, on the
+    request's body and response instead; socket options and timeouts are the engine's, so
+    ``setsockopt`` changes nothing and ``settimeout`` bounds each wait for the body."""
 
     __slots__ = ("exchange", "rfile", "wfile", "adapter")
 
@@ -59,6 +67,28 @@ class _RequestContext:
         self.adapter = adapter
         self.rfile = RequestBodyReader(exchange, adapter.read_timeout)
         self.wfile = ResponseWriter(exchange)
+
+    def makefile(self, mode: str = "r", buffering: int | None = None, **_: Any) -> Any:
+        return self.wfile if "w" in mode else self.rfile
+
+    def sendall(self, data: bytes) -> None:
+        self.wfile.write(data)
+
+    def settimeout(self, timeout: float | None) -> None:
+        if timeout is not None:
+            self.rfile.timeout = timeout
+
+    def gettimeout(self) -> float | None:
+        return self.rfile.timeout
+
+    def setsockopt(self, *args: Any) -> None:
+        pass
+
+    def getpeername(self) -> Any:
+        return self.exchange.client
+
+    def getsockname(self) -> Any:
+        return self.exchange.server
 
 
 _bridges: dict[type, type] = {}
@@ -73,10 +103,9 @@ def _bridge(cls: type[http.server.BaseHTTPRequestHandler]) -> type:
     bridge = _bridges.get(cls)
     if bridge is None:
         namespace: dict[str, Any] = {
-            "setup": _setup,
+            "setup": _setup if cls.setup is _STANDARD_SETUP else _own_setup(cls.setup),
             "send_header": _send_header,
             "handle": _handle,
-            "finish": _finish,
             "__module__": cls.__module__,
             "__qualname__": cls.__qualname__,
         }
@@ -139,12 +168,28 @@ def handler_factory(handler_class: Any) -> Any:
     )
 
 
+_STANDARD_SETUP = socketserver.StreamRequestHandler.setup
+
+
 def _setup(self: Any) -> None:
     context: _RequestContext = self.request
-    self.context = context
-    self.request = self.connection = None
+    self.context = self.connection = context
     self.rfile = context.rfile
     self.wfile = context.wfile
+
+
+def _own_setup(setup: Any) -> Any:
+    """A handler's own ``setup()`` runs on the socket stand-in; the files it ends up with are
+    the request's, whatever the standard ``setup()`` under it made of the stand-in."""
+
+    def bridged_setup(self: Any) -> None:
+        _setup(self)
+        setup(self)
+        self.connection = self.context
+        self.rfile = self.context.rfile
+        self.wfile = self.context.wfile
+
+    return bridged_setup
 
 
 def _send_header(self: Any, keyword: str, value: str) -> None:
@@ -153,10 +198,6 @@ def _send_header(self: Any, keyword: str, value: str) -> None:
     if _UNSAFE.search(str(keyword)) or _UNSAFE.search(str(value)):
         raise ValueError(f"invalid character in header {keyword!r}")
     super(type(self), self).send_header(keyword, value)
-
-
-def _finish(self: Any) -> None:
-    pass
 
 
 def _handle(self: Any) -> None:
@@ -189,7 +230,7 @@ def _handle(self: Any) -> None:
             return
         method = getattr(self, "do_" + head.method, None)
         if method is None:
-            self.send_error(501, f"Unsupported method ({head.method!r})")
+            self.send_error(HTTPStatus.NOT_IMPLEMENTED, f"Unsupported method ({head.method!r})")
         else:
             method()
     except TimeoutError as exc:
@@ -218,6 +259,8 @@ class HandlerClassAdapter:
         # would just print what the engine already logs.
         own = getattr(type(server), "handle_error", None)
         self._custom_error_hook = own is not None and own not in _DEFAULT_ERROR_HOOKS
+        verify = getattr(type(server), "verify_request", None)
+        self._verifies = verify is not None and verify not in _DEFAULT_VERIFIERS
 
     async def startup(self, state: ServerState) -> None:
         self._state = state
@@ -237,12 +280,30 @@ class HandlerClassAdapter:
 
     def _serve(self, exchange: Exchange) -> None:
         context = _RequestContext(exchange, self)
+        if self._verifies and not self._verified(context, exchange):
+            return
         try:
             self.factory(context, exchange.client or ("", 0), self.server)
         except Exception as exc:
             # The handler's constructor itself failed (before or after our handle()).
             self.report_error(exchange.client)
             context.wfile.fail(exc)
+
+    def _verified(self, context: _RequestContext, exchange: Exchange) -> bool:
+        """The server's own ``verify_request``, asked for every request (the engine, not the
+        server, accepts connections); False ends the connection without an answer, as
+        ``socketserver`` closes a connection it refuses."""
+        try:
+            allowed = self.server.verify_request(context, exchange.client)
+        except Exception as exc:
+            self.report_error(exchange.client)
+            context.wfile.fail(exc)
+            return False
+        if not allowed:
+            exchange.call_threadsafe(
+                exchange.refuse, ClientDisconnected("refused by verify_request")
+            )
+        return bool(allowed)
 
     def report_error(self, client_address: Any) -> None:
         if self._custom_error_hook:
@@ -255,3 +316,5 @@ def _ignore(result: object, error: BaseException | None) -> None:
 
 
 _DEFAULT_ERROR_HOOKS: tuple[Any, ...] = (ServerInfo.handle_error,)
+# Set by bastion.compat.servers for its HTTPServer's own, which allows everything.
+_DEFAULT_VERIFIERS: list[Any] = []

@@ -19,6 +19,7 @@ import threading
 from types import TracebackType
 from typing import Any
 
+from bastion.compat import adapter as adapter_module
 from bastion.compat.adapter import HandlerClassAdapter, handler_factory
 from bastion.engine.config import ServerConfig, default_threads
 from bastion.engine.server import Server, new_event_loop
@@ -194,6 +195,9 @@ class HTTPServer:
         server = getattr(self, "_server", None)
         if server is not None:
             await server.shutdown(timeout)
+
+
+adapter_module._DEFAULT_VERIFIERS.append(HTTPServer.verify_request)
 
 
 def _interrupt_by_cancelling(

@@ -46,7 +46,7 @@ class RequestBodyReader(io.BufferedIOBase):
 
     def __init__(self, exchange: Exchange, timeout: float) -> None:
         self._exchange = exchange
-        self._timeout = timeout
+        self.timeout = timeout
         self._buffer = b""
         self._eof = False
 
@@ -58,7 +58,7 @@ class RequestBodyReader(io.BufferedIOBase):
         if self._eof:
             return False
         # The body stream is only made when a handler reads: most GETs never do.
-        chunk = self._exchange.body.read_blocking(self._timeout)
+        chunk = self._exchange.body.read_blocking(self.timeout)
         if not chunk:
             self._eof = True
             return False
