@@ -135,3 +135,27 @@ def ask(port: int, request: bytes, method: bytes = b"GET") -> tuple[list[Seen], 
         except (EOFError, OSError):
             return responses, False
         return responses, True
+
+
+def comparable(seen: tuple[list[Seen], bool]) -> tuple[Any, ...]:
+    """What must be the same, with the differences Bastion makes on purpose taken out (each
+    is a line of docs/migrating-from-http-server.md)."""
+    responses, kept_open = seen
+    out = []
+    for response in responses:
+        # Bastion speaks HTTP/1.1 whatever protocol_version says; that still decides framing.
+        code_and_reason = response.status_line.split(b" ", 1)[1]
+        fields = [
+            field
+            for field in response.fields
+            # Connection is Bastion's to write (close whenever it closes, keep-alive to an
+            # HTTP/1.0 client it keeps); whether the connection stays open is compared below.
+            if field[0] != "connection"
+            # RFC 9110 §8.6: no Content-Length on a 1xx or 204 (nor, from Bastion, on a 304).
+            and not (field[0] == "content-length" and response.status in (204, 304))
+        ]
+        # Bastion writes the framing fields after the handler's own; the order of different
+        # fields carries no meaning (RFC 9110 §5.3), that of repeated ones is kept by the sort.
+        fields.sort(key=lambda field: field[0])
+        out.append((code_and_reason, fields, response.body))
+    return tuple(out), kept_open

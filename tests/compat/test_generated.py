@@ -3,9 +3,9 @@
 Every method llhttp knows and extension tokens, every final status 200-999 and interim ones
 before a final, header values in ASCII, Latin-1 and beyond, errors with and without a message,
 HTTP/1.0 and 1.1 clients and handlers, keep-alive asked for or not: status line, fields (but
-Date and Server), body and whether the connection stays open must be the same on both. Where Bastion differs on
-purpose, :func:`_comparable` takes the difference out, with the reason, as in
-docs/migrating-from-http-server.md.
+Date and Server), body and whether the connection stays open must be the same on both. Where
+Bastion differs on purpose, :func:`~tests.compat.differential.comparable` takes the difference
+out, with the reason, as in docs/migrating-from-http-server.md.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 
 import bastion.compat
 from tests.compat import handlers
-from tests.compat.differential import Seen, ask, running
+from tests.compat.differential import ask, comparable, running
 
 _KNOWN = """DELETE GET HEAD POST PUT OPTIONS TRACE COPY LOCK MKCOL MOVE PROPFIND PROPPATCH
 SEARCH UNLOCK BIND REBIND UNBIND ACL REPORT MKACTIVITY CHECKOUT MERGE M-SEARCH NOTIFY SUBSCRIBE
@@ -93,31 +93,7 @@ def test_same_as_the_standard_library(
 ) -> None:
     expected = ask(ports[("stdlib", handler)], data, method.encode())
     actual = ask(ports[("bastion", handler)], data, method.encode())
-    assert _comparable(actual) == _comparable(expected)
-
-
-def _comparable(seen: tuple[list[Seen], bool]) -> tuple[Any, ...]:
-    """What must be the same, with the differences Bastion makes on purpose taken out (each
-    is a line of docs/migrating-from-http-server.md)."""
-    responses, kept_open = seen
-    out = []
-    for response in responses:
-        # Bastion speaks HTTP/1.1 whatever protocol_version says; that still decides framing.
-        code_and_reason = response.status_line.split(b" ", 1)[1]
-        fields = [
-            field
-            for field in response.fields
-            # Connection is Bastion's to write (close whenever it closes, keep-alive to an
-            # HTTP/1.0 client it keeps); whether the connection stays open is compared below.
-            if field[0] != "connection"
-            # RFC 9110 §8.6: no Content-Length on a 1xx or 204 (nor, from Bastion, on a 304).
-            and not (field[0] == "content-length" and response.status in (204, 304))
-        ]
-        # Bastion writes the framing fields after the handler's own; the order of different
-        # fields carries no meaning (RFC 9110 §5.3), that of repeated ones is kept by the sort.
-        fields.sort(key=lambda field: field[0])
-        out.append((code_and_reason, fields, response.body))
-    return tuple(out), kept_open
+    assert comparable(actual) == comparable(expected)
 
 
 def test_header_values_beyond_latin1(ports: dict[tuple[str, str], int]) -> None:
