@@ -66,6 +66,11 @@ def announce(logger: logging.Logger, message: str, prefix: str = "Bastion ") -> 
     does not show it there (a higher --log-level, a log file, --log-config): whoever starts
     the server sees where it serves, once."""
     logger.info("%s", message)
+    show(logger, message, prefix)
+
+
+def show(logger: logging.Logger, message: str, prefix: str = "Bastion ") -> None:
+    """Print ``message`` on stderr unless ``logger`` has shown it there at INFO already."""
     if not _shows_on_stderr(logger, logging.INFO):
         print(prefix + message, file=sys.stderr, flush=True)
 

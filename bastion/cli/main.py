@@ -17,7 +17,7 @@ from bastion import __version__
 from bastion.cli.balance import add_balance_command, balance_command
 from bastion.cli.envfile import EnvFileExport
 from bastion.cli.loader import LoadError, add_app_dir, as_handler, check_target, import_target
-from bastion.cli.logs import announce, configure_logging, where
+from bastion.cli.logs import announce, configure_logging, show, where
 from bastion.cli.parser import CommandParser, command_parser
 from bastion.cli.settings import (
     ConfigError,
@@ -333,7 +333,8 @@ def _run_in_process(plan: ServePlan, inherited: Sequence[socket.socket]) -> int:
             binds,
             plan.server,
             ssl_context=plan.ssl_context,
-            on_ready=lambda server: _announce(getattr(server, "urls", [])),
+            # engine.run logs the addresses itself: only what the log does not show is added.
+            on_ready=lambda server: show(logger, f"serving on {where(server.urls)}"),
             observers=access_log_observers(plan.server),
         )
     except OSError as exc:

@@ -10,12 +10,13 @@ import select
 import signal
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.cli.running import bastion, bastion_out
+from tests.cli.running import ROOT, bastion, bastion_out
 
 APP = "tests.app.hello:app"
 
@@ -103,3 +104,33 @@ def test_an_access_log_file_turns_the_access_log_on(tmp_path: Path) -> None:
         proc.popen.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
     assert '"GET / HTTP/1.1" 200 13' in log.read_text()
+
+
+NO_FORK = """
+import os, sys
+del os.fork  # as on Windows: one process, no supervisor
+from bastion.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_without_fork_the_startup_line_is_one_too() -> None:
+    popen = subprocess.Popen(
+        [sys.executable, "-c", NO_FORK, "run", APP, "--bind", "127.0.0.1:0"],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1"),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert popen.stderr is not None
+        first = popen.stderr.readline()
+        assert "serving on http://127.0.0.1:" in first, first
+        popen.send_signal(signal.SIGTERM)
+        rest = popen.communicate(timeout=15)[1]
+        assert popen.returncode == 0
+        assert "serving on" not in rest
+    finally:
+        if popen.poll() is None:
+            popen.kill()
+            popen.wait(5)
