@@ -67,6 +67,7 @@ class _RequestContext:
         self.adapter = adapter
         self.rfile = RequestBodyReader(exchange, adapter.read_timeout)
         self.wfile = ResponseWriter(exchange)
+        self.rfile.writer = self.wfile
 
     def makefile(self, mode: str = "r", buffering: int | None = None, **_: Any) -> Any:
         return self.wfile if "w" in mode else self.rfile
@@ -77,9 +78,10 @@ class _RequestContext:
     def settimeout(self, timeout: float | None) -> None:
         if timeout is not None:
             self.rfile.timeout = timeout
+        self.rfile.tunnel_timeout = timeout
 
     def gettimeout(self) -> float | None:
-        return self.rfile.timeout
+        return self.rfile.tunnel_timeout
 
     def setsockopt(self, *args: Any) -> None:
         pass

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 import httptools
 
+from bastion.compat.tunnel import Tunnel
 from bastion.engine.exchange import Exchange, ThreadWriter
 from bastion.http import encode_headers, reason_phrase, status_line
 
@@ -41,12 +42,24 @@ def _send_interim(exchange: Exchange, status: int, head: bytes) -> None:
     exchange.conn.write(head)
 
 
+def _switch_on_loop(exchange: Exchange, head: bytes, tunnel: Tunnel) -> None:
+    try:
+        exchange.switch_protocols(head, tunnel)
+    except Exception:
+        # The request ended meanwhile (its client left): the handler reads EOF.
+        tunnel.connection_lost(None)
+
+
 class RequestBodyReader(io.BufferedIOBase):
     """The request body as a binary file; EOF where the body ends."""
 
     def __init__(self, exchange: Exchange, timeout: float) -> None:
         self._exchange = exchange
         self.timeout = timeout
+        # After a protocol switch a quiet peer is normal (a WebSocket between messages): no
+        # deadline unless the handler sets one (settimeout); the engine's shutdown ends it.
+        self.tunnel_timeout: float | None = None
+        self.writer: ResponseWriter | None = None
         self._buffer = b""
         self._eof = False
 
@@ -55,6 +68,16 @@ class RequestBodyReader(io.BufferedIOBase):
 
     def _fill(self) -> bool:
         """Append the next chunk to the buffer; False at the end of the body."""
+        writer = self.writer
+        if writer is not None:
+            # What the handler wrote goes out before it waits for an answer to it (a 101,
+            # a 100 Continue): the client may be waiting for exactly that.
+            writer.flush()
+            tunnel = writer.tunnel
+            if tunnel is not None:
+                received = tunnel.receive(_PUSH_SIZE, self.tunnel_timeout)
+                self._buffer += received
+                return bool(received)
         if self._eof:
             return False
         # The body stream is only made when a handler reads: most GETs never do.
@@ -136,6 +159,8 @@ class ResponseWriter(io.BufferedIOBase):
         self.bytes_written = 0
         self.close_connection = False
         self._keep_alive = False
+        self._switch_head = b""
+        self.tunnel: Tunnel | None = None
 
     # the file API ---------------------------------------------------------------------------
 
@@ -145,6 +170,9 @@ class ResponseWriter(io.BufferedIOBase):
     def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
         if self.closed:
             raise ValueError("write to closed file")
+        if self.tunnel is not None:
+            self.tunnel.send(bytes(data), self._exchange.conn.write_timeout)
+            return len(data)
         chunk = bytes(data)
         if chunk:
             self._pending.append(chunk)
@@ -174,6 +202,9 @@ class ResponseWriter(io.BufferedIOBase):
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
+        if status == 101:
+            self._switch_head = self._head_bytes(status)
+            return
         if status < 200:
             self._interim(status)
             return
@@ -204,6 +235,10 @@ class ResponseWriter(io.BufferedIOBase):
         """An interim response (``send_response_only(1xx)``) goes out as written, ahead of the
         final one; on the loop, so it keeps its place among the writes."""
         exchange = self._exchange
+        exchange.call_threadsafe(_send_interim, exchange, status, self._head_bytes(status))
+
+    def _head_bytes(self, status: int) -> bytes:
+        """A response head as the handler wrote it (reason and fields), checked again."""
         head = b"".join(
             (
                 status_line(status, self._reason.decode("latin-1")),
@@ -213,7 +248,7 @@ class ResponseWriter(io.BufferedIOBase):
         )
         self._headers = []
         self._reason = b""
-        exchange.call_threadsafe(_send_interim, exchange, status, head)
+        return head
 
     def on_body(self, data: bytes) -> None:
         self._body.append(data)
@@ -236,8 +271,9 @@ class ResponseWriter(io.BufferedIOBase):
         if data:
             try:
                 self._parser.feed_data(data)
-            except httptools.HttpParserUpgrade:
-                pass  # a 101 written by the handler; nothing of it can be honoured
+            except httptools.HttpParserUpgrade as upgrade:
+                self._switch(data[int(upgrade.args[0]) :])
+                return
             except (httptools.HttpParserError, HandlerOutputError, ValueError) as exc:
                 cause = exc.__context__ if isinstance(exc.__context__, HandlerOutputError) else exc
                 self._fail(f"invalid response from handler: {cause}")
@@ -248,6 +284,17 @@ class ResponseWriter(io.BufferedIOBase):
                 self._fail(f"handler wrote {what}")
             return
         self._forward(final)
+
+    def _switch(self, after: bytes) -> None:
+        """The handler answered 101: the connection becomes its rfile and wfile."""
+        exchange = self._exchange
+        if not self._switch_head or not exchange.head.upgrade or exchange.head.version != "1.1":
+            self._fail("handler switched protocols for a request that did not ask to")
+            return
+        self._started = True
+        tunnel = self.tunnel = Tunnel(exchange)
+        exchange.call_threadsafe(_switch_on_loop, exchange, self._switch_head, tunnel)
+        tunnel.send(after, exchange.conn.write_timeout)
 
     def _forward(self, final: bool) -> None:
         exchange = self._exchange
@@ -300,6 +347,9 @@ class ResponseWriter(io.BufferedIOBase):
 
     def finish(self, close_connection: bool) -> None:
         """The handler returned: send what is left and end the response."""
+        if self.tunnel is not None:
+            self.tunnel.close()
+            return
         if close_connection:
             self.close_connection = True
         self._push(final=True)
@@ -310,6 +360,9 @@ class ResponseWriter(io.BufferedIOBase):
             return
         self._failed = True
         self._pending.clear()
+        if self.tunnel is not None:
+            self.tunnel.close()
+            return
         exchange = self._exchange
         if self._started:
             exchange.call_threadsafe(exchange.abort, f"handler raised {type(error).__name__}")
