@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import AsyncIterable, Callable, Iterable
 from functools import partial
@@ -55,6 +56,9 @@ class App:
         # (check, name, timeout) for readiness; run by the server's monitoring, not here.
         self.health_checks: list[tuple[Callable[[], Any], str, float]] = []
         self._mounts: list[tuple[str, Handler]] = []
+        # WebSocket handlers still running: held here (the loop keeps only weak references
+        # to tasks), and cancelled at shutdown once their connections are gone.
+        self._websocket_tasks: set[asyncio.Task[None]] = set()
 
     def health_check(
         self, fn: Callable[[], Any] | None = None, *, name: str | None = None, timeout: float = 5.0
@@ -137,6 +141,13 @@ class App:
             await run_startup(handler, state)
 
     async def shutdown(self) -> None:
+        tasks = self._websocket_tasks
+        if tasks:
+            # The server has closed every WebSocket by now (1001, then the graceful
+            # timeout): a handler still running is not listening to its connection.
+            for task in list(tasks):
+                task.cancel()
+            await asyncio.wait(set(tasks), timeout=1.0)
         for _, handler in self._mounts:
             await run_shutdown(handler)
 
@@ -216,6 +227,8 @@ class App:
         # being parsed as HTTP; and the handler lives as long as the WebSocket, where an
         # eager start would put a wrapper between the task and it for every message.
         task = exchange.loop.create_task(route.endpoints["GET"](websocket))
+        self._websocket_tasks.add(task)
+        task.add_done_callback(self._websocket_tasks.discard)
         task.add_done_callback(websocket.task_done)
         return True
 

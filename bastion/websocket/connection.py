@@ -77,13 +77,23 @@ class WebSocketClosed(ClientDisconnected):
         self.reason = reason
 
 
-# How a handler may end without it being an error worth a log line.
-_QUIET_ENDINGS = (WebSocketClosed, asyncio.CancelledError)
+# How a handler may end without it being an error worth a log line: its client left.
+_QUIET_ENDINGS = (ClientDisconnected, asyncio.CancelledError)
+
+
+class _ServerProtocol(ServerProtocol):
+    def recv_frame(self, frame: Frame) -> None:
+        if frame.opcode is _CLOSE and self.current_size is not None:
+            # RFC 6455 §5.4 lets control frames come between the fragments of a message, a
+            # close included: the unfinished message is dropped and the close answered as
+            # usual. The library would fail the connection with 1002 instead.
+            self.current_size = None
+        super().recv_frame(frame)
 
 
 def new_protocol(config: WebSocketConfig, extensions: list[Extension]) -> ServerProtocol:
     """A sans-IO protocol object past its handshake (which the engine's head already did)."""
-    protocol = ServerProtocol(
+    protocol = _ServerProtocol(
         state=_OPEN,
         max_size=(config.max_message_size, config.max_frame_size),
         logger=_PROTOCOL_LOGGER,
@@ -193,6 +203,10 @@ class WebSocketConnection:
         if self.protocol.state is not _OPEN:
             return
         pong_deadline = self._pong_deadline
+        if self._paused:
+            # We are not reading (the application is behind): a pong may well be waiting
+            # unread, so its absence proves nothing. The wait starts again on resuming.
+            return
         if pong_deadline and now >= pong_deadline:
             self._fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
             return
@@ -319,8 +333,7 @@ class WebSocketConnection:
             if not waiter.done():
                 waiter.set_result(None)
         if self._paused:
-            self._paused = False
-            self.conn.resume_reading()
+            self._resume()
 
     def _code_from_protocol(self) -> int:
         protocol = self.protocol
@@ -358,9 +371,14 @@ class WebSocketConnection:
             await waiter
         message = messages.pop(0)
         if self._paused and len(messages) <= self.config.receive_queue // 2:
-            self._paused = False
-            self.conn.resume_reading()
+            self._resume()
         return message
+
+    def _resume(self) -> None:
+        self._paused = False
+        self.conn.resume_reading()
+        if self._pong_deadline and self.config.ping_timeout is not None:
+            self._pong_deadline = self.conn.state.now + self.config.ping_timeout
 
     async def send(self, message: Message) -> None:
         """Send a text (``str``) or binary (``bytes``) message; waits while the client is slow.
@@ -382,7 +400,10 @@ class WebSocketConnection:
         self._send_pending()
         conn = self.conn
         if conn.write_paused:
-            await conn.drain()
+            try:
+                await conn.drain()
+            except ClientDisconnected:
+                raise self._closed_error() from None
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Start the closing handshake; the peer has ``close_timeout`` to answer.

@@ -232,3 +232,20 @@ def test_client_that_stops_reading_is_bounded_by_the_write_timeout(server: Runni
         except (ConnectionResetError, BrokenPipeError, TimeoutError):
             pass
         assert closed_by_server(sock, timeout=10)
+
+
+def test_close_between_fragments_is_a_normal_close(server: RunningServer) -> None:
+    # RFC 6455 §5.4: control frames may come between fragments; the unfinished message is
+    # dropped and the close answered with the peer's code.
+    with open_raw(server) as sock:
+        sock.sendall(frame(TEXT, b"frag", fin=False) + frame(CLOSE, close_payload(1000)))
+        assert read_close(sock) == 1000
+        assert closed_by_server(sock)
+
+
+def test_ping_between_fragments_is_answered(server: RunningServer) -> None:
+    with open_raw(server) as sock:
+        sock.sendall(frame(TEXT, b"one ", fin=False) + frame(PING, b"in between"))
+        assert read_frame(sock) == (PONG, b"in between")
+        sock.sendall(frame(CONT, b"message"))
+        assert read_frame(sock) == (TEXT, b"one message")

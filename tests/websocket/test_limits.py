@@ -154,7 +154,8 @@ def test_receive_queue_is_bounded_and_nothing_is_lost(slow_server: RunningServer
                 connection = held["ws"]._connection
                 return len(connection._messages), connection.conn._reading_paused
 
-            await asyncio.sleep(0.3)  # let the server read what it will
+            # Long enough for several pings to go unanswered (their pongs wait unread).
+            await asyncio.sleep(1.0)
             length, paused = slow_server.call(queued)
             slow_server.call(held["release"].set)
             await sending
@@ -288,3 +289,28 @@ def test_a_frame_sent_before_the_101_ends_the_connection(echo_server: RunningSer
     # The handler heard of it: nothing is left open on the server.
     wait_until(lambda: stats.open == 0)
     assert echo_server.stats.errors_by_kind.get("switched-early-data", 0) >= 1
+
+
+def test_shutdown_cancels_a_handler_that_ignores_its_closed_websocket() -> None:
+    stubborn = App()
+    seen: dict[str, bool] = {}
+
+    @stubborn.websocket("/ws")
+    async def ignore(ws: WebSocket) -> None:
+        await ws.accept()
+        try:
+            await asyncio.sleep(60)  # never looks at its WebSocket again
+        except asyncio.CancelledError:
+            seen["cancelled"] = True
+            raise
+
+    with serve(stubborn, ServerConfig(graceful_timeout=2)) as server:
+        sock = open_raw(server, "/ws")
+        try:
+            future = asyncio.run_coroutine_threadsafe(server.server.shutdown(), server.loop)
+            assert read_close(sock) == 1001
+            sock.sendall(frame(CLOSE, b"\x03\xe9"))
+            future.result(15)
+        finally:
+            sock.close()
+    assert seen == {"cancelled": True}
