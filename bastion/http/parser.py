@@ -498,12 +498,17 @@ class RequestParser:
         marker = b" " + self._url + b" "
         data = self._data
         at = data.find(marker)
-        if at < 0 and self._replay:
-            # The line began in an earlier read, kept since the last clean start.
+        if at >= 0:
+            if not data.startswith(b"HTTP/", at + len(marker)):
+                self._fail(BadRequest("not an HTTP request line"))
+        elif self._replay:
+            # The line began in an earlier read, kept since the last clean start, with the
+            # fields read so far after it: the latest line of one of llhttp's protocols is
+            # this request's (a field may well hold " / ", hardly " / RTSP/").
             data = b"".join((*self._replay, self._idle_prefix, data))
-            at = data.rfind(marker)
-        if at >= 0 and not data.startswith(b"HTTP/", at + len(marker)):
-            self._fail(BadRequest("not an HTTP request line"))
+            other = max(data.rfind(marker + b"RTSP/"), data.rfind(marker + b"ICE/"))
+            if other > data.rfind(marker + b"HTTP/"):
+                self._fail(BadRequest("not an HTTP request line"))
 
     def on_body(self, data: bytes) -> None:
         self._progressed = True

@@ -205,3 +205,15 @@ def test_a_known_method_after_a_long_upload_is_still_parsed() -> None:
     parser.feed(b"a" * 30_000 + b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
     parser.feed(b"FOO / HTTP/1.1\r\n" + HOST + b"\r\n")  # a clean start again
     assert [h.method for h in sink.heads] == ["POST", "GET", "FOO"]
+
+
+def test_a_split_http10_line_with_a_slash_in_a_field_is_accepted() -> None:
+    feeds = [b"GET / HTTP/1.0\r\nX-Path: a / b\r\n", b"\r\n"]
+    assert [h.method for h in parse(feeds).heads] == ["GET"]
+    assert [h.method for h in parse(byte_by_byte(b"".join(feeds))).heads] == ["GET"]
+
+
+@pytest.mark.parametrize("line", [b"GET / RTSP/1.0", b"FOO / ICE/1.0", b"PLAY / RTSP/1.0"])
+def test_a_split_request_line_of_another_protocol_is_refused(line: bytes) -> None:
+    data = line + b"\r\nX-Path: a / b\r\n\r\n"
+    assert refusal(byte_by_byte(data)).status == 400
