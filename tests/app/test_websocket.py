@@ -13,7 +13,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from bastion import App
 from bastion.app import Request, WebSocket
-from tests.serving import RunningServer, serve
+from tests.serving import RunningServer, read_response, serve
+from tests.websocket.support import TEXT, frame, handshake_request, read_frame, read_head
 
 app = App()
 seen: dict[str, Any] = {}
@@ -240,3 +241,14 @@ def test_http_still_served_beside_websockets(server: RunningServer) -> None:
     with httpx.Client(base_url=server.url) as client:
         for _ in range(3):
             assert client.get("/rooms/x").status_code == 200
+
+
+def test_upgrade_on_a_kept_alive_connection(server: RunningServer) -> None:
+    # An HTTP request first, then the handshake on the same connection (both in one write).
+    with server.connect() as sock:
+        sock.sendall(b"GET /rooms/x HTTP/1.1\r\nHost: t\r\n\r\n" + handshake_request("/echo"))
+        status, _, body = read_response(sock)
+        assert (status, body) == (200, b"a page, not a socket")
+        assert read_head(sock).startswith(b"HTTP/1.1 101 ")
+        sock.sendall(frame(TEXT, b"after http"))
+        assert read_frame(sock) == (TEXT, b"after http")
