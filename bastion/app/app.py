@@ -228,9 +228,12 @@ class App:
         # eager start would put a wrapper between the task and it for every message.
         task = exchange.loop.create_task(route.endpoints["GET"](websocket))
         self._websocket_tasks.add(task)
-        task.add_done_callback(self._websocket_tasks.discard)
-        task.add_done_callback(websocket.task_done)
+        task.add_done_callback(partial(self._websocket_done, websocket))
         return True
+
+    def _websocket_done(self, websocket: WebSocket, task: asyncio.Task[None]) -> None:
+        self._websocket_tasks.discard(task)
+        websocket.task_done(task)
 
     def _submit(
         self,

@@ -38,7 +38,7 @@ class WebSocket(_RequestBase):
     """One WebSocket of an ``App`` route; the request's path, query and headers as on
     :class:`~bastion.app.Request`, plus ``receive``, ``send``, ``close`` and ``async for``."""
 
-    __slots__ = ("_handshake", "_config", "_connection", "_refused")
+    __slots__ = ("_handshake", "_subprotocols", "_config", "_connection", "_refused")
 
     def __init__(
         self,
@@ -48,7 +48,9 @@ class WebSocket(_RequestBase):
         config: WebSocketConfig,
     ) -> None:
         super().__init__(exchange, path_params)
-        self._handshake = handshake
+        # Dropped once accepted: an idle WebSocket keeps only what it still needs.
+        self._handshake: Handshake | None = handshake
+        self._subprotocols = handshake.subprotocols
         self._config = config
         self._connection: WebSocketConnection | None = None
         self._refused = False
@@ -56,7 +58,7 @@ class WebSocket(_RequestBase):
     @property
     def subprotocols(self) -> list[str]:
         """The subprotocols the client offered, in its order of preference."""
-        return self._handshake.subprotocols
+        return self._subprotocols
 
     @property
     def subprotocol(self) -> str | None:
@@ -92,9 +94,12 @@ class WebSocket(_RequestBase):
             raise RuntimeError("the WebSocket is already accepted")
         if self._refused:
             raise RuntimeError("the WebSocket handshake was already refused")
+        handshake = self._handshake
+        assert handshake is not None  # only accepting drops it
         self._connection = accept(
-            self.exchange, self._handshake, self._config, subprotocol=subprotocol, headers=headers
+            self.exchange, handshake, self._config, subprotocol=subprotocol, headers=headers
         )
+        self._handshake = None
 
     async def reject(
         self, status: int = 403, body: bytes = b"", headers: Iterable[tuple[str, str]] = ()
