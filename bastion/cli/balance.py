@@ -81,6 +81,15 @@ ROUTE_FLAGS: tuple[tuple[Option, tuple[str, ...]], ...] = (
      ("retry", "attempts")),
     (Option("health_path", "str", None, "check every upstream with GET PATH (active health "
             "checks, default intervals)", "balancing", metavar="PATH"), ("health", "path")),
+    (Option("upstream_ca", "str", None, "https upstreams: trust this CA file (or directory) "
+            "instead of the system's store", "balancing", metavar="FILE"), ("tls", "ca")),
+    (Option("upstream_cert", "str", None, "https upstreams: show them this client "
+            "certificate (mutual TLS)", "balancing", metavar="FILE"), ("tls", "cert")),
+    (Option("upstream_key", "str", None, "the client certificate's key, if not in its file",
+            "balancing", metavar="FILE"), ("tls", "key")),
+    (Option("upstream_server_name", "str", None, "https upstreams: the name sent (SNI) and "
+            "checked in their certificates, instead of their host", "balancing",
+            metavar="NAME"), ("tls", "server_name")),
 )  # fmt: skip
 
 
@@ -261,6 +270,8 @@ def _flag_routes(flags: dict[str, Any], discovery: Discovery) -> tuple[Route, ..
     except ValueError as exc:
         # Each flag was checked alone; what is left is about the upstreams as a whole.
         problem = str(exc).removeprefix('route "default": ')
+        if problem.startswith("tls"):
+            raise ConfigError(f"upstream {problem}") from None
         raise ConfigError(f"--upstream: {problem}") from None
 
 

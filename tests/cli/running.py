@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-_URL = re.compile(r"serving on http://127\.0\.0\.1:(\d+)")
+_URL = re.compile(r"serving on https?://127\.0\.0\.1:(\d+)")
 
 
 class Process:

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.cli.running import ROOT, Process, bastion, bastion_out
+from tests.ops.certs import make_certificates
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -83,6 +84,10 @@ BAD_FLAGS = [
     (("--upstream", "a:1", "--retries", "-1"), "--retries: must not be below 0, got '-1'"),
     (("--upstream", "a:1", "--health-path", "up"), "--health-path: health.path must start "),
     (("--upstream", "a:1", "--workers", "x"), "--workers: expected a whole number, got 'x'"),
+    (("--upstream", "https://a:1", "--upstream-key", "k.pem"), "upstream tls.key needs "
+     "tls.cert"),
+    (("--upstream", "https://a:1", "--upstream-ca", "/nonexistent/ca.pem"), "upstream tls: "
+     "cannot load /nonexistent/ca.pem: "),
 ]  # fmt: skip
 
 
@@ -201,6 +206,23 @@ def test_balances_requests_over_two_upstreams() -> None:
             assert seen["one"] >= 10 and seen["two"] >= 10, seen
             lb.popen.send_signal(signal.SIGTERM)
             assert lb.wait(10) == 0
+
+
+def test_an_https_upstream_from_a_private_ca(tmp_path: Path) -> None:
+    certs = make_certificates(tmp_path)
+    tls = ["--tls-cert", str(certs.server_cert), "--tls-key", str(certs.server_key)]
+    with bastion("run", "tests.cli.whoami:app", "--bind", "127.0.0.1:0", *tls) as upstream:
+        url = f"https://127.0.0.1:{upstream.port}"
+        for extra in ([], ["--upstream-server-name", "localhost"]):
+            args = ["--upstream", url, "--upstream-ca", str(certs.ca), *extra]
+            with bastion("balance", *args, "--bind", "127.0.0.1:0") as lb:
+                assert whoami(lb.port, "/tls")["path"] == "/tls"
+        # Without the CA the upstream's certificate is not believed: 502, and a line says why.
+        with bastion("balance", "--upstream", url, "--bind", "127.0.0.1:0") as lb:
+            assert httpx.get(f"http://127.0.0.1:{lb.port}/", timeout=10).status_code == 502
+            lb.popen.send_signal(signal.SIGTERM)
+            assert lb.wait(10) == 0
+            assert "CERTIFICATE_VERIFY_FAILED" in lb.text or "certificate" in lb.text
 
 
 def route_file(path: Path, api: int, rest: int, balancer: str = "") -> None:
