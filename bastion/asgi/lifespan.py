@@ -91,7 +91,8 @@ class Lifespan:
             )
             return
         if error is not None:
-            logger.error("ASGI lifespan startup raised", exc_info=error)
+            # The worker logs the one line below; the traceback is for --log-level debug.
+            logger.debug("ASGI lifespan startup raised", exc_info=error)
             raise LifespanError(
                 f"ASGI lifespan startup failed: {type(error).__name__}: {error}"
             ) from error

@@ -32,6 +32,8 @@ def folder(tmp_path: Path) -> Path:
         ("web:app", ["--app-dir", "nowhere"], "--app-dir: nowhere is not a folder"),
         # The application's own startup.
         ("lifespan:app", [], "ASGI lifespan startup failed: the database is unreachable"),
+        ("lifespan_raises:app", [], "ASGI lifespan startup failed: "
+         "ConnectionError: the database is down"),
     ],
 )  # fmt: skip
 def test_an_application_that_cannot_be_loaded_is_one_line_and_status_2(

@@ -33,6 +33,13 @@ async def app(scope, receive, send):
     await send({"type": "lifespan.startup.failed", "message": "the database is unreachable"})
 """
 
+LIFESPAN_RAISES = """
+async def app(scope, receive, send):
+    assert scope["type"] == "lifespan"
+    await receive()
+    raise ConnectionError("the database is down")
+"""
+
 RAISES = """
 import json
 
@@ -45,6 +52,7 @@ def write_apps(tmp_path: Path) -> Path:
     (tmp_path / "web.py").write_text(WSGI)
     (tmp_path / "fast.py").write_text(ASGI)
     (tmp_path / "lifespan.py").write_text(LIFESPAN_FAILS)
+    (tmp_path / "lifespan_raises.py").write_text(LIFESPAN_RAISES)
     (tmp_path / "raises.py").write_text(RAISES)
     (tmp_path / "broken.py").write_text("def app(:\n    pass\n")
     (tmp_path / "needs.py").write_text("\nimport not_installed_anywhere\n")
