@@ -70,7 +70,13 @@ def _uvicorn(target: str, implementation: str) -> Callable[[venv.Venv, int], lis
     return build
 
 
+def _bare(env: venv.Venv, port: int) -> list[str]:
+    return [str(env.python), "-m", "bench.apps.ws_bare", str(port), "--host", HOST]
+
+
 SERVERS: dict[str, Callable[[venv.Venv, int], list[str]]] = {
+    # Not a WebSocket server: canned bytes, to measure the client alone (see ws_bare).
+    "bare": _bare,
     "bastion-native": _bastion(f"{APP}:native"),
     "bastion-asgi": _bastion(f"{APP}:asgi_app", "--interface", "asgi"),
     "uvicorn-asgi": _uvicorn(f"{APP}:asgi_app", "websockets"),
