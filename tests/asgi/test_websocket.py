@@ -115,6 +115,10 @@ async def raw_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         raise RuntimeError("application bug")
     elif path == "/returns":
         await send({"type": "websocket.accept"})
+    elif path == "/raises-early":
+        raise RuntimeError("application bug before answering")
+    elif path == "/bad-subprotocol":
+        await send({"type": "websocket.accept", "subprotocol": "never-offered"})
 
 
 @pytest.fixture(scope="module")
@@ -215,6 +219,13 @@ def test_application_error_closes_1011(raw: RunningServer) -> None:
 
 def test_application_return_closes_1000(raw: RunningServer) -> None:
     assert closed_with(raw, "/returns")[0] == 1000
+
+
+@pytest.mark.parametrize("path", ["/raises-early", "/bad-subprotocol", "/unanswered"])
+def test_no_valid_answer_to_the_handshake_is_500(raw: RunningServer, path: str) -> None:
+    # Raising, accepting with a subprotocol the client did not offer, or returning without
+    # an answer (the last path falls through every branch of the application).
+    assert refusal(raw, path)[0] == 500
 
 
 def test_root_path_in_the_scope() -> None:
