@@ -490,25 +490,24 @@ class RequestParser:
     def _check_protocol_name(self) -> None:
         """llhttp also reads ``RTSP/1.0`` and ``ICE/1.0`` request lines and calls them 1.0.
 
-        The protocol name is not reported, so it is looked up in the bytes being parsed. Only
+        The protocol name is not reported, so the line is looked up in the bytes being parsed,
+        and in the reads kept since the last clean start when it began in an earlier one. Only
         1.0 requests are checked (RTSP and ICE are 1.0 protocols; HTTP/1.1 pays nothing). A
-        request line split across reads is looked up in the reads kept since the last clean
-        start; beyond those it cannot be found and is let through.
+        valid line is never refused: the request is let through when an HTTP line with its
+        target is there at all, even if it is another pipelined request's, or when no line is
+        found (it began before the kept reads).
         """
         marker = b" " + self._url + b" "
         data = self._data
-        at = data.find(marker)
-        if at >= 0:
-            if not data.startswith(b"HTTP/", at + len(marker)):
-                self._fail(BadRequest("not an HTTP request line"))
-        elif self._replay:
-            # The line began in an earlier read, kept since the last clean start, with the
-            # fields read so far after it: the latest line of one of llhttp's protocols is
-            # this request's (a field may well hold " / ", hardly " / RTSP/").
+        if marker + b"HTTP/" in data:
+            return
+        if self._replay:
+            # The line began in an earlier read, kept since the last clean start.
             data = b"".join((*self._replay, self._idle_prefix, data))
-            other = max(data.rfind(marker + b"RTSP/"), data.rfind(marker + b"ICE/"))
-            if other > data.rfind(marker + b"HTTP/"):
-                self._fail(BadRequest("not an HTTP request line"))
+            if marker + b"HTTP/" in data:
+                return
+        if marker + b"RTSP/" in data or marker + b"ICE/" in data:
+            self._fail(BadRequest("not an HTTP request line"))
 
     def on_body(self, data: bytes) -> None:
         self._progressed = True

@@ -39,6 +39,10 @@ RESERVED = {
 }
 
 
+# Any token is a method (RFC 9110 §9.1); these few mean something else to llhttp or to us.
+_NOT_EXTENSIONS = {"CONNECT", "PRI"}
+
+
 @dataclass
 class Request:
     """One generated request: its bytes and what the parser must report for it."""
@@ -138,7 +142,11 @@ def origin_forms() -> st.SearchStrategy[bytes]:
 @st.composite
 def requests(draw: st.DrawFn, last: bool = False) -> Request:
     """A valid request; ``last`` allows one that ends the connection."""
-    method = draw(st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]))
+    method = draw(
+        st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"])
+        | st.sampled_from(["PURGE", "REPORT", "PLAY", "get", "-BLARGH"])
+        | st.text(TCHAR, min_size=1, max_size=12).filter(lambda m: m not in _NOT_EXTENSIONS)
+    )
     version = draw(st.sampled_from(["1.1", "1.1", "1.1", "1.0"]))
     origin = draw(origin_forms())
     host = draw(hosts())
