@@ -56,9 +56,10 @@ class App:
         # (check, name, timeout) for readiness; run by the server's monitoring, not here.
         self.health_checks: list[tuple[Callable[[], Any], str, float]] = []
         self._mounts: list[tuple[str, Handler]] = []
-        # WebSocket handlers still running: held here (the loop keeps only weak references
-        # to tasks), and cancelled at shutdown once their connections are gone.
-        self._websocket_tasks: set[asyncio.Task[None]] = set()
+        # WebSocket handlers still running, and their WebSockets: held here (the loop keeps
+        # only weak references to tasks), and cancelled at shutdown once their connections
+        # are gone.
+        self._websocket_tasks: dict[asyncio.Task[None], WebSocket] = {}
 
     def health_check(
         self, fn: Callable[[], Any] | None = None, *, name: str | None = None, timeout: float = 5.0
@@ -141,13 +142,19 @@ class App:
             await run_startup(handler, state)
 
     async def shutdown(self) -> None:
-        tasks = self._websocket_tasks
-        if tasks:
-            # The server has closed every WebSocket by now (1001, then the graceful
-            # timeout): a handler still running is not listening to its connection.
-            for task in list(tasks):
+        # The server has closed every WebSocket by now (1001, then the graceful timeout): a
+        # handler still running is not listening to its connection. Only those of this
+        # server: one App may be served by others, on this loop or another, that still run.
+        loop = asyncio.get_running_loop()
+        stale = [
+            task
+            for task, websocket in self._websocket_tasks.items()
+            if task.get_loop() is loop and websocket.exchange.conn.closed
+        ]
+        if stale:
+            for task in stale:
                 task.cancel()
-            await asyncio.wait(set(tasks), timeout=1.0)
+            await asyncio.wait(stale, timeout=1.0)
         for _, handler in self._mounts:
             await run_shutdown(handler)
 
@@ -227,12 +234,12 @@ class App:
         # being parsed as HTTP; and the handler lives as long as the WebSocket, where an
         # eager start would put a wrapper between the task and it for every message.
         task = exchange.loop.create_task(route.endpoints["GET"](websocket))
-        self._websocket_tasks.add(task)
+        self._websocket_tasks[task] = websocket
         task.add_done_callback(partial(self._websocket_done, websocket))
         return True
 
     def _websocket_done(self, websocket: WebSocket, task: asyncio.Task[None]) -> None:
-        self._websocket_tasks.discard(task)
+        self._websocket_tasks.pop(task, None)
         websocket.task_done(task)
 
     def _submit(

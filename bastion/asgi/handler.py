@@ -124,6 +124,8 @@ class ASGIHandler:
         self._state = self.lifespan.state
         # Requests whose application call is still running (suspended at least once).
         self._tasks: set[asyncio.Task[Any]] = set()
+        # WebSocket calls still running, and their cycles.
+        self._websocket_tasks: dict[asyncio.Task[Any], WebSocketCycle] = {}
 
     # the engine's side ------------------------------------------------------------------------
 
@@ -133,6 +135,19 @@ class ASGIHandler:
         self._state = self.lifespan.state
 
     async def shutdown(self) -> None:
+        # The server has closed every WebSocket by now (1001, then the graceful timeout): a
+        # WebSocket call still running is not listening to its connection. Only those of
+        # this server: the same application may be served by others that still run.
+        loop = asyncio.get_running_loop()
+        stale = [
+            task
+            for task, cycle in self._websocket_tasks.items()
+            if task.get_loop() is loop and cycle.exchange.conn.closed
+        ]
+        if stale:
+            for task in stale:
+                task.cancel()
+            await asyncio.wait(stale, timeout=1.0)
         # Requests the engine has let go of may still be running (background work after the
         # response, or an application ignoring a disconnect): give them the graceful timeout.
         tasks = self._tasks
@@ -221,7 +236,7 @@ class ASGIHandler:
         # parsed as HTTP.
         task = run_eagerly(exchange.loop, call, self._websocket_done, cycle, eager=False)
         assert task is not None
-        self._tasks.add(task)
+        self._websocket_tasks[task] = cycle
         cycle.task = task
 
     def _websocket_done(
@@ -229,7 +244,7 @@ class ASGIHandler:
     ) -> None:
         task = cycle.task
         if task is not None:
-            self._tasks.discard(task)
+            self._websocket_tasks.pop(task, None)
             cycle.task = None
         cycle.finish(error)
 

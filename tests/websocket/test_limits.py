@@ -15,6 +15,7 @@ from websockets.exceptions import ConnectionClosed
 
 from bastion import App
 from bastion.app import WebSocket
+from bastion.asgi import ASGIHandler
 from bastion.engine import ServerConfig
 from bastion.websocket import WebSocketConfig, websocket_stats
 from tests.serving import RunningServer, serve
@@ -314,3 +315,25 @@ def test_shutdown_cancels_a_handler_that_ignores_its_closed_websocket() -> None:
         finally:
             sock.close()
     assert seen == {"cancelled": True}
+
+
+async def asgi_echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "websocket":
+        return
+    await receive()
+    await send({"type": "websocket.accept"})
+    while (message := await receive())["type"] == "websocket.receive":
+        await send({"type": "websocket.send", "text": message.get("text")})
+
+
+@pytest.mark.parametrize("kind", ["app", "asgi"])
+def test_one_application_on_two_servers_stopping_one_leaves_the_other(kind: str) -> None:
+    handler: Any = echo_app() if kind == "app" else ASGIHandler(asgi_echo, lifespan="off")
+    with serve(handler) as staying:
+        with open_raw(staying, "/ws") as sock:
+            with serve(handler) as leaving, open_raw(leaving, "/ws") as gone:
+                gone.sendall(frame(TEXT, b"one"))
+                assert read_frame(gone) == (TEXT, b"one")
+            # The second server stopped (its WebSocket closed with 1001); this one still echoes.
+            sock.sendall(frame(TEXT, b"still here"))
+            assert read_frame(sock) == (TEXT, b"still here")
