@@ -20,6 +20,7 @@ from bastion.websocket import (
     HandshakeRefused,
     WebSocketConfig,
     asks_websocket,
+    cancel_abandoned,
     check_handshake,
     refuse,
 )
@@ -56,10 +57,10 @@ class App:
         # (check, name, timeout) for readiness; run by the server's monitoring, not here.
         self.health_checks: list[tuple[Callable[[], Any], str, float]] = []
         self._mounts: list[tuple[str, Handler]] = []
-        # WebSocket handlers still running, and their WebSockets: held here (the loop keeps
-        # only weak references to tasks), and cancelled at shutdown once their connections
-        # are gone.
-        self._websocket_tasks: dict[asyncio.Task[None], WebSocket] = {}
+        # WebSocket handlers still running, and their handshakes' exchanges: held here (the
+        # loop keeps only weak references to tasks), and cancelled at shutdown once their
+        # connections are gone.
+        self._websocket_tasks: dict[asyncio.Task[None], Exchange] = {}
 
     def health_check(
         self, fn: Callable[[], Any] | None = None, *, name: str | None = None, timeout: float = 5.0
@@ -142,19 +143,7 @@ class App:
             await run_startup(handler, state)
 
     async def shutdown(self) -> None:
-        # The server has closed every WebSocket by now (1001, then the graceful timeout): a
-        # handler still running is not listening to its connection. Only those of this
-        # server: one App may be served by others, on this loop or another, that still run.
-        loop = asyncio.get_running_loop()
-        stale = [
-            task
-            for task, websocket in self._websocket_tasks.items()
-            if task.get_loop() is loop and websocket.exchange.conn.closed
-        ]
-        if stale:
-            for task in stale:
-                task.cancel()
-            await asyncio.wait(stale, timeout=1.0)
+        await cancel_abandoned(self._websocket_tasks)
         for _, handler in self._mounts:
             await run_shutdown(handler)
 
@@ -234,7 +223,7 @@ class App:
         # being parsed as HTTP; and the handler lives as long as the WebSocket, where an
         # eager start would put a wrapper between the task and it for every message.
         task = exchange.loop.create_task(route.endpoints["GET"](websocket))
-        self._websocket_tasks[task] = websocket
+        self._websocket_tasks[task] = exchange
         task.add_done_callback(partial(self._websocket_done, websocket))
         return True
 

@@ -46,6 +46,7 @@ from bastion.websocket import (
     HandshakeRefused,
     WebSocketConfig,
     asks_websocket,
+    cancel_abandoned,
     check_handshake,
     refuse,
 )
@@ -124,8 +125,8 @@ class ASGIHandler:
         self._state = self.lifespan.state
         # Requests whose application call is still running (suspended at least once).
         self._tasks: set[asyncio.Task[Any]] = set()
-        # WebSocket calls still running, and their cycles.
-        self._websocket_tasks: dict[asyncio.Task[Any], WebSocketCycle] = {}
+        # WebSocket calls still running, and their handshakes' exchanges.
+        self._websocket_tasks: dict[asyncio.Task[Any], Exchange] = {}
 
     # the engine's side ------------------------------------------------------------------------
 
@@ -135,19 +136,7 @@ class ASGIHandler:
         self._state = self.lifespan.state
 
     async def shutdown(self) -> None:
-        # The server has closed every WebSocket by now (1001, then the graceful timeout): a
-        # WebSocket call still running is not listening to its connection. Only those of
-        # this server: the same application may be served by others that still run.
-        loop = asyncio.get_running_loop()
-        stale = [
-            task
-            for task, cycle in self._websocket_tasks.items()
-            if task.get_loop() is loop and cycle.exchange.conn.closed
-        ]
-        if stale:
-            for task in stale:
-                task.cancel()
-            await asyncio.wait(stale, timeout=1.0)
+        await cancel_abandoned(self._websocket_tasks)
         # Requests the engine has let go of may still be running (background work after the
         # response, or an application ignoring a disconnect): give them the graceful timeout.
         tasks = self._tasks
@@ -236,7 +225,7 @@ class ASGIHandler:
         # parsed as HTTP.
         task = run_eagerly(exchange.loop, call, self._websocket_done, cycle, eager=False)
         assert task is not None
-        self._websocket_tasks[task] = cycle
+        self._websocket_tasks[task] = exchange
         cycle.task = task
 
     def _websocket_done(

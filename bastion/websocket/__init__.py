@@ -12,7 +12,7 @@ from bastion.websocket.config import WebSocketConfig
 from bastion.websocket.connection import Message, WebSocketClosed, WebSocketConnection
 from bastion.websocket.handshake import Handshake, HandshakeRefused, asks_websocket, check_handshake
 from bastion.websocket.stats import WebSocketStats, websocket_stats
-from bastion.websocket.upgrade import accept, refuse
+from bastion.websocket.upgrade import accept, cancel_abandoned, refuse
 
 __all__ = [
     "Handshake",
@@ -23,6 +23,7 @@ __all__ = [
     "WebSocketConnection",
     "WebSocketStats",
     "accept",
+    "cancel_abandoned",
     "asks_websocket",
     "check_handshake",
     "refuse",

@@ -6,7 +6,9 @@ balancer's tunnel takes one over: same socket, same loop, same write timeout and
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from bastion.engine.exchange import Exchange
 from bastion.websocket.config import WebSocketConfig
@@ -46,3 +48,24 @@ def refuse(exchange: Exchange, refused: HandshakeRefused) -> None:
     """Answer a handshake that failed its checks with the HTTP response it calls for."""
     body = f"{refused.status} {refused.detail}\n".encode()
     exchange.respond(refused.status, [*_TEXT, *refused.headers], body)
+
+
+async def cancel_abandoned(handlers: Mapping[asyncio.Task[Any], Exchange]) -> None:
+    """At a server's shutdown, cancel the WebSocket handlers it leaves behind.
+
+    The server has closed every WebSocket by then (1001, then the graceful timeout), so a
+    handler still running is not listening to its connection. ``handlers`` maps each running
+    handler's task to its handshake's exchange; only the tasks on the running loop whose
+    connection is closed are cancelled, since one application may be served by other
+    servers, on this loop or another, that are still running.
+    """
+    loop = asyncio.get_running_loop()
+    stale = [
+        task
+        for task, exchange in handlers.items()
+        if task.get_loop() is loop and exchange.conn.closed
+    ]
+    if stale:
+        for task in stale:
+            task.cancel()
+        await asyncio.wait(stale, timeout=1.0)
