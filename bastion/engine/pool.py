@@ -1,17 +1,26 @@
-"""A bounded thread pool for blocking handlers.
+"""A bounded thread pool for blocking handlers, with hand-offs paid per batch, not per job.
 
 The loop thread is the only one that submits and the only one that counts, so the bound needs
 no lock: a job is counted from ``try_submit`` until its completion callback runs back on the
 loop. When ``threads`` jobs run and ``queue_size`` more wait, ``try_submit`` says no at once and
 the caller answers 503: overload becomes a fast refusal instead of an unbounded queue.
+
+Waking a thread is what a hand-off costs: a futex wake, and on a busy core a context switch
+to a thread that only finds the GIL taken and sleeps again. So a thread is woken only when no
+thread is already on its way to the queue; a woken thread that finds more work waiting wakes
+one more before it runs its job, so a job that blocks never holds up the ones queued behind
+it while a thread is idle. Results come back the same way: a thread posts one callback to the
+loop for whatever finished while the previous one had not run yet, and that callback hands
+over every result waiting. Under load one wake-up each way serves a whole batch of requests.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -33,8 +42,18 @@ class ThreadPool:
         self._max_threads = threads
         self._capacity = threads + queue_size
         self._name = name
-        self._jobs: queue.SimpleQueue[tuple[Job, Done] | None] = queue.SimpleQueue()
+        self._jobs: deque[tuple[Job, Done]] = deque()
         self._threads: list[threading.Thread] = []
+        # Under ``_lock``: parked threads (each waits on its own held lock) and how many
+        # threads were woken or started and have not yet looked at the queue.
+        self._lock = threading.Lock()
+        self._idle: list[threading.Lock] = []
+        self._waking = 0
+        # Results on their way to the loop, and whether a callback to collect them is posted.
+        self._results: deque[tuple[Done, Any, BaseException | None]] = deque()
+        self._collect_posted = False
+        # Whether a wake-up is posted for the end of the loop's current round (loop thread).
+        self._wake_posted = False
         self.pending = 0
         self._closed = False
 
@@ -47,27 +66,62 @@ class ThreadPool:
         if self.pending >= self._capacity or self._closed:
             return False
         self.pending += 1
-        if self.pending > len(self._threads) and len(self._threads) < self._max_threads:
-            self._start_thread()
-        self._jobs.put((job, done))
+        self._jobs.append((job, done))
+        # Read after the append: a thread that stops waking after our read finds the job.
+        if not self._waking and not self._wake_posted:
+            # Not now: uvloop lets go of the GIL between two reads, and a thread woken here
+            # would take it to run this one job. Once this round of reads is over, every job
+            # it brought is queued and one thread takes them all.
+            self._wake_posted = True
+            self._loop.call_soon(self._wake_after_reads)
         return True
+
+    def _wake_after_reads(self) -> None:
+        self._wake_posted = False
+        if not self._waking:
+            self._wake_one()
+
+    def _wake_one(self) -> None:
+        with self._lock:
+            if self._waking or not self._jobs:
+                return
+            if self._idle:
+                self._waking += 1
+                self._idle.pop().release()
+            elif len(self._threads) < self._max_threads:
+                self._waking += 1
+                self._start_thread()
 
     def _start_thread(self) -> None:
         thread = threading.Thread(
             target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True
         )
-        thread.start()
         self._threads.append(thread)
+        thread.start()
 
     def _work(self) -> None:
         jobs = self._jobs
-        call_back = self._loop.call_soon_threadsafe
-        finish = self._finish
+        lock = self._lock
+        wake = threading.Lock()
+        wake.acquire()
+        with lock:
+            self._waking -= 1
         while True:
-            item = jobs.get()
-            if item is None:
-                return
-            job, done = item
+            try:
+                job, done = jobs.popleft()
+            except IndexError:
+                with lock:
+                    if jobs:
+                        continue  # submitted after our look: no one was woken for it
+                    if self._closed:
+                        return
+                    self._idle.append(wake)
+                wake.acquire()
+                with lock:
+                    self._waking -= 1
+                continue
+            if jobs and not self._waking:
+                self._wake_one()
             error: BaseException | None
             try:
                 result = job()
@@ -75,22 +129,42 @@ class ThreadPool:
                 result, error = None, exc
             else:
                 error = None
-            try:
-                call_back(finish, done, result, error)
-            except RuntimeError:
-                return  # the loop is closed: the server is gone, nobody awaits the answer
+            if not self._post(done, result, error):
+                return
 
-    def _finish(self, done: Done, result: Any, error: BaseException | None) -> None:
-        self.pending -= 1
+    def _post(self, done: Done, result: Any, error: BaseException | None) -> bool:
+        """Hand a result to the loop; False when the loop is closed (nobody awaits it)."""
+        self._results.append((done, result, error))
+        # Read after the append: ``_collect`` clears the flag before it takes the results.
+        if self._collect_posted:
+            return True
+        self._collect_posted = True
         try:
-            done(result, error)
-        except Exception:
-            logger.exception("error in thread pool completion callback")
+            self._loop.call_soon_threadsafe(self._collect)
+        except RuntimeError:
+            return False  # the loop is closed: the server is gone
+        return True
+
+    def _collect(self) -> None:
+        self._collect_posted = False
+        results = self._results
+        while results:
+            done, result, error = results.popleft()
+            self.pending -= 1
+            try:
+                done(result, error)
+            except Exception:
+                logger.exception("error in thread pool completion callback")
 
     def shutdown(self, timeout: float = 5.0) -> None:
-        """Let running jobs finish (up to ``timeout`` in total), then stop the threads."""
-        self._closed = True
-        for _ in self._threads:
-            self._jobs.put(None)
-        for thread in self._threads:
-            thread.join(timeout)
+        """Let running and queued jobs finish (up to ``timeout`` in total), then stop the
+        threads."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._waking += len(idle)
+        for wake in idle:
+            wake.release()
+        deadline = time.monotonic() + timeout
+        for thread in list(self._threads):
+            thread.join(max(0.0, deadline - time.monotonic()))
