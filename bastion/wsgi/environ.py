@@ -14,6 +14,7 @@ from bastion.wsgi.streams import EMPTY_INPUT, ERRORS, FileWrapper, WSGIInput
 
 if TYPE_CHECKING:
     from bastion.engine.exchange import Exchange
+    from bastion.http import RequestHead
 
 _CACHE_LIMIT = 1024
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
@@ -23,6 +24,10 @@ _PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
 _header_keys: dict[bytes, str] = {}
 # Host header value -> (SERVER_NAME, SERVER_PORT or "" when the header names no port).
 _hosts: dict[str, tuple[str, str]] = {}
+# Origin-form target -> (PATH_INFO before the mount point is taken off, QUERY_STRING,
+# REQUEST_URI): a busy service sees the same few targets again and again.
+_targets: dict[bytes, tuple[str, str, str]] = {}
+_CACHED_TARGET_LIMIT = 256
 
 
 def header_key(name: bytes) -> str:
@@ -73,6 +78,26 @@ def split_host(host: str) -> tuple[str, str]:
     return result
 
 
+def _split_target(head: RequestHead) -> tuple[str, str, str]:
+    target = head.target
+    split = _targets.get(target)
+    if split is not None:
+        return split
+    # (An absolute-form target's path and query are its URL's: the head splits them.)
+    raw_path = head.raw_path
+    if b"%" in raw_path:
+        raw_path = unquote_to_bytes(raw_path)
+    split = (
+        raw_path.decode("latin-1"),
+        head.query_string.decode("latin-1"),
+        target.decode("latin-1"),
+    )
+    # Only origin-form: another form's path also depends on the method (RFC 9112 §3.2.4).
+    if target[:1] == b"/" and len(target) <= _CACHED_TARGET_LIMIT and len(_targets) < _CACHE_LIMIT:
+        _targets[target] = split
+    return split
+
+
 class EnvironBuilder:
     """Makes the environ dict; what is the same for every request is computed once here."""
 
@@ -92,26 +117,22 @@ class EnvironBuilder:
 
     def build(self, exchange: Exchange) -> dict[str, Any]:
         head = exchange.head
-        # (An absolute-form target's path and query are its URL's: the head splits them.)
-        raw_path = head.raw_path
-        query = head.query_string.decode("latin-1")
-        if b"%" in raw_path:
-            raw_path = unquote_to_bytes(raw_path)
-        path = raw_path.decode("latin-1")
+        path, query, uri = _split_target(head)
         root = self._root
         if root and path.startswith(root):
             size = self._root_len
             if len(path) == size or path[size] == "/":
                 path = path[size:]
-        client = exchange.client
-        scheme = exchange.scheme
-        config = exchange.conn.state.config
+        conn = exchange.conn
+        client = exchange.forwarded_client or conn.client
+        scheme = exchange.forwarded_scheme or conn.scheme
+        config = conn.state.config
         environ: dict[str, Any] = {
             "REQUEST_METHOD": head.method,
             "SCRIPT_NAME": root,
             "PATH_INFO": path,
             "QUERY_STRING": query,
-            "REQUEST_URI": head.target.decode("latin-1"),
+            "REQUEST_URI": uri,
             "SERVER_PROTOCOL": _PROTOCOLS.get(head.version, "HTTP/1.1"),
             "SERVER_SOFTWARE": config.server_name,
             "REMOTE_ADDR": client[0] if client is not None else "",

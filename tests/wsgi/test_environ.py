@@ -142,6 +142,21 @@ def test_absolute_form_target(server: RunningServer) -> None:
     assert env["QUERY_STRING"] == "x=1"
 
 
+def test_a_target_seen_again_gives_the_same_environ(
+    server: RunningServer, mounted: RunningServer
+) -> None:
+    # Splitting a target is remembered; what depends on more than its bytes is not.
+    for _ in range(2):
+        env = _raw_environ(server, b"GET /a%20b/%C3%A9?q=%20 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (env["PATH_INFO"], env["QUERY_STRING"]) == ("/a b/\xc3\xa9", "q=%20")
+        assert env["REQUEST_URI"] == "/a%20b/%C3%A9?q=%20"
+        env = _environ(mounted, "/app/users/1")
+        assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/app", "/users/1")
+        request = b" http://example.com HTTP/1.1\r\nHost: example.com\r\n\r\n"
+        assert _raw_environ(server, b"OPTIONS" + request)["PATH_INFO"] == "*"
+        assert _raw_environ(server, b"GET" + request)["PATH_INFO"] == "/"
+
+
 def test_root_path_moves_the_prefix_to_script_name(mounted: RunningServer) -> None:
     env = _environ(mounted, "/app/users/1")
     assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/app", "/users/1")
