@@ -193,8 +193,7 @@ class App:
                 exchange.loop, endpoint.fn(Request(exchange, params)), self._finish, exchange
             )
         else:
-            config = exchange.conn.state.config
-            request = SyncRequest(exchange, params, config.blocking_read_timeout)
+            request = SyncRequest(exchange, params)
             self._submit(
                 exchange,
                 partial(self._call_blocking, endpoint.fn, request, exchange),

@@ -147,11 +147,21 @@ class Request(_RequestBase):
 class SyncRequest(_RequestBase):
     """A request as seen by a plain ``def`` handler on the thread pool; reads block."""
 
-    __slots__ = ("_timeout",)
+    __slots__ = ("_read_timeout",)
 
-    def __init__(self, exchange: Exchange, path_params: dict[str, Any], timeout: float) -> None:
+    def __init__(
+        self, exchange: Exchange, path_params: dict[str, Any], timeout: float | None = None
+    ) -> None:
         super().__init__(exchange, path_params)
-        self._timeout = timeout
+        self._read_timeout = timeout
+
+    @property
+    def _timeout(self) -> float:
+        # Worked out on the first read, not per request: most requests have no body to read.
+        timeout = self._read_timeout
+        if timeout is None:
+            timeout = self._read_timeout = self.exchange.conn.state.config.blocking_read_timeout
+        return timeout
 
     def body(self) -> bytes:
         return self.exchange.body.read_all_blocking(self._timeout)
