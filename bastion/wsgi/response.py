@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from bastion.engine.body import ClientDisconnected
 from bastion.engine.exchange import ThreadWriter
-from bastion.http import reason_phrase
+from bastion.http import encode_headers, reason_phrase
 from bastion.wsgi.streams import FileWrapper
 
 if TYPE_CHECKING:
@@ -41,7 +41,8 @@ HeaderList = list[tuple[str, str]]
 # What the worker thread hands back to the loop: (kind, ...) with a shape per kind.
 Action = tuple[Any, ...]
 
-RESPOND = 0  # (RESPOND, status, headers, body, close): head and body in one write
+# (RESPOND, status, headers, body, close, header block or None): head and body in one write
+RESPOND = 0
 HEAD_ONLY = 1  # (HEAD_ONLY, status, headers, length, close): HEAD with a declared length
 MISFRAMED = 2  # (MISFRAMED, status, headers, length, close, body): let the engine refuse it
 END = 3  # (END,): the streamed body is complete
@@ -71,6 +72,11 @@ _HOP_BY_HOP_NAMES = frozenset(
     }
 )
 _header_kinds: dict[str, int] = {}
+# The application's header list, as a tuple -> what clean_headers makes of it and its encoded
+# block. Most applications send the same few lists again and again; emptied when full, so
+# lists that never repeat (a cookie per client) cannot crowd out those that do.
+Prepared = tuple[HeaderList, int | None, bool, bytes | None]
+_prepared: dict[tuple[Any, ...], Prepared] = {}
 _warned: set[str] = set()
 _statuses: dict[str, int] = {}
 
@@ -162,6 +168,29 @@ def clean_headers(headers: Iterable[tuple[str, str]]) -> tuple[HeaderList, int |
     return kept, length, close
 
 
+def prepare_headers(headers: Iterable[tuple[str, str]]) -> Prepared:
+    """:func:`clean_headers`, plus the kept headers encoded (None if encoding refused them:
+    the engine refuses them again when the response is sent, and answers 500)."""
+    try:
+        key: tuple[Any, ...] | None = tuple(headers)
+        prepared = _prepared.get(key)  # type: ignore[arg-type]
+    except TypeError:
+        key = prepared = None  # an unhashable item: clean_headers says what is wrong with it
+    if prepared is not None:
+        return prepared
+    kept, length, close = clean_headers(headers)
+    try:
+        block: bytes | None = encode_headers(kept)
+    except ValueError:
+        block = None
+    prepared = (kept, length, close, block)
+    if key is not None and block is not None:
+        if len(_prepared) >= _CACHE_LIMIT:
+            _prepared.clear()
+        _prepared[key] = prepared
+    return prepared
+
+
 def _to_bytes(chunk: Any) -> bytes:
     if isinstance(chunk, (bytes, bytearray, memoryview)):
         return bytes(chunk)
@@ -187,6 +216,7 @@ class WSGICall:
         "headers",
         "length",
         "close",
+        "block",
         "head_sent",
         "writer",
     )
@@ -198,6 +228,7 @@ class WSGICall:
         self.headers: HeaderList = []
         self.length: int | None = None
         self.close = False
+        self.block: bytes | None = None
         self.head_sent = False
         self.writer: ThreadWriter | None = None
 
@@ -218,7 +249,7 @@ class WSGICall:
         elif self.status:
             raise RuntimeError("start_response() called a second time without exc_info")
         code = parse_status(status)
-        self.headers, self.length, self.close = clean_headers(headers)
+        self.headers, self.length, self.close, self.block = prepare_headers(headers)
         self.status = code
         # Read here, while the framework's request is still current (Flask clears it after).
         self.exchange.route = _route_template(self.environ)
@@ -262,7 +293,7 @@ class WSGICall:
                 return (HEAD_ONLY, self.status, self.headers, length, self.close)
             if self.status >= 200 and self.status != 204 and self.status != 304:
                 return (MISFRAMED, self.status, self.headers, length, self.close, body)
-        return (RESPOND, self.status, self.headers, body, self.close)
+        return (RESPOND, self.status, self.headers, body, self.close, self.block)
 
     def finish(self, result: Iterable[bytes]) -> Action:
         """Send the response iterable; runs on the worker thread, returns what the loop does."""
@@ -402,7 +433,11 @@ def complete_on_loop(exchange: Exchange, action: Any, error: BaseException | Non
         if kind == RESPOND:
             if action[4]:
                 exchange.keep_alive = False
-            exchange.respond(action[1], action[2], action[3])
+            block = action[5]
+            if block is not None:
+                exchange.respond_encoded(action[1], block, action[3])
+            else:
+                exchange.respond(action[1], action[2], action[3])
         elif kind == END:
             exchange.end()
         elif kind == HEAD_ONLY:

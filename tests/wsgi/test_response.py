@@ -163,6 +163,9 @@ def app(environ: Environ, start_response: StartResponse) -> Any:
     if path == "/bad-header":
         start_response("200 OK", [("X-Bad", "a\r\nInjected: yes")])
         return [b"x"]
+    if path == "/query-header":
+        start_response("200 OK", [*TEXT, ("X-Query", query)])
+        return [b"q"]
     if path == "/str-body":
         start_response("200 OK", TEXT)
         return ["text is not bytes"]
@@ -421,6 +424,21 @@ def test_status_code_is_kept_and_invalid_ones_refused(client: httpx.Client) -> N
     assert response.status_code == 500
     assert "injected" not in response.headers
     assert client.get("/str-body").status_code == 500
+
+
+def test_header_lists_sent_again_are_answered_the_same(server: RunningServer) -> None:
+    # The checked and encoded form of a header list is remembered: a list refused once is
+    # refused every time, and one that differs by a value gets its own head.
+    with httpx.Client(base_url=server.url) as client:
+        for query in ("a", "b", "a", "c" * 300, "a"):
+            response = client.get(f"/query-header?{query}")
+            assert (response.status_code, response.headers["x-query"]) == (200, query)
+            response = client.get("/bad-header")
+            assert response.status_code == 500
+            assert "injected" not in response.headers
+    for _ in range(2):
+        data = raw_request(server.port, b"GET /connection-close HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert split_response(data)[1]["connection"] == "close"
 
 
 def test_head_keeps_the_declared_length(server: RunningServer) -> None:
