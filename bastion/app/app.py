@@ -54,6 +54,8 @@ class App:
         self.router = Router()
         self.websocket_router = Router()
         self.websocket_config = websocket or WebSocketConfig()
+        # Limits given here win over the command line's (bastion run --ws-*).
+        self.websocket_configured = websocket is not None
         # (check, name, timeout) for readiness; run by the server's monitoring, not here.
         self.health_checks: list[tuple[Callable[[], Any], str, float]] = []
         self._mounts: list[tuple[str, Handler]] = []

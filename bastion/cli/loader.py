@@ -22,6 +22,7 @@ from typing import Any
 
 from bastion.compat.adapter import HandlerClassAdapter, ServerInfo
 from bastion.engine.handler import Handler
+from bastion.websocket.config import WebSocketConfig
 
 logger = logging.getLogger("bastion.server")
 
@@ -202,11 +203,18 @@ def _shape(obj: Any) -> str | None:
         return None
 
 
-def as_handler(obj: Any, target: str, interface: str = "auto", root_path: str = "") -> Handler:
+def as_handler(
+    obj: Any,
+    target: str,
+    interface: str = "auto",
+    root_path: str = "",
+    websocket: WebSocketConfig | None = None,
+) -> Handler:
     """The engine-facing handler for ``obj``; explains what was found when it is not one.
 
     An ``interface`` that contradicts what ``obj`` clearly is is refused here, at startup:
-    served anyway, every request would fail with a 500.
+    served anyway, every request would fail with a 500. ``websocket`` (the command line's
+    limits) goes to an ASGI application, and to an ``App`` that did not set its own.
     """
     kind = detect_interface(obj, target) if interface == "auto" else interface
     if kind not in _KINDS:
@@ -230,11 +238,16 @@ def as_handler(obj: Any, target: str, interface: str = "auto", root_path: str = 
                 f"{target} is {_a(obj)}, not a bastion.App "
                 "(or an object with a handle(exchange) method)"
             )
-        return obj
+        from bastion.app import App
+
+        handler: Handler = obj
+        if websocket is not None and isinstance(obj, App) and not obj.websocket_configured:
+            obj.websocket_config = websocket
+        return handler
     if kind == "wsgi":
         from bastion.wsgi import WSGIHandler
 
         return WSGIHandler(obj, root_path=root_path)
     from bastion.asgi import ASGIHandler
 
-    return ASGIHandler(obj, root_path=root_path)
+    return ASGIHandler(obj, root_path=root_path, websocket=websocket)

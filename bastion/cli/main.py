@@ -39,6 +39,7 @@ from bastion.observe.accesslog import access_log_observers
 from bastion.observe.config import MonitorConfig
 from bastion.process.workers import ServePlan, WorkerBootError
 from bastion.static.cli import add_serve_command, serve_command
+from bastion.websocket.config import WebSocketConfig
 
 logger = logging.getLogger("bastion.server")
 _LISTEN_HINTS = {
@@ -204,15 +205,28 @@ def monitor_config(settings: Settings) -> MonitorConfig:
 def _loader(settings: Settings) -> Callable[[], Handler]:
     target, interface, root_path = settings["app"], settings["interface"], settings["root_path"]
     app_dir, factory = settings["app_dir"], settings["factory"]
+    websocket = websocket_config(settings)
 
     def load() -> Handler:
         try:
             app = import_target(target, app_dir=app_dir, factory=factory)
-            return as_handler(app, target, interface, root_path)
+            return as_handler(app, target, interface, root_path, websocket)
         except LoadError as exc:
             raise WorkerBootError(str(exc)) from exc
 
     return load
+
+
+def websocket_config(settings: Settings) -> WebSocketConfig:
+    """The ``--ws-*`` settings; 0 turns a ping deadline off, as uvicorn's flags do."""
+    return WebSocketConfig(
+        max_message_size=settings["ws_max_size"],
+        max_frame_size=settings["ws_max_size"],
+        receive_queue=settings["ws_max_queue"],
+        ping_interval=settings["ws_ping_interval"] or None,
+        ping_timeout=settings["ws_ping_timeout"] or None,
+        compression=settings["ws_per_message_deflate"],
+    )
 
 
 def _source_roots(target: str, app_dir: str = "") -> list[str]:

@@ -31,6 +31,7 @@ from bastion.engine.proxy import TrustedPeers
 from bastion.engine.tls import VERIFY_MODES
 from bastion.http import Limits
 from bastion.observe.accesslog import compile_format
+from bastion.websocket.config import WebSocketConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -148,6 +149,7 @@ class Option:
 def _options() -> tuple[Option, ...]:
     server = ServerConfig()
     limits = Limits()
+    websocket = WebSocketConfig()
     return (
         Option("app", "str", None, "the application: module:attribute or module:factory()",
                "application"),
@@ -228,6 +230,19 @@ def _options() -> tuple[Option, ...]:
                "CIDR networks, 'unix', or '*'; comma-separated", "proxy", metavar="IPS",
                check=_check_networks),
         Option("server_header", "bool", True, "send a Server header", "responses"),
+        Option("ws_max_size", "int", websocket.max_message_size, "bytes of one WebSocket "
+               "message, after decompression (closed with 1009 beyond)", "websocket",
+               minimum=1, metavar="BYTES"),
+        Option("ws_max_queue", "int", websocket.receive_queue, "WebSocket messages waiting for "
+               "the application before reading from the client pauses", "websocket",
+               minimum=1, metavar="N"),
+        Option("ws_ping_interval", "float", websocket.ping_interval, "seconds between "
+               "WebSocket pings (0: none)", "websocket", minimum=0, metavar="S"),
+        Option("ws_ping_timeout", "float", websocket.ping_timeout, "seconds a pong may take "
+               "before the connection is closed with 1011 (0: no limit)", "websocket",
+               minimum=0, metavar="S"),
+        Option("ws_per_message_deflate", "bool", websocket.compression, "accept "
+               "permessage-deflate compression when a client offers it", "websocket"),
         Option("log_level", "choice", "info", "level of the error log", "logging",
                choices=LOG_LEVELS),
         Option("error_log_file", "path", "-", "where the error log goes ('-': stderr)",
@@ -271,7 +286,20 @@ ALIASES = {
     for alias in option.aliases
 }
 # What bastion run serves; a command that serves something else has no use for them.
-APPLICATION = frozenset({"app", "interface", "root_path", "app_dir", "factory"})
+APPLICATION = frozenset(
+    {
+        "app",
+        "interface",
+        "root_path",
+        "app_dir",
+        "factory",
+        "ws_max_size",
+        "ws_max_queue",
+        "ws_ping_interval",
+        "ws_ping_timeout",
+        "ws_per_message_deflate",
+    }
+)
 
 
 @dataclass(frozen=True)
