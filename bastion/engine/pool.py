@@ -7,11 +7,17 @@ the caller answers 503: overload becomes a fast refusal instead of an unbounded 
 
 Waking a thread is what a hand-off costs: a futex wake, and on a busy core a context switch
 to a thread that only finds the GIL taken and sleeps again. So a thread is woken only when no
-thread is already on its way to the queue; a woken thread that finds more work waiting wakes
-one more before it runs its job, so a job that blocks never holds up the ones queued behind
-it while a thread is idle. Results come back the same way: a thread posts one callback to the
-loop for whatever finished while the previous one had not run yet, and that callback hands
-over every result waiting. Under load one wake-up each way serves a whole batch of requests.
+thread is already on its way to the queue, and not before the loop has read all it can, so
+that one thread takes the whole batch. Results come back the same way: a thread posts one
+callback to the loop for whatever finished while the previous one had not run yet, and that
+callback hands over every result waiting. Under load one wake-up each way serves a batch.
+
+A job may block, and those queued behind it must not wait for it while a thread is idle.
+A thread that takes a job with others waiting behind it makes sure that callback is posted
+before it runs the job: the loop then wakes, waits for the GIL, and gets it as soon as the
+job blocks (or at the interpreter's switch interval, if it computes), and its callback wakes
+a thread for whatever is still queued. When nothing blocks, that callback is the one that
+collects the batch's results: no thread is woken only to find the queue empty.
 """
 
 from __future__ import annotations
@@ -120,8 +126,9 @@ class ThreadPool:
                 with lock:
                     self._waking -= 1
                 continue
-            if jobs and not self._waking:
-                self._wake_one()
+            # Others wait behind this job, which may block: see the module's docstring.
+            if jobs and not self._collect_posted and not self._post_collect():
+                return
             error: BaseException | None
             try:
                 result = job()
@@ -136,8 +143,9 @@ class ThreadPool:
         """Hand a result to the loop; False when the loop is closed (nobody awaits it)."""
         self._results.append((done, result, error))
         # Read after the append: ``_collect`` clears the flag before it takes the results.
-        if self._collect_posted:
-            return True
+        return self._collect_posted or self._post_collect()
+
+    def _post_collect(self) -> bool:
         self._collect_posted = True
         try:
             self._loop.call_soon_threadsafe(self._collect)
@@ -155,6 +163,10 @@ class ThreadPool:
                 done(result, error)
             except Exception:
                 logger.exception("error in thread pool completion callback")
+        # Read after the flag is cleared: a thread that took a job with others queued behind
+        # it, and saw the flag set, counts on this look (see _work).
+        if self._jobs and not self._waking:
+            self._wake_one()
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Let running and queued jobs finish (up to ``timeout`` in total), then stop the

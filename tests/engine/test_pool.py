@@ -133,8 +133,8 @@ def test_many_clients_with_pipelined_requests_each_get_their_own_answers_in_orde
 
 def test_a_blocked_handler_does_not_hold_up_requests_that_arrived_with_it() -> None:
     # Both requests are sent before either is answered, so they usually reach the pool in
-    # one round of reads, where one thread is woken for both: the one that takes the first
-    # must get another thread going for the second before it runs the blocking handler.
+    # one round of reads, where one thread is woken for both: the second must not wait for
+    # the blocking handler that thread takes first.
     gate, entered = threading.Event(), threading.Semaphore(0)
     with serve(_blocking_app(gate, entered), ServerConfig(threads=2, queue_size=4)) as server:
         slow, fast = server.connect(), server.connect()
