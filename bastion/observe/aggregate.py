@@ -253,6 +253,15 @@ def _route_label(service: str, method: str, route: str) -> str:
     return f"{service}: {route_text}" if service else route_text
 
 
+def _websocket_messages(now: _Totals, previous: _Totals | None) -> float:
+    """WebSocket messages both ways since ``previous``."""
+    if previous is None:
+        return 0.0
+    names = ("messages_in", "messages_out")
+    moved = sum(now.websocket.get(n, 0) - previous.websocket.get(n, 0) for n in names)
+    return max(0.0, moved)
+
+
 def _point(
     now: _Totals, previous: _Totals | None, workers: Iterable[WorkerRecord]
 ) -> dict[str, Any]:
@@ -284,6 +293,7 @@ def _point(
         engine = snapshot.get("engine") or {}
         process = snapshot.get("process") or {}
         pool = snapshot.get("pool") or {}
+        websocket = snapshot.get("websocket") or {}
         per_worker.append(
             {
                 "slot": worker.slot,
@@ -297,6 +307,7 @@ def _point(
                 "busy": pool.get("busy", 0),
                 "queued": pool.get("queued", 0),
                 "loop_lag": snapshot.get("loop_lag", 0.0),
+                "websockets": websocket.get("opened", 0) - websocket.get("closed", 0),
                 "rss": process.get("rss_bytes", 0.0),
                 "cpu": process.get("cpu_seconds", 0.0),
             }
@@ -313,6 +324,8 @@ def _point(
         "busy": sum(w["busy"] for w in per_worker),
         "queued": sum(w["queued"] for w in per_worker),
         "loop_lag": max((w["loop_lag"] for w in per_worker), default=0.0),
+        "websockets": sum(w["websockets"] for w in per_worker),
+        "websocket_messages": _websocket_messages(now, previous),
         "workers": per_worker,
         "busiest": sorted(routes.items(), key=lambda item: -item[1])[:5],
         "slowest": sorted(slowest.items(), key=lambda item: -item[1])[:5],

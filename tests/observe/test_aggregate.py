@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 from collections.abc import Iterator
 from contextlib import ExitStack
+from typing import Any
 
 import pytest
+import websockets
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -228,3 +231,35 @@ def test_workers_of_several_groups_keep_their_own_labels() -> None:
     assert {
         dict(labels)["worker"] for labels in scrape(single)["bastion_event_loop_lag_seconds"]
     } == {"0"}
+
+
+def test_tick_reports_open_websockets_and_their_messages() -> None:
+    app = App()
+
+    @app.websocket("/echo")
+    async def echo(ws: Any) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    with serve(app) as server:
+        telemetry = WorkerTelemetry(0)
+        assert server.server.state is not None
+        server.call(telemetry.attach, server.server.state)
+        aggregator = Aggregator()
+        aggregator.worker_started(101, 0, 1)
+        ship(aggregator, telemetry, 101)
+        aggregator.tick()
+
+        async def talk() -> None:
+            async with websockets.connect(f"ws://127.0.0.1:{server.port}/echo") as ws:
+                for text in ("a", "b", "c"):
+                    await ws.send(text)
+                    assert await ws.recv() == text
+                # Still open when the worker reports.
+                ship(aggregator, telemetry, 101)
+
+        asyncio.run(talk())
+        point = aggregator.tick()
+    assert point["websockets"] == 1
+    assert point["websocket_messages"] == 6  # three in, three out
+    assert point["workers"][0]["websockets"] == 1

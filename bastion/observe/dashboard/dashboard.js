@@ -158,6 +158,7 @@
     setText("v-p95", seconds(p.p95));
     setText("v-p99", seconds(p.p99));
     setText("v-connections", num(p.connections));
+    setText("v-websockets", num(p.websockets) + " (" + num(p.websocket_messages) + ")");
     setText("v-in-flight", num(p.in_flight));
     setText("v-pool", num(p.busy) + " / " + num(p.queued));
     setText("v-lag", seconds(p.loop_lag));
