@@ -302,10 +302,10 @@ class RequestParser:
             if byte not in _TCHAR:
                 break
             size += 1
+        if size > self._limits.max_request_line:
+            self._fail(URITooLong("request line too long"))
         if size == len(request):
             # The method is still arriving: hold it until its end is here.
-            if size > self._limits.max_request_line:
-                self._fail(URITooLong("request line too long"))
             self._parser = _HeldMethod()  # type: ignore[assignment]
             self._replay = _CLEAN
             self._idle_prefix = request

@@ -174,6 +174,7 @@ def test_a_method_that_never_ends_is_bounded() -> None:
     error = refusal(byte_by_byte(b"X" * 10_000))
     assert error.status == 414
     assert refusal(b"X" * 10_000).status == 414
+    assert refusal(b"X" * 10_000 + b" / HTTP/1.1\r\n" + HOST + b"\r\n").status == 414
 
 
 def upload_then(rest: bytes) -> tuple[Recorder, ProtocolError]:
