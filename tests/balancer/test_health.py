@@ -610,3 +610,23 @@ def test_health_job_follows_a_new_configuration() -> None:
             await asyncio.gather(task, return_exceptions=True)
 
     asyncio.run(main())
+
+
+def test_a_checker_always_stops_when_cancelled() -> None:
+    # Probes answered at once, cancelled at every moment of their exchange: a cancellation
+    # that arrives as a probe ends must still stop the checker.
+    async def main() -> None:
+        async with FakeUpstream(answering([200])) as upstream:
+            checker = HealthChecker(
+                config(upstream.url, interval=0.001, jitter=0.0), lambda r, k, h: None
+            )
+            for attempt in range(300):
+                task = asyncio.ensure_future(checker.run())
+                for _ in range(attempt % 7):
+                    await asyncio.sleep(0)
+                await asyncio.sleep(0.0005 * (attempt % 3))
+                task.cancel()
+                done, _ = await asyncio.wait((task,), timeout=5)
+                assert done, f"the checker went on after cancel() (attempt {attempt})"
+
+    asyncio.run(main())
