@@ -21,6 +21,13 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("alone") is not None:
+            # Its wait for the tests already running counts against its timeout too.
+            item.add_marker(pytest.mark.timeout(180))
+
+
 @pytest.fixture(autouse=True)
 def _share_the_machine(request: pytest.FixtureRequest) -> Iterator[None]:
     """A readers-writer lock across the parallel runners (pytest-xdist's processes).
