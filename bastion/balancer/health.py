@@ -29,12 +29,13 @@ import random
 import socket
 import ssl
 import weakref
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from bastion.balancer.config import BalancerConfig, HealthCheck, Route, Upstream
 from bastion.balancer.tls import route_context, server_name
+from bastion.engine.bounded import within
 from bastion.http import NoResponse, ProtocolError, ResponseHead, ResponseParser
 
 logger = logging.getLogger("bastion.error")
@@ -194,7 +195,7 @@ class HealthChecker:
     async def probe(self, target: _Target) -> tuple[bool, str]:
         """One check: ``(passed, what happened)``, never raises but for cancellation."""
         try:
-            status = await _within(self._exchange(target), target.check.timeout)
+            status = await within(self._exchange(target), target.check.timeout)
         except asyncio.TimeoutError:
             return False, "timed out"
         except ConnectionRefusedError:
@@ -415,28 +416,6 @@ def _request(path: bytes, host: bytes) -> bytes:
             b"\r\nAccept: */*\r\nConnection: close\r\n\r\n",
         )
     )
-
-
-_T = TypeVar("_T")
-
-
-async def _within(work: Coroutine[Any, Any, _T], timeout: float) -> _T:
-    """``work``'s result, or ``asyncio.TimeoutError`` after ``timeout`` seconds.
-
-    Not ``asyncio.wait_for``: before Python 3.12 it can swallow a cancellation that arrives
-    as ``work`` finishes, and a checker told to stop would then probe on for ever (and the
-    reconfiguration waiting for it would wait for ever too).
-    """
-    task = asyncio.ensure_future(work)
-    try:
-        done, _ = await asyncio.wait((task,), timeout=timeout)
-    except BaseException:
-        task.cancel()
-        raise
-    if not done:
-        task.cancel()
-        raise asyncio.TimeoutError
-    return task.result()
 
 
 _live_checkers: weakref.WeakSet[HealthChecker] = weakref.WeakSet()

@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bastion.engine.bounded import within
+
 Check = Callable[[], Any]
 DEFAULT_TIMEOUT = 5.0
 
@@ -76,9 +78,9 @@ class HealthChecks:
             return
         try:
             if check.is_async:
-                outcome = await asyncio.wait_for(_call(check.fn), check.timeout)
+                outcome = await within(_call(check.fn), check.timeout)
             else:
-                outcome = await asyncio.wait_for(_in_thread(check), check.timeout)
+                outcome = await within(_in_thread(check), check.timeout)
         except asyncio.TimeoutError:
             check.result = _verdict(False, f"timed out after {check.timeout:g}s")
         except Exception as error:
