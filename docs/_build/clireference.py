@@ -103,7 +103,8 @@ def render_command(words: str, parser: argparse.ArgumentParser) -> str:
         actions = [
             action
             for action in group._group_actions
-            if action.help != argparse.SUPPRESS and not isinstance(action, argparse._SubParsersAction)
+            if action.help != argparse.SUPPRESS
+            and not isinstance(action, argparse._SubParsersAction)
         ]
         if not actions:
             continue
@@ -155,9 +156,7 @@ def render_config() -> str:
     ]
     for option, path in balance.ROUTE_FLAGS:
         default = "" if option.default is None else _cell(_show(option.default))
-        lines.append(
-            f"| `{option.flag}` | `{'.'.join(path)}` | {default} | {_cell(option.help)} |"
-        )
+        lines.append(f"| `{option.flag}` | `{'.'.join(path)}` | {default} | {_cell(option.help)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -42,9 +42,15 @@ class Canvas:
         ]
 
     def text(
-        self, x: float, y: float, words: str, size: int = 13, anchor: str = "middle",
-        color: str = INK, weight: str = "normal",
-    ) -> None:  # fmt: skip
+        self,
+        x: float,
+        y: float,
+        words: str,
+        size: int = 13,
+        anchor: str = "middle",
+        color: str = INK,
+        weight: str = "normal",
+    ) -> None:
         self.parts.append(
             f'<text x="{x:.1f}" y="{y:.1f}" {FONT} font-size="{size}" fill="{color}" '
             f'text-anchor="{anchor}" font-weight="{weight}">{escape(words)}</text>'
@@ -58,9 +64,15 @@ class Canvas:
         )
 
     def line(
-        self, x1: float, y1: float, x2: float, y2: float, color: str = INK, arrow: bool = False,
+        self,
+        x1: float,
+        y1: float,
+        x2: float,
+        y2: float,
+        color: str = INK,
+        arrow: bool = False,
         dash: bool = False,
-    ) -> None:  # fmt: skip
+    ) -> None:
         extra = ' marker-end="url(#arrow)"' if arrow else ""
         extra += ' stroke-dasharray="5,4"' if dash else ""
         self.parts.append(
@@ -74,8 +86,14 @@ class Canvas:
         top = y + h / 2 - (len(lines) - 1) * 8 + 4
         for number, words in enumerate(lines):
             bold = number == 0
-            self.text(x + w / 2, top + number * 16, words, 13 if bold else 11,
-                      weight="bold" if bold else "normal", color=INK if bold else MUTED)  # fmt: skip
+            self.text(
+                x + w / 2,
+                top + number * 16,
+                words,
+                13 if bold else 11,
+                weight="bold" if bold else "normal",
+                color=INK if bold else MUTED,
+            )
 
     def svg(self) -> str:
         return "\n".join([*self.parts, "</svg>"]) + "\n"
@@ -104,38 +122,72 @@ def request_flow() -> str:
     canvas.line(adapter, y + 70, 805, 178, arrow=True)
     canvas.text(640, 150, "async", 11, color=MUTED)
     canvas.text(858, 150, "blocking", 11, color=MUTED)
-    canvas.box(200, 180, 300, 62, ["response", "header block + body: one write", "(sendfile for files)"])  # fmt: skip
+    canvas.box(
+        200, 180, 300, 62, ["response", "header block + body: one write", "(sendfile for files)"]
+    )
     canvas.line(558, 211, 502, 211, arrow=True)
     canvas.line(805, 244, 805, 270)
     canvas.line(805, 270, 350, 270)
     canvas.line(350, 270, 350, 244, arrow=True)
     canvas.line(200, 211, 95, 211)
     canvas.line(95, 211, 95, 112, arrow=True)
-    canvas.text(450, 300, "Deadlines and limits are the engine's: one sweep a second checks "
-                "every connection; no handler touches a socket.", 12, color=MUTED)  # fmt: skip
+    canvas.text(
+        450,
+        300,
+        "Deadlines and limits are the engine's: one sweep a second checks "
+        "every connection; no handler touches a socket.",
+        12,
+        color=MUTED,
+    )
     return canvas.svg()
 
 
 def process_tree() -> str:
     """The supervisor, its admin listener and its workers."""
     canvas = Canvas(900, 375, "The supervisor and its worker processes")
-    canvas.box(300, 20, 300, 70, ["supervisor", "binds the listeners, signals, reload,",
-                                   "health checks, aggregated metrics"])  # fmt: skip
-    canvas.box(650, 20, 230, 70, ["admin listener", "/healthz /readyz /metrics", "dashboard, /api"])  # fmt: skip
+    canvas.box(
+        300,
+        20,
+        300,
+        70,
+        [
+            "supervisor",
+            "binds the listeners, signals, reload,",
+            "health checks, aggregated metrics",
+        ],
+    )
+    canvas.box(650, 20, 230, 70, ["admin listener", "/healthz /readyz /metrics", "dashboard, /api"])
     canvas.line(600, 55, 648, 55, arrow=True)
     for index in range(3):
         x = 40 + index * 290
-        canvas.box(x, 150, 240, 70, [f"worker {index}", "imports the app; one event loop;",
-                                      "counts in plain numbers"])  # fmt: skip
+        canvas.box(
+            x,
+            150,
+            240,
+            70,
+            [f"worker {index}", "imports the app; one event loop;", "counts in plain numbers"],
+        )
         canvas.line(450, 92, x + 120, 148, arrow=True)
         canvas.box(x, 260, 110, 56, ["event loop", "every socket"])
         canvas.box(x + 130, 260, 110, 56, ["thread pool", "blocking code"])
         canvas.line(x + 55, 222, x + 55, 258, arrow=True)
         canvas.line(x + 185, 222, x + 185, 258, arrow=True)
-    canvas.text(450, 340, "fork; a dead worker is replaced; SIGHUP starts a new generation "
-                "before the old one drains.", 12, color=MUTED)  # fmt: skip
-    canvas.text(450, 360, "Figures flow up: workers report counters to the supervisor, "
-                "which serves them for the whole server.", 12, color=MUTED)  # fmt: skip
+    canvas.text(
+        450,
+        340,
+        "fork; a dead worker is replaced; SIGHUP starts a new generation "
+        "before the old one drains.",
+        12,
+        color=MUTED,
+    )
+    canvas.text(
+        450,
+        360,
+        "Figures flow up: workers report counters to the supervisor, "
+        "which serves them for the whole server.",
+        12,
+        color=MUTED,
+    )
     return canvas.svg()
 
 
@@ -152,8 +204,17 @@ def ring_shares(count: int = 100) -> dict[str, list[float]]:
     return shares
 
 
-def bar_chart_frame(canvas: Canvas, left: int, top: int, width: int, height: int,
-                    low: float, high: float, ticks: Sequence[float], label: str) -> None:  # fmt: skip
+def bar_chart_frame(
+    canvas: Canvas,
+    left: int,
+    top: int,
+    width: int,
+    height: int,
+    low: float,
+    high: float,
+    ticks: Sequence[float],
+    label: str,
+) -> None:
     """Axes with horizontal grid lines at ``ticks`` (values between low and high)."""
     for tick in ticks:
         y = top + height - (tick - low) / (high - low) * height
@@ -168,10 +229,24 @@ def ring_hash_spread() -> str:
     shares = ring_shares()
     canvas = Canvas(900, 380, "Share of the hash space per server, 100 servers")
     left, top, width, height, low, high = 90, 50, 780, 260, 0.94, 1.06
-    canvas.text(450, 28, "Each of 100 equal servers' share of the hash space (1 = a fair "
-                "share), busiest first", 14, weight="bold")  # fmt: skip
-    bar_chart_frame(canvas, left, top, width, height, low, high,
-                    [0.94, 0.96, 0.98, 1.0, 1.02, 1.04, 1.06], "share")  # fmt: skip
+    canvas.text(
+        450,
+        28,
+        "Each of 100 equal servers' share of the hash space (1 = a fair share), busiest first",
+        14,
+        weight="bold",
+    )
+    bar_chart_frame(
+        canvas,
+        left,
+        top,
+        width,
+        height,
+        low,
+        high,
+        [0.94, 0.96, 0.98, 1.0, 1.02, 1.04, 1.06],
+        "share",
+    )
     colors = {"ring-hash": ACCENT, "maglev": SECOND}
     for name, values in shares.items():
         step = width / len(values)
@@ -185,15 +260,27 @@ def ring_hash_spread() -> str:
         )
     target = top + height - (1.05 - low) / (high - low) * height
     canvas.line(left, target, left + width, target, "#c62828", dash=True)
-    canvas.text(left + width - 4, target - 6, "target at 100 servers: spread ≤ 5%", 11, "end", "#c62828")  # fmt: skip
+    canvas.text(
+        left + width - 4, target - 6, "target at 100 servers: spread ≤ 5%", 11, "end", "#c62828"
+    )
     ring_spread = (shares["ring-hash"][0] - 1) * 100
     maglev_spread = (shares["maglev"][0] - 1) * 100
     canvas.rect(left + 20, top + height + 30, 14, 4, ACCENT)
-    canvas.text(left + 40, top + height + 36, f"ring hash, 8,192 points per server: busiest "
-                f"+{ring_spread:.1f}%", 12, "start")  # fmt: skip
+    canvas.text(
+        left + 40,
+        top + height + 36,
+        f"ring hash, 8,192 points per server: busiest +{ring_spread:.1f}%",
+        12,
+        "start",
+    )
     canvas.rect(left + 430, top + height + 30, 14, 4, SECOND)
-    canvas.text(left + 450, top + height + 36, f"Maglev, 65,537 slots: busiest "
-                f"+{maglev_spread:.2f}%", 12, "start")  # fmt: skip
+    canvas.text(
+        left + 450,
+        top + height + 36,
+        f"Maglev, 65,537 slots: busiest +{maglev_spread:.2f}%",
+        12,
+        "start",
+    )
     return canvas.svg()
 
 
@@ -209,10 +296,7 @@ def proxy_latency(markdown: str) -> list[tuple[str, float, float]]:
     rows = [line.split("|")[1:-1] for line in tables[-1].splitlines()]
     header = [cell.strip() for cell in rows[0]]
     p50, p99 = header.index("p50"), header.index("p99")
-    return [
-        (cells[0].strip(), _ms(cells[p50]), _ms(cells[p99]))
-        for cells in rows[2:]
-    ]
+    return [(cells[0].strip(), _ms(cells[p50]), _ms(cells[p99])) for cells in rows[2:]]
 
 
 def _ms(cell: str) -> float:
@@ -231,8 +315,13 @@ def balancer_latency(markdown: str) -> str:
     high = max(p99 for _, _, p99 in rows) * 1.1
     step = 5.0 if high > 10 else 1.0
     ticks = [step * n for n in range(int(high / step) + 1)]
-    canvas.text(450, 28, "Latency through each reverse proxy, wrk -c50, one upstream "
-                "(docs/benchmarks.md)", 14, weight="bold")  # fmt: skip
+    canvas.text(
+        450,
+        28,
+        "Latency through each reverse proxy, wrk -c50, one upstream (docs/benchmarks.md)",
+        14,
+        weight="bold",
+    )
     bar_chart_frame(canvas, left, top, width, height, 0, high, ticks, "ms")
     slot = width / len(rows)
     for index, (name, p50, p99) in enumerate(rows):

@@ -18,7 +18,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import clireference  # noqa: E402
+import clireference
 
 log = logging.getLogger("mkdocs.plugins.bastion")
 _LINK = re.compile(r"\[([^\]]+)\]\(([^)\s#]+)(#[^)\s]*)?\)")
