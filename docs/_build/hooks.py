@@ -5,7 +5,8 @@
 parsers. A relative link from a page to a file of the repository outside ``docs/`` (an
 example, a benchmark script) works when the Markdown is read in the repository but has no
 page on the site: it becomes the file's path, and a link to a file that does not exist is
-reported as a warning, which ``--strict`` turns into a failed build.
+reported as a warning, which ``--strict`` turns into a failed build. In the API reference,
+the docstrings' Sphinx roles (``:class:`App```) are shown as plain code.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import clireference
 
 log = logging.getLogger("mkdocs.plugins.bastion")
 _LINK = re.compile(r"\[([^\]]+)\]\(([^)\s#]+)(#[^)\s]*)?\)")
+# Docstrings are written with Sphinx roles, which mkdocstrings leaves as text before the code.
+_ROLE = re.compile(r":(?:class|func|meth|mod|attr|exc|data|obj):(<code>)~?")
 
 
 def outside_link(target: str, page_path: str, docs_dir: str) -> str | None:
@@ -51,3 +54,7 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     markdown = clireference.expand(markdown)
     docs_dir = os.path.abspath(config["docs_dir"])
     return rewrite_outside_links(markdown, page.file.src_path, docs_dir)
+
+
+def on_page_content(html: str, page: Any, config: Any, files: Any) -> str:
+    return _ROLE.sub(r"\1", html)

@@ -76,3 +76,10 @@ def test_a_broken_link_fails_the_build_naming_it(tmp_path: Path) -> None:
     built = mkdocs_build(config, tmp_path / "site")
     assert built.returncode != 0
     assert "missing.md" in built.stderr
+
+
+def test_sphinx_roles_in_docstrings_become_code() -> None:
+    html = "Pass it to :func:<code>bastion.engine.run</code> or :class:<code>~bastion.App</code>."
+    assert hooks.on_page_content(html, None, None, None) == (
+        "Pass it to <code>bastion.engine.run</code> or <code>bastion.App</code>."
+    )
