@@ -12,8 +12,8 @@ from bastion.app.request import Request, SyncRequest
 from bastion.app.response import JSONResponse, Response, StreamingResponse
 from bastion.app.routing import Router, compile_path
 from bastion.app.websocket import WebSocket
-from bastion.engine.body import ClientDisconnected
 from bastion.engine.eager import run_eagerly
+from bastion.engine.errors import ClientDisconnected
 from bastion.engine.exchange import Exchange, ThreadWriter
 from bastion.engine.handler import Handler, run_shutdown, run_startup
 from bastion.websocket import (

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from bastion.app.request import _RequestBase
-from bastion.engine.body import ClientDisconnected
+from bastion.engine.errors import ClientDisconnected
 from bastion.engine.exchange import Exchange
 from bastion.websocket import (
     Handshake,

@@ -29,6 +29,7 @@ import sys
 from collections.abc import Awaitable, Iterable
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from bastion._compiled import mypyc_attr
 from bastion.asgi.lifespan import Lifespan, LifespanMode
 from bastion.asgi.types import (
     ASGI_VERSION,
@@ -38,8 +39,8 @@ from bastion.asgi.types import (
     Message,
 )
 from bastion.asgi.websocket import WebSocketCycle
-from bastion.engine.body import ClientDisconnected
 from bastion.engine.eager import run_eagerly
+from bastion.engine.errors import ClientDisconnected
 from bastion.engine.exchange import Exchange
 from bastion.http import ProtocolError, parse_content_length
 from bastion.websocket import (
@@ -85,6 +86,7 @@ _SERVER_LINES = frozenset((b"server", b"date"))
 _GONE = (ClientDisconnected, ProtocolError)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class ASGIHandler:
     """Serve an ASGI 3 application: ``Server(ASGIHandler(app))`` or ``bastion run module:app``.
 

@@ -24,7 +24,7 @@ import asyncio
 from typing import Any, NoReturn
 
 from bastion.asgi.types import Message
-from bastion.engine.body import ClientDisconnected
+from bastion.engine.errors import ClientDisconnected
 from bastion.engine.exchange import Exchange
 from bastion.websocket import (
     Handshake,

@@ -45,7 +45,7 @@ from bastion.balancer.retry import RetryBudget
 from bastion.balancer.stats import UpstreamStats
 from bastion.balancer.tls import route_context, server_name
 from bastion.balancer.tunnel import Tunnel
-from bastion.engine.body import ClientDisconnected
+from bastion.engine.errors import ClientDisconnected
 from bastion.engine.proxy import TrustedPeers
 from bastion.http import (
     LAST_CHUNK,

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from bastion import __version__
+from bastion._compiled import is_compiled
 from bastion.cli.balance import add_balance_command, balance_command
 from bastion.cli.envfile import EnvFileExport
 from bastion.cli.loader import LoadError, add_app_dir, as_handler, check_target, import_target
@@ -58,7 +59,8 @@ def build_parser() -> CommandParser:
         usage="%(prog)s COMMAND [OPTIONS]",
         description="Python's http.server API on a production engine.",
     )
-    parser.add_argument("--version", action="version", version=f"bastion {__version__}")
+    build = "compiled" if is_compiled() else "pure Python"
+    parser.add_argument("--version", action="version", version=f"bastion {__version__} ({build})")
     commands = parser.add_subparsers(dest="command", required=True, prog="bastion")
     run_parser = command_parser(
         commands,

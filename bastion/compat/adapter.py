@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from bastion.compat.headers import build_message
 from bastion.compat.streams import RequestBodyReader, ResponseWriter
-from bastion.engine.body import ClientDisconnected
+from bastion.engine.errors import ClientDisconnected
 from bastion.engine.exchange import Exchange
 
 if TYPE_CHECKING:

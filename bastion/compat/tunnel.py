@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 
-from bastion.engine.body import ClientDisconnected
+from bastion.engine.errors import ClientDisconnected
 from bastion.engine.exchange import Exchange
 
 

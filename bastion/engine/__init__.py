@@ -1,7 +1,8 @@
 """The engine: an event loop that owns every socket, and a bounded pool for blocking code."""
 
-from bastion.engine.body import BodyStream, ClientDisconnected
+from bastion.engine.body import BodyStream
 from bastion.engine.config import ServerConfig
+from bastion.engine.errors import ClientDisconnected
 from bastion.engine.exchange import Exchange, ThreadWriter
 from bastion.engine.handler import Handler
 from bastion.engine.listeners import BindSpec, parse_bind

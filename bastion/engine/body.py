@@ -18,10 +18,6 @@ HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
 
 
-class ClientDisconnected(ConnectionError):
-    """The client went away before the request body was complete."""
-
-
 class BodyStream:
     __slots__ = (
         "_loop",

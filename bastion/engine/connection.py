@@ -14,9 +14,10 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from bastion.engine.body import BodyStream, ClientDisconnected
+from bastion.engine.body import BodyStream
+from bastion.engine.errors import ClientDisconnected
 from bastion.engine.exchange import Exchange
 from bastion.engine.tunnel import TunnelFeed, TunnelPeer
 from bastion.http import ProtocolError, RequestHead, RequestParser, error_response
@@ -35,6 +36,19 @@ _WAIT_IDLE = 3
 
 # Responses written while received bytes are being processed are coalesced up to this size.
 _BATCH_LIMIT = 16 * 1024
+
+
+class _Feed(Protocol):
+    """Where received bytes go: the request parser, or what stands in for it after an error
+    or a protocol switch."""
+
+    @property
+    def in_request(self) -> bool: ...
+
+    @property
+    def reading_head(self) -> bool: ...
+
+    def feed(self, data: bytes) -> None: ...
 
 
 class HTTPConnection(asyncio.Protocol):
@@ -73,7 +87,7 @@ class HTTPConnection(asyncio.Protocol):
         self.loop = state.loop
         self.stats = state.stats
         self.transport: asyncio.Transport | None = None
-        self.parser = RequestParser(self, state.config.limits)
+        self.parser: _Feed = RequestParser(self, state.config.limits)
         self.client: tuple[str, int] | None = None
         self.server_address: tuple[str, int] | None = None
         self.scheme = "http"
@@ -164,7 +178,7 @@ class HTTPConnection(asyncio.Protocol):
         # a request it has not finished sending will never come.
         self.eof = True
         self.wait_kind = _WAIT_NONE
-        self.parser = _DeadParser()  # type: ignore[assignment]
+        self.parser = _DeadParser()
         receiving = self._receiving
         if receiving is not None:
             self._receiving = None
@@ -212,7 +226,7 @@ class HTTPConnection(asyncio.Protocol):
         if self.closing:
             # The last response said "connection: close" while the rest of this read was
             # still being parsed: later requests in it get no answer.
-            self.parser = _DeadParser()  # type: ignore[assignment]
+            self.parser = _DeadParser()
             return
         stats = self.stats
         stats.requests += 1
@@ -401,7 +415,7 @@ class HTTPConnection(asyncio.Protocol):
         in that read after the request are parsed as HTTP before anyone can switch.
         """
         self.write(head)
-        self.parser = TunnelFeed(peer)  # type: ignore[assignment]
+        self.parser = TunnelFeed(peer)
         self.wait_kind = _WAIT_NONE
         if self.queue or self._pending_error is not None:
             # Requests (or bad bytes) read after the switching one: the client sent them
@@ -458,7 +472,7 @@ class HTTPConnection(asyncio.Protocol):
         closes after it. A broken request the handler already has is refused through its
         exchange, so the application's answer can never be sent for it.
         """
-        self.parser = _DeadParser()  # type: ignore[assignment]
+        self.parser = _DeadParser()
         self.wait_kind = _WAIT_NONE
         if self.closing or self._pending_error is not None:
             # The last response already said "connection: close" (or an error is queued):

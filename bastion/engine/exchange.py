@@ -18,7 +18,8 @@ import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from bastion.engine.body import BodyStream, ClientDisconnected
+from bastion.engine.body import BodyStream
+from bastion.engine.errors import ClientDisconnected, ResponseAlreadyStarted
 from bastion.engine.sendfile import send_file as _send_file
 from bastion.engine.tunnel import TunnelPeer
 from bastion.http import (
@@ -53,10 +54,6 @@ _FRAMING_NONE = 0
 _FRAMING_LENGTH = 1
 _FRAMING_CHUNKED = 2
 _FRAMING_CLOSE = 3
-
-
-class ResponseAlreadyStarted(RuntimeError):
-    """A second response head was attempted for the same request."""
 
 
 class Exchange:

@@ -117,11 +117,14 @@ class ThreadPool:
                 job, done = jobs.popleft()
             except IndexError:
                 with lock:
-                    if jobs:
-                        continue  # submitted after our look: no one was woken for it
-                    if self._closed:
-                        return
-                    self._idle.append(wake)
+                    # A job submitted after our look woke no one: take it instead of waiting.
+                    missed = bool(jobs)
+                    if not missed:
+                        if self._closed:
+                            return
+                        self._idle.append(wake)
+                if missed:
+                    continue
                 wake.acquire()
                 with lock:
                     self._waking -= 1

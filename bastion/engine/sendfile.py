@@ -29,7 +29,7 @@ import os
 import socket
 from typing import TYPE_CHECKING, Any
 
-from bastion.engine.body import ClientDisconnected
+from bastion.engine.errors import ClientDisconnected
 
 if TYPE_CHECKING:
     from bastion.engine.connection import HTTPConnection

@@ -23,8 +23,8 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from bastion.engine.body import ClientDisconnected
 from bastion.engine.eager import run_eagerly
+from bastion.engine.errors import ClientDisconnected
 from bastion.engine.handler import Handler, run_shutdown, run_startup
 from bastion.engine.sendfile import FileTruncated
 from bastion.static import conditional, ranges

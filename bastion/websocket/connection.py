@@ -28,7 +28,7 @@ from websockets.frames import Close, CloseCode, Frame, Opcode
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from bastion.engine.body import ClientDisconnected
+from bastion.engine.errors import ClientDisconnected
 from bastion.websocket.config import WebSocketConfig
 from bastion.websocket.stats import WebSocketStats
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from bastion._compiled import mypyc_attr
 from bastion.wsgi.environ import EnvironBuilder
 from bastion.wsgi.response import SKIP, Action, WSGICall, complete_on_loop
 from bastion.wsgi.streams import ERRORS
@@ -28,6 +29,7 @@ _BUSY = b"503 Service Unavailable: all workers are busy\n"
 _SKIPPED: Action = (SKIP,)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class WSGIHandler:
     """Serve a WSGI application (Flask, Django, ...): ``WSGIHandler(app, root_path="")``.
 

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from bastion.engine.body import ClientDisconnected
+from bastion.engine.errors import ClientDisconnected
 from bastion.engine.exchange import ThreadWriter
 from bastion.http import encode_headers, reason_phrase
 from bastion.wsgi.streams import FileWrapper

@@ -252,3 +252,42 @@ def test_route_conflicts_are_refused() -> None:
 
     with pytest.raises(ValueError, match="must start with"):
         other.get("x")
+
+
+# applications extend the public classes ------------------------------------------------------
+
+
+class TextResponse(Response):
+    """A subclass of the kind applications write: its own defaults, an attribute of its own."""
+
+    def __init__(self, text: str, status: int = 200) -> None:
+        super().__init__(text.upper(), status=status, headers={"content-type": "text/x-shout"})
+        self.shouted = True
+
+
+class TracingApp(App):
+    """An App subclass that keeps state of its own, as frameworks built on it do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests_seen = 0
+
+
+def test_applications_can_subclass_app_and_response_and_add_attributes() -> None:
+    custom = TracingApp()
+    custom.database = {"greeting": "hello"}  # type: ignore[attr-defined]
+
+    @custom.get("/")
+    async def greet(request: Request) -> TextResponse:
+        custom.requests_seen += 1
+        response = TextResponse(custom.database["greeting"])  # type: ignore[attr-defined]
+        response.note = "set by the handler"  # type: ignore[attr-defined]
+        return response
+
+    with serve(custom) as server, httpx.Client(base_url=server.url) as client:
+        first = client.get("/")
+        second = client.get("/")
+    assert first.status_code == second.status_code == 200
+    assert first.text == "HELLO"
+    assert first.headers["content-type"] == "text/x-shout"
+    assert custom.requests_seen == 2

@@ -19,7 +19,6 @@ import pytest
 from bastion.asgi import ASGIHandler
 from bastion.asgi.types import Message, Receive, Scope, Send
 from bastion.engine import ClientDisconnected, ServerConfig
-from bastion.engine.exchange import Exchange
 from tests.serving import RunningServer, read_response, read_until_close, serve
 
 
@@ -199,20 +198,7 @@ def test_state_is_a_copy_per_request(eager: bool) -> None:
 # the fast path -------------------------------------------------------------------------------
 
 
-def test_single_body_response_is_one_respond(eager: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[str] = []
-    real_respond = Exchange.respond
-
-    def spy_respond(self: Exchange, *args: Any, **kwargs: Any) -> None:
-        calls.append("respond")
-        real_respond(self, *args, **kwargs)
-
-    def no_start(self: Exchange, *args: Any, **kwargs: Any) -> None:
-        raise AssertionError("a single-body response must not take the streaming path")
-
-    monkeypatch.setattr(Exchange, "respond", spy_respond)
-    monkeypatch.setattr(Exchange, "start", no_start)
-
+def test_single_body_response_goes_out_framed_by_its_own_length(eager: bool) -> None:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await send(
             {
@@ -235,13 +221,13 @@ def test_single_body_response_is_one_respond(eager: bool, monkeypatch: pytest.Mo
         raw = b""
         while not raw.endswith(b"hello"):
             raw += sock.recv(65536)
-    assert calls == ["respond"]
     head = raw.split(b"\r\n\r\n")[0].lower()
     assert head.startswith(b"http/1.1 201 created")
     assert head.count(b"content-length") == 1
     assert b"content-length: 5" in head
     assert head.count(b"set-cookie") == 2
     assert b"x-thing: 1" in head
+    assert b"transfer-encoding" not in head
 
 
 def test_response_without_content_length_gets_one(eager: bool) -> None:

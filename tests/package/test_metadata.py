@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 import bastion
+from bastion._compiled import is_compiled
 from bastion.cli import main
 
 if sys.version_info >= (3, 11):
@@ -111,7 +112,8 @@ def test_bastion_version_prints_it(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as stop:
         main(["--version"])
     assert stop.value.code == 0
-    assert capsys.readouterr().out.strip() == f"bastion {bastion.__version__}"
+    build = "compiled" if is_compiled() else "pure Python"
+    assert capsys.readouterr().out.strip() == f"bastion {bastion.__version__} ({build})"
 
 
 def test_the_changelog_has_the_version() -> None:

@@ -1,0 +1,46 @@
+"""Which request path is running: compiled (mypyc) or pure Python, and that they agree.
+
+CI runs the whole suite both ways and says which it expects in ``BASTION_EXPECT_COMPILED``,
+so that a build that silently fell back to pure Python cannot pass for a compiled one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+
+import pytest
+
+from bastion._compiled import is_compiled
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def hot_path() -> list[str]:
+    """The modules setup.py compiles, read from its source."""
+    text = (ROOT / "setup.py").read_text()
+    block = text[text.index("HOT_PATH = [") : text.index("]", text.index("HOT_PATH = ["))]
+    return [line.strip().strip('",') for line in block.splitlines()[1:] if line.strip()]
+
+
+def test_the_build_is_the_one_expected() -> None:
+    expected = os.environ.get("BASTION_EXPECT_COMPILED")
+    if expected is None:
+        pytest.skip("BASTION_EXPECT_COMPILED is not set (CI sets it)")
+    assert is_compiled() == (expected == "1"), (
+        f"BASTION_EXPECT_COMPILED={expected}, but the request path is "
+        + ("compiled" if is_compiled() else "pure Python")
+    )
+
+
+def test_the_hot_path_is_all_compiled_or_all_pure() -> None:
+    # mypyc's modules share one library: a mix means a stale or partial build.
+    paths = hot_path()
+    assert paths, "setup.py lists no HOT_PATH modules"
+    kinds: dict[str, bool] = {}
+    for path in paths:
+        module = importlib.import_module(path[: -len(".py")].replace("/", "."))
+        kinds[path] = not str(module.__file__).endswith(".py")
+    assert len(set(kinds.values())) == 1, f"some modules compiled, some not: {kinds}"
+    assert set(kinds.values()) == {is_compiled()}
