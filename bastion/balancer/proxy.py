@@ -206,7 +206,6 @@ class Balancer:
         self.trusted = TrustedPeers(config.trusted_proxies)
         self.trusts_someone = bool(config.trusted_proxies)
         self.request_id = config.request_id.encode("ascii") if config.request_id else b""
-        self.request_id_name = config.request_id
         self._ssl_context = ssl_context
         self.routes: list[RouteRuntime] = []
         self._by_name: dict[str, RouteRuntime] = {}
@@ -257,7 +256,6 @@ class Balancer:
         self.trusted = TrustedPeers(config.trusted_proxies)
         self.trusts_someone = bool(config.trusted_proxies)
         self.request_id = config.request_id.encode("ascii") if config.request_id else b""
-        self.request_id_name = config.request_id
         self._tick = _tick_interval(config)
         self._build()
         for name, runtime in before.items():
@@ -989,9 +987,6 @@ class Forward:
         head = exchange.head
         balancer = self.balancer
         peer = exchange.peer
-        extra: list[tuple[bytes, bytes]] = []
-        if balancer.request_id and head.get(balancer.request_id_name) is None:
-            extra.append((balancer.request_id, balancer.new_request_id()))
         target = None
         runtime = self.runtime
         if runtime.strip:
@@ -1003,7 +998,9 @@ class Forward:
             trusted=balancer.trusts_someone and balancer.trusted.trusts_peer(peer),
             style=balancer.config.forwarding,
             host=host,
-            extra=extra,
+            request_id=(
+                (balancer.request_id, balancer.new_request_id()) if balancer.request_id else None
+            ),
             target=target,
             websocket=self.websocket,
             content_length=content_length,
