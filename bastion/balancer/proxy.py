@@ -57,6 +57,7 @@ from bastion.http import (
 )
 from bastion.http.errors import BadGateway, NoResponse, ProtocolError
 from bastion.http.forwarding import connection_options
+from bastion.http.response import STATUS_LINES
 
 if TYPE_CHECKING:
     from bastion.engine.exchange import Exchange
@@ -80,6 +81,8 @@ _NOT_FORWARDED = frozenset(
         b"proxy-authenticate",
     }
 )
+# The usual reason phrase of each status, as the engine writes it in its own status lines.
+_PHRASES = {status: line[13:-2] for status, line in STATUS_LINES.items()}
 _POOL_SWEEP_INTERVAL = 1.0
 _MIN_TICK = 0.01
 _MAX_TICK = 0.25
@@ -654,7 +657,10 @@ class Forward:
             length = 0
         # The head is passed on once this read is done, not now: a body whose framing turns
         # out broken within the same read can then still be answered with a clean 502.
-        self.pending = (status, fields, length, head.reason.decode("latin-1") or None)
+        reason = head.reason
+        # The usual phrase is left to the engine, which has the whole status line encoded.
+        text = None if reason == _PHRASES.get(status) else reason.decode("latin-1") or None
+        self.pending = (status, fields, length, text)
         self.timer_deadline_idle()
 
     def _switch(self, head: ResponseHead) -> None:
@@ -711,22 +717,35 @@ class Forward:
             length = -1  # the upstream announced no length: neither does the client's answer
         try:
             if length == -1:
+                holding = exchange.conn.hold_writes()
                 exchange.start_encoded(status, fields, None, reason=reason)
                 exchange.end()
+                if holding:
+                    exchange.conn.release_writes()
             else:
                 exchange.respond_encoded(status, fields, body, length, reason)
         except ClientDisconnected:
             self.client_lost()
 
     def read_started(self) -> None:
-        self.holding = self.exchange.conn.hold_writes()
+        # Writes to the client are collected while a read is relayed, so that what one read
+        # brings leaves in one send. A response that comes whole within one read leaves in
+        # one write anyway (on_response_end), so collecting starts with the body's reads.
+        if self.responded:
+            self.holding = self.exchange.conn.hold_writes()
 
     def read_done(self) -> None:
-        if self.pending is not None and not self.done and self._start_response():
-            held = self.held
-            self.held = None
-            for data in held or ():
-                self.on_body(data)
+        if self.pending is not None and not self.done:
+            # The head came, the end of the response did not: head and body so far leave now.
+            client = self.exchange.conn
+            holding = self.holding or client.hold_writes()
+            if self._start_response():
+                held = self.held
+                self.held = None
+                for data in held or ():
+                    self.on_body(data)
+            if holding and not self.holding:
+                client.release_writes()
         if self.holding:
             self.holding = False
             self.exchange.conn.release_writes()
