@@ -157,6 +157,8 @@ class RouteRuntime:
         self.host = None if self.wildcard is not None else host
         self.prefix = route.path_prefix.encode("latin-1")
         self.strip = route.strip_prefix and self.prefix != b"/"
+        per_try = route.retry.per_try_timeout
+        self.response_timeout = per_try if per_try is not None else route.timeouts.response
 
     def retire(self, keep: Collection[str] = ()) -> None:
         """Stop using the pools whose servers left (all of them, when the route did): idle
@@ -660,8 +662,8 @@ class Forward:
         reason = head.reason
         # The usual phrase is left to the engine, which has the whole status line encoded.
         text = None if reason == _PHRASES.get(status) else reason.decode("latin-1") or None
+        # The idle timeout is armed in read_done, for a body that goes on past this read.
         self.pending = (status, fields, length, text)
-        self.timer_deadline_idle()
 
     def _switch(self, head: ResponseHead) -> None:
         """The upstream accepted the upgrade: pass its 101 on and join the two connections."""
@@ -736,7 +738,9 @@ class Forward:
 
     def read_done(self) -> None:
         if self.pending is not None and not self.done:
-            # The head came, the end of the response did not: head and body so far leave now.
+            # The head came, the end of the response did not: head and body so far leave now,
+            # and silence from here on is the idle timeout's.
+            self.timer_deadline_idle()
             client = self.exchange.conn
             holding = self.holding or client.hold_writes()
             if self._start_response():
@@ -821,10 +825,7 @@ class Forward:
     # deadlines ---------------------------------------------------------------------------------
 
     def _response_timeout(self) -> float:
-        retry = self.runtime.route.retry
-        if retry.per_try_timeout is not None:
-            return retry.per_try_timeout
-        return self.runtime.route.timeouts.response
+        return self.runtime.response_timeout
 
     def _arm(self, deadline: float) -> None:
         if self.deadline_total is not None and self.deadline_total < deadline:
