@@ -57,6 +57,7 @@ from bastion.http import (
 )
 from bastion.http.errors import BadGateway, NoResponse, ProtocolError
 from bastion.http.forwarding import connection_options
+from bastion.http.response import STATUS_LINES
 
 if TYPE_CHECKING:
     from bastion.engine.exchange import Exchange
@@ -80,6 +81,8 @@ _NOT_FORWARDED = frozenset(
         b"proxy-authenticate",
     }
 )
+# The usual reason phrase of each status, as the engine writes it in its own status lines.
+_PHRASES = {status: line[13:-2] for status, line in STATUS_LINES.items()}
 _POOL_SWEEP_INTERVAL = 1.0
 _MIN_TICK = 0.01
 _MAX_TICK = 0.25
@@ -154,6 +157,8 @@ class RouteRuntime:
         self.host = None if self.wildcard is not None else host
         self.prefix = route.path_prefix.encode("latin-1")
         self.strip = route.strip_prefix and self.prefix != b"/"
+        per_try = route.retry.per_try_timeout
+        self.response_timeout = per_try if per_try is not None else route.timeouts.response
 
     def retire(self, keep: Collection[str] = ()) -> None:
         """Stop using the pools whose servers left (all of them, when the route did): idle
@@ -206,7 +211,6 @@ class Balancer:
         self.trusted = TrustedPeers(config.trusted_proxies)
         self.trusts_someone = bool(config.trusted_proxies)
         self.request_id = config.request_id.encode("ascii") if config.request_id else b""
-        self.request_id_name = config.request_id
         self._ssl_context = ssl_context
         self.routes: list[RouteRuntime] = []
         self._by_name: dict[str, RouteRuntime] = {}
@@ -257,7 +261,6 @@ class Balancer:
         self.trusted = TrustedPeers(config.trusted_proxies)
         self.trusts_someone = bool(config.trusted_proxies)
         self.request_id = config.request_id.encode("ascii") if config.request_id else b""
-        self.request_id_name = config.request_id
         self._tick = _tick_interval(config)
         self._build()
         for name, runtime in before.items():
@@ -656,8 +659,11 @@ class Forward:
             length = 0
         # The head is passed on once this read is done, not now: a body whose framing turns
         # out broken within the same read can then still be answered with a clean 502.
-        self.pending = (status, fields, length, head.reason.decode("latin-1") or None)
-        self.timer_deadline_idle()
+        reason = head.reason
+        # The usual phrase is left to the engine, which has the whole status line encoded.
+        text = None if reason == _PHRASES.get(status) else reason.decode("latin-1") or None
+        # The idle timeout is armed in read_done, for a body that goes on past this read.
+        self.pending = (status, fields, length, text)
 
     def _switch(self, head: ResponseHead) -> None:
         """The upstream accepted the upgrade: pass its 101 on and join the two connections."""
@@ -713,22 +719,37 @@ class Forward:
             length = -1  # the upstream announced no length: neither does the client's answer
         try:
             if length == -1:
+                holding = exchange.conn.hold_writes()
                 exchange.start_encoded(status, fields, None, reason=reason)
                 exchange.end()
+                if holding:
+                    exchange.conn.release_writes()
             else:
                 exchange.respond_encoded(status, fields, body, length, reason)
         except ClientDisconnected:
             self.client_lost()
 
     def read_started(self) -> None:
-        self.holding = self.exchange.conn.hold_writes()
+        # Writes to the client are collected while a read is relayed, so that what one read
+        # brings leaves in one send. A response that comes whole within one read leaves in
+        # one write anyway (on_response_end), so collecting starts with the body's reads.
+        if self.responded:
+            self.holding = self.exchange.conn.hold_writes()
 
     def read_done(self) -> None:
-        if self.pending is not None and not self.done and self._start_response():
-            held = self.held
-            self.held = None
-            for data in held or ():
-                self.on_body(data)
+        if self.pending is not None and not self.done:
+            # The head came, the end of the response did not: head and body so far leave now,
+            # and silence from here on is the idle timeout's.
+            self.timer_deadline_idle()
+            client = self.exchange.conn
+            holding = self.holding or client.hold_writes()
+            if self._start_response():
+                held = self.held
+                self.held = None
+                for data in held or ():
+                    self.on_body(data)
+            if holding and not self.holding:
+                client.release_writes()
         if self.holding:
             self.holding = False
             self.exchange.conn.release_writes()
@@ -804,10 +825,7 @@ class Forward:
     # deadlines ---------------------------------------------------------------------------------
 
     def _response_timeout(self) -> float:
-        retry = self.runtime.route.retry
-        if retry.per_try_timeout is not None:
-            return retry.per_try_timeout
-        return self.runtime.route.timeouts.response
+        return self.runtime.response_timeout
 
     def _arm(self, deadline: float) -> None:
         if self.deadline_total is not None and self.deadline_total < deadline:
@@ -989,9 +1007,6 @@ class Forward:
         head = exchange.head
         balancer = self.balancer
         peer = exchange.peer
-        extra: list[tuple[bytes, bytes]] = []
-        if balancer.request_id and head.get(balancer.request_id_name) is None:
-            extra.append((balancer.request_id, balancer.new_request_id()))
         target = None
         runtime = self.runtime
         if runtime.strip:
@@ -1003,7 +1018,9 @@ class Forward:
             trusted=balancer.trusts_someone and balancer.trusted.trusts_peer(peer),
             style=balancer.config.forwarding,
             host=host,
-            extra=extra,
+            request_id=(
+                (balancer.request_id, balancer.new_request_id()) if balancer.request_id else None
+            ),
             target=target,
             websocket=self.websocket,
             content_length=content_length,

@@ -204,6 +204,7 @@ def forward_request_head(
     content_length: int | None = None,
     extra: Iterable[Header] = (),
     target: bytes | None = None,
+    request_id: Header | None = None,
 ) -> bytes:
     """The request head a proxy sends upstream for ``head``, ending with its empty line.
 
@@ -216,23 +217,86 @@ def forward_request_head(
     ``host`` replaces the Host field (and gives one to an HTTP/1.0 request that had none); the
     forwarding fields always describe the Host the client asked for. ``websocket`` keeps the
     client's ``Upgrade`` and sends ``Connection: upgrade``, for a tunnel; without it, a request
-    that asked to upgrade is forwarded as a plain request. ``extra`` fields are added at the
-    end (a generated ``X-Request-ID``, say); ``target`` replaces the origin-form target (a
+    that asked to upgrade is forwarded as a plain request. ``request_id`` (a name and a value)
+    is added after the forwarding fields unless the client sent a field of that name (in any
+    case); ``extra`` fields are added after it. ``target`` replaces the origin-form target (a
     path with a route's prefix taken off). Raises ValueError when no Host is known, or when a
     field would not serialize safely.
+
+    The client's fields with this hop's forwarding fields are built once per distinct set:
+    most clients send the same fields on every request, and re-framing them again would
+    give the same bytes.
     """
     tunnel = websocket and head.upgrade
     if target is None:
         target = origin_form(head)
+    id_name = request_id[0].lower() if request_id is not None else b""
+    key = (tuple(head.headers), client, proto, trusted, style, host, tunnel, id_name)
+    found = _FIELD_BLOCKS.get(key)
+    if found is None:
+        found = _field_block(head, client, proto, trusted, style, host, tunnel, id_name)
+        if len(_FIELD_BLOCKS) >= _FIELD_BLOCKS_LIMIT:
+            _FIELD_BLOCKS.clear()
+        _FIELD_BLOCKS[key] = found
+    block, has_id = found
+    if _BAD_TARGET.search(target):
+        raise ValueError("invalid character in the request target")
+    lines = [b"%s %s HTTP/1.1\r\n" % (head.method.encode("ascii"), target), block]
+    if request_id is not None and not has_id:
+        lines.append(_checked_line(request_id))
+    for field in extra:
+        lines.append(_checked_line(field))
+    if tunnel:
+        lines.append(b"Connection: upgrade\r\n")
+    if content_length is None:
+        content_length = head.content_length
+    if content_length is not None:
+        lines.append(b"Content-Length: %d\r\n" % content_length)
+    elif head.chunked:
+        lines.append(b"Transfer-Encoding: chunked\r\n")
+    lines.append(b"\r\n")
+    return b"".join(lines)
+
+
+# Field blocks already built, by (the client's fields, and every argument they depend on).
+_FIELD_BLOCKS: dict[
+    tuple[tuple[Header, ...], str | None, str, bool, str, bytes | None, bool, bytes],
+    tuple[bytes, bool],
+] = {}
+_FIELD_BLOCKS_LIMIT = 1024
+
+
+def _checked_line(field: Header) -> bytes:
+    name, value = field
+    if _NOT_TOKEN.search(name) or _UNSAFE_VALUE.search(value):
+        return _line(name, value)  # raises ValueError
+    return b"%s: %s\r\n" % field
+
+
+def _field_block(
+    head: RequestHead,
+    client: str | None,
+    proto: str,
+    trusted: bool,
+    style: ForwardingStyle,
+    host: bytes | None,
+    tunnel: bool,
+    id_name: bytes,
+) -> tuple[bytes, bool]:
+    """The field lines of the forwarded head, up to and with the forwarding fields, and
+    whether the client sent a field named ``id_name``."""
     # One pass over the client's fields: what is dropped outright, what Connection names
     # (dropped after the pass, as it may come last), and the forwarding fields a trusted
-    # client may have set. Building lines directly is most of this function's speed.
+    # client may have set.
     named: set[bytes] | None = None
     fields: list[tuple[bytes, bytes, bytes]] = []
     sent_forwarding: list[tuple[bytes, bytes, bytes]] = []
     asked: bytes | None = None
+    has_id = False
     for name, value in head.headers:
         lowered = name.lower()
+        if lowered == id_name:
+            has_id = True
         if lowered in _NOT_FORWARDED:
             if lowered == b"connection":
                 options = connection_options(value)
@@ -257,7 +321,7 @@ def forward_request_head(
             named.discard(b"upgrade")
         fields = [field for field in fields if field[0] not in named]
         sent_forwarding = [field for field in sent_forwarding if field[0] not in named]
-    lines = [b"%s %s HTTP/1.1\r\n" % (head.method.encode("ascii"), target)]
+    lines = []
     have_host = False
     for lowered, name, value in fields:
         if lowered == b"host":
@@ -270,7 +334,7 @@ def forward_request_head(
     if not have_host:
         if host is None:
             raise ValueError("the request has no Host field: pass host=")
-        lines.insert(1, b"Host: %s\r\n" % host)
+        lines.insert(0, b"Host: %s\r\n" % host)
     if sent_forwarding:
         hop = forwarding_fields(
             [(name, value) for _, name, value in sent_forwarding],
@@ -283,45 +347,22 @@ def forward_request_head(
         lines.extend(b"%s: %s\r\n" % field for field in hop)
     else:
         lines.append(_this_hop(client, proto, asked, style))
-    extra = list(extra)
-    lines.extend(b"%s: %s\r\n" % field for field in extra)
-    if tunnel:
-        lines.append(b"Connection: upgrade\r\n")
-    if content_length is None:
-        content_length = head.content_length
-    if content_length is not None:
-        lines.append(b"Content-Length: %d\r\n" % content_length)
-    elif head.chunked:
-        lines.append(b"Transfer-Encoding: chunked\r\n")
-    lines.append(b"\r\n")
-    _check_safe(target, fields, extra, host)
-    return b"".join(lines)
+    _check_safe(fields, host)
+    return b"".join(lines), has_id
 
 
-def _check_safe(
-    target: bytes,
-    fields: list[tuple[bytes, bytes, bytes]],
-    extra: list[Header],
-    host: bytes | None,
-) -> None:
-    """ValueError if a part of the head could split it; a few searches over joined parts."""
+def _check_safe(fields: list[tuple[bytes, bytes, bytes]], host: bytes | None) -> None:
+    """ValueError if a field could split the head; a few searches over joined parts."""
     names = []
     values = []
     for _, name, value in fields:
         names.append(name)
         values.append(value)
-    for name, value in extra:
-        names.append(name)
-        values.append(value)
     if _NOT_TOKEN.search(b"".join(names)) or _UNSAFE_VALUE.search(b"".join(values)):
         for _, name, value in fields:
             _line(name, value)
-        for name, value in extra:
-            _line(name, value)
     if host is not None and _UNSAFE_VALUE.search(host):
         raise ValueError("invalid character in the Host value")
-    if _BAD_TARGET.search(target):
-        raise ValueError("invalid character in the request target")
 
 
 @lru_cache(maxsize=4096)

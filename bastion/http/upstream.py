@@ -74,6 +74,8 @@ _BAD_REASON = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # Any chunk size llhttp accepts fits in 64 bits; leading zeros aside, 16 hex digits.
 _MAX_CHUNK_DIGITS = 16
 _HEX = frozenset(b"0123456789abcdefABCDEF")
+# The fields that frame a response, or say whether its connection stays open.
+_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 
 
 class ResponseHead:
@@ -232,9 +234,16 @@ class ResponseParser:
         # An interim response came for the awaited request: it is being answered.
         self._interim = False
         self._body_bytes = 0
+        self._switching = False
+        self._remaining = 0
+        self._line = b""
+        self._trailer_count = 0
+        self._chunk_header = False
+        self._chunk_complete = False
         self._start_message()
 
     def _start_message(self) -> None:
+        # What only a chunked body uses is reset when one starts (in on_headers_complete).
         self._prefix = b""
         self._head_bytes = 0
         self._tail = b""
@@ -242,16 +251,10 @@ class ResponseParser:
         self._headers: list[tuple[bytes, bytes]] = []
         self._header_bytes = 0
         self._content_length: int | None = None
-        self._codings: list[bytes] = []
-        self._connection: list[bytes] = []
+        self._codings: list[bytes] | None = None
+        self._connection: list[bytes] | None = None
         self._skip_body = False
         self._final = False
-        self._switching = False
-        self._remaining = 0
-        self._line = b""
-        self._trailer_count = 0
-        self._chunk_header = False
-        self._chunk_complete = False
 
     # State the proxy reads -------------------------------------------------------------------
 
@@ -457,33 +460,41 @@ class ResponseParser:
         self._reason = reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # The count and size of the fields are checked once the head is complete: until
+        # then what is held is bounded by the head's size, checked before llhttp reads it.
         self._header_bytes += len(name) + len(value) + 4
         if self._phase != _HEAD:
             # A trailer field: counted by _feed_line, not acted upon.
             if self._header_bytes > self._limits.max_header_bytes:
                 self._fail(BadGateway("trailer fields too large"))
             return
-        headers = self._headers
-        if len(headers) >= self._limits.max_header_count:
-            self._fail(BadGateway("too many header fields"))
-        if self._header_bytes > self._limits.max_header_bytes:
-            self._fail(BadGateway("header fields too large"))
         # RFC 9110 §5.5: surrounding whitespace is not part of a field value; llhttp drops
         # only the leading part.
         value = value.rstrip(b" \t")
-        headers.append((name, value))
+        self._headers.append((name, value))
         lowered = name.lower()
+        if lowered in _FRAMING:
+            self._framing(lowered, value)
+
+    def _framing(self, lowered: bytes, value: bytes) -> None:
         if lowered == b"content-length":
             try:
                 self._content_length = parse_content_length(value)
             except BadRequest as error:
                 self._fail(BadGateway(error.detail))
-        elif lowered == b"transfer-encoding":
-            self._codings.extend(c.strip(b" \t").lower() for c in value.split(b","))
-        elif lowered == b"connection":
-            self._connection.extend(c.strip(b" \t").lower() for c in value.split(b","))
+            return
+        tokens = [c.strip(b" \t").lower() for c in value.split(b",")]
+        if lowered == b"transfer-encoding":
+            self._codings = tokens if self._codings is None else self._codings + tokens
+        else:
+            self._connection = tokens if self._connection is None else self._connection + tokens
 
     def on_headers_complete(self) -> None:
+        limits = self._limits
+        if len(self._headers) > limits.max_header_count:
+            self._fail(BadGateway("too many header fields"))
+        if self._header_bytes > limits.max_header_bytes:
+            self._fail(BadGateway("header fields too large"))
         parser = self._parser
         version = parser.get_http_version()
         if version not in _SUPPORTED_VERSIONS:
@@ -508,7 +519,9 @@ class ResponseParser:
         close_delimited = has_body and not chunked and length is None
         has_body = has_body and (chunked or close_delimited or bool(length))
         connection = self._connection
-        if b"close" in connection:
+        if connection is None:
+            persistent = version == "1.1"
+        elif b"close" in connection:
             persistent = False
         else:
             persistent = version == "1.1" or b"keep-alive" in connection
@@ -542,6 +555,10 @@ class ResponseParser:
             self._skip_body = head_request
         elif chunked:
             self._phase = _CHUNK_LINE
+            self._line = b""
+            self._trailer_count = 0
+            self._chunk_header = False
+            self._chunk_complete = False
         elif close_delimited:
             self._phase = _UNTIL_EOF
         else:
@@ -554,9 +571,9 @@ class ResponseParser:
         self._sink.on_response(head)
 
     def _check_codings(self, version: str) -> bool:
-        codings = [c for c in self._codings if c]
-        if not self._codings:
+        if self._codings is None:
             return False
+        codings = [c for c in self._codings if c]
         # RFC 9112 §6.1: a Transfer-Encoding on HTTP/1.0 means the framing is faulty.
         if version != "1.1":
             self._fail(BadGateway("Transfer-Encoding on an HTTP/1.0 response"))

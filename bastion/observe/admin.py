@@ -7,7 +7,8 @@ memory (the workers' latest snapshots and heartbeats): a probe never waits for a
 busy one included, and a blocked worker shows up as a failed liveness probe at once.
 
 Routes: ``/healthz`` (liveness), ``/readyz`` (readiness; ``?verbose`` lists every check, as
-text or, with ``Accept: application/json`` or ``?format=json``, JSON), ``/metrics``
+text or, with ``Accept: application/json`` or ``?format=json``, JSON; under ``bastion up``,
+each service's workers and checks are listed under the service), ``/metrics``
 (Prometheus text or OpenMetrics by ``Accept``), ``/`` (the dashboard), ``/events`` (its
 Server-Sent Events feed, one point a second) and ``/api/summary`` (the latest point and
 recent history as JSON, for ``bastion top`` and scripts). With a token set, every route asks
@@ -42,7 +43,7 @@ from prometheus_client.exposition import choose_encoder
 
 from bastion.app import App, Request, Response, StreamingResponse
 from bastion.engine.exchange import Exchange
-from bastion.observe.aggregate import AggregateView, Aggregator, MetricsCollector
+from bastion.observe.aggregate import AggregateView, Aggregator, MetricsCollector, WorkerView
 
 _TEXT = "text/plain; charset=utf-8"
 _JSON = "application/json"
@@ -59,6 +60,9 @@ class ServerHealth:
     ``beat_deadline`` is how long a worker may go without a heartbeat from its event loop
     before liveness fails; the supervisor sets ``draining`` the moment it starts a graceful
     stop, and ``accepting`` while it still wants traffic.
+
+    Where the workers belong to services (``bastion up``, whose services each have a worker
+    0), the details list each service's workers and checks under ``services``, by name.
     """
 
     def __init__(self, aggregator: Aggregator, beat_deadline: float = 3.0) -> None:
@@ -69,41 +73,62 @@ class ServerHealth:
 
     def liveness(self) -> tuple[bool, dict[str, Any]]:
         now = time.monotonic()
-        workers = {}
+        services: dict[str, dict[str, Any]] = {}
         alive = True
-        for worker in self.aggregator.workers.values():
-            if worker.state != "serving":
-                continue
+        for worker in self._serving():
             silent = now - worker.last_beat
             ok = silent <= self.beat_deadline
             alive = alive and ok
+            workers = services.setdefault(worker.service, {"workers": {}})["workers"]
             workers[str(worker.slot)] = {
                 "ok": ok,
                 "pid": worker.pid,
                 "detail": "" if ok else f"event loop silent for {silent:.1f}s",
             }
-        return alive, {"supervisor": {"ok": True}, "workers": workers}
+        return alive, {"supervisor": {"ok": True}, **self._by_service(services, {"workers": {}})}
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         reasons = []
-        serving = [w for w in self.aggregator.workers.values() if w.state == "serving"]
+        serving = self._serving()
         if self.draining:
             reasons.append("draining")
         if not serving:
             reasons.append("no worker is serving yet")
-        # A worker that has not reported yet has not run its checks: not ready until it has.
-        reasons.extend(
-            f"worker {w.slot} has not reported yet" for w in serving if w.snapshot is None
-        )
-        checks: dict[str, dict[str, Any]] = {}
+        services: dict[str, dict[str, Any]] = {}
         for worker in serving:
+            part = services.setdefault(worker.service, {"checks": {}, "workers": 0})
+            part["workers"] += 1
             for name, result in ((worker.snapshot or {}).get("checks") or {}).items():
-                entry = checks.setdefault(name, {"ok": True, "workers": {}})
+                entry = part["checks"].setdefault(name, {"ok": True, "workers": {}})
                 entry["workers"][str(worker.slot)] = result
                 if not result.get("ok"):
                     entry["ok"] = False
-        reasons.extend(f"check {name} failing" for name, entry in checks.items() if not entry["ok"])
-        return not reasons, {"reasons": reasons, "checks": checks, "workers": len(serving)}
+        # A worker that has not reported yet has not run its checks: not ready until it has.
+        for worker in serving:
+            if worker.snapshot is None:
+                reasons.append(
+                    f"{_within(worker.service)}worker {worker.slot} has not reported yet"
+                )
+        for service, part in sorted(services.items()):
+            reasons.extend(
+                f"{_within(service)}check {name} failing"
+                for name, entry in part["checks"].items()
+                if not entry["ok"]
+            )
+        detail = self._by_service(services, {"checks": {}, "workers": 0})
+        return not reasons, {"reasons": reasons, **detail, "workers": len(serving)}
+
+    def _serving(self) -> list[WorkerView]:
+        workers = [w for w in self.aggregator.workers.values() if w.state == "serving"]
+        return sorted(workers, key=lambda w: (w.service, w.slot))
+
+    def _by_service(
+        self, services: dict[str, dict[str, Any]], empty: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The plain server's part as it is, or every service's under ``services``."""
+        if any(worker.service for worker in self.aggregator.workers.values()):
+            return {"services": dict(sorted(services.items()))}
+        return services.get("", empty)
 
 
 def admin_app(
@@ -330,8 +355,25 @@ def _verdict(request: Request, ok: bool, detail: dict[str, Any]) -> Response:
     return Response(text.encode(), status=status, headers={"content-type": _TEXT})
 
 
+def _within(service: str) -> str:
+    return f"{service}: " if service else ""
+
+
 def _describe(detail: dict[str, Any]) -> list[str]:
     lines = [f"- {reason}" for reason in detail.get("reasons", ())]
+    services = detail.get("services")
+    if isinstance(services, dict):  # bastion up: each service's own workers and checks
+        for service, part in services.items():
+            count = part.get("workers")
+            lines.append(f"{service}: {count} serving" if isinstance(count, int) else f"{service}:")
+            lines.extend(f"  {line}" for line in _describe_part(part))
+    else:
+        lines.extend(_describe_part(detail))
+    return lines
+
+
+def _describe_part(detail: dict[str, Any]) -> list[str]:
+    lines = []
     for name, entry in sorted((detail.get("checks") or {}).items()):
         mark = "+" if entry["ok"] else "-"
         notes = "; ".join(

@@ -2,8 +2,11 @@
 
 With ``--health-path-prefix /_bastion``, ``/_bastion/healthz`` and ``/_bastion/readyz`` are
 answered by the worker that accepted the probe, before the application sees the request.
-They speak for that worker only (its loop answered; it is not draining; its own checks pass):
-the admin listener, served by the supervisor, is the place for the whole server's view.
+They speak for that worker only (its loop answered; the server is not stopping; its own checks
+pass): the admin listener, served by the supervisor, is the place for the whole server's view.
+Readiness fails from the moment the supervisor is told to stop (``stopping``, set on its
+notice), not only once the worker drains, so a shutdown delay keeps the worker serving with
+readiness failing, as the admin listener's does.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ class ProbeRoutes(HandlerWrapper):
         if prefix == "/":
             raise ValueError("the health path prefix cannot be '/'")
         self.checks = checks
+        # Set when the supervisor says the server is stopping (before the worker drains).
+        self.stopping = False
         self._live = f"{prefix}/healthz".encode()
         self._ready = f"{prefix}/readyz".encode()
         self._handle = inner.handle
@@ -41,7 +46,7 @@ class ProbeRoutes(HandlerWrapper):
 
     def _readiness(self, exchange: Exchange) -> None:
         failing = [name for name, result in self.checks.results().items() if not result["ok"]]
-        if exchange.conn.state.draining:
+        if self.stopping or exchange.conn.state.draining:
             failing.insert(0, "draining")
         if failing:
             body = "failing\n" + "".join(f"- {reason}\n" for reason in failing)

@@ -61,6 +61,14 @@ class WorkerTelemetry:
         self.loop_lag = 0.0
         self.started = time.time()
         self._state: ServerState | None = None
+        # The probe paths on the main listener, if any (--health-path-prefix).
+        self.probes: ProbeRoutes | None = None
+
+    def server_stopping(self) -> None:
+        """The supervisor was told to stop the server: the probe paths' readiness fails from
+        now on, while this worker still serves (through a shutdown delay, say)."""
+        if self.probes is not None:
+            self.probes.stopping = True
 
     def attach(self, state: ServerState) -> None:
         """Start counting the requests of the server behind ``state``."""
@@ -161,7 +169,7 @@ def for_worker(
         checks.add(load_check(spec), spec, monitor.health_check_timeout)
     telemetry = WorkerTelemetry(slot, checks, max_series=monitor.max_series)
     if monitor.health_path_prefix:
-        handler = ProbeRoutes(handler, monitor.health_path_prefix, checks)
+        handler = telemetry.probes = ProbeRoutes(handler, monitor.health_path_prefix, checks)
     return handler, telemetry
 
 

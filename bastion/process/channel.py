@@ -17,6 +17,12 @@ Sends never block the supervisor. What a worker has not read yet waits in the su
 datagram per loop iteration carrying every message broadcast in it; a worker so far behind
 that :data:`MAX_BACKLOG` messages wait for it is sent the current state instead, which is
 all a job's messages amount to.
+
+The supervisor also has news of its own for the workers rather than their handler: a
+*notice* (:meth:`Broadcaster.notify`), such as :data:`STOPPING` the moment it is told to stop,
+so the probe paths on the main listener fail readiness while the shutdown delay keeps the
+worker serving. A notice reaches every live worker and every worker forked after it, and is
+handed to the worker's ``notice`` callback, never to the handler.
 """
 
 from __future__ import annotations
@@ -41,6 +47,10 @@ MAX_BACKLOG = 10_000
 _BUFFER = 1 << 20
 # A job that fails is started again after this long, so a bug cannot spin the supervisor.
 RESTART_DELAY = 1.0
+# The key of the supervisor's own messages (notices), which the worker takes for itself.
+NOTICE = "bastion-notice"
+# The notice that the server is stopping (SIGTERM, SIGINT): readiness fails from now on.
+STOPPING = "stopping"
 
 
 class SupervisorJob(Protocol):
@@ -143,6 +153,7 @@ class Broadcaster:
         self._tasks: list[asyncio.Task[None]] = []
         self._outboxes: dict[int, Outbox] = {}
         self._flush_soon: asyncio.Handle | None = None
+        self._notices: list[str] = []
 
     def start(self, jobs: Sequence[SupervisorJob]) -> None:
         """Run ``jobs`` (a new plan's) in place of those running now."""
@@ -185,7 +196,7 @@ class Broadcaster:
         return [outbox.sock.fileno() for outbox in self._outboxes.values()]
 
     def state(self) -> list[bytes]:
-        messages: list[bytes] = []
+        messages = [encode_message({NOTICE: notice}) for notice in self._notices]
         for job in self.jobs:
             try:
                 messages.extend(encode_message(message) for message in job.state())
@@ -195,7 +206,16 @@ class Broadcaster:
 
     def broadcast(self, message: Message) -> None:
         """Send ``message`` to every live worker (raises ValueError if it is too large)."""
-        data = encode_message(message)
+        self._send(encode_message(message))
+
+    def notify(self, notice: str) -> None:
+        """Tell every live worker, and every worker forked from now on, ``notice`` (once)."""
+        if notice in self._notices:
+            return
+        self._notices.append(notice)
+        self._send(encode_message({NOTICE: notice}))
+
+    def _send(self, data: bytes) -> None:
         for outbox in self._outboxes.values():
             outbox.put((data,))
         # Everything broadcast in one pass of the loop leaves in one datagram.
@@ -223,11 +243,18 @@ class Broadcaster:
 
 class Inbox:
     """The worker's end of its channel: hands each message to ``deliver`` (the handler's
-    ``supervisor_message``), or drops it when the handler has no such hook."""
+    ``supervisor_message``), or drops it when the handler has no such hook, and each of the
+    supervisor's notices to ``notice``."""
 
-    def __init__(self, sock: socket.socket, deliver: Callable[[Message], object] | None) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        deliver: Callable[[Message], object] | None,
+        notice: Callable[[str], object] | None = None,
+    ) -> None:
         self.sock = sock
         self.deliver = deliver
+        self.notice = notice
         sock.setblocking(False)
 
     def fileno(self) -> int:
@@ -242,9 +269,14 @@ class Inbox:
                 return
             if not data:
                 return
-            if self.deliver is None:
-                continue
             for message in decode(data):
+                notice = message.get(NOTICE)
+                if notice is not None:
+                    if self.notice is not None and isinstance(notice, str):
+                        self.notice(notice)
+                    continue
+                if self.deliver is None:
+                    continue
                 try:
                     self.deliver(message)
                 except Exception:  # the handler's bug is a log line, not a dead worker

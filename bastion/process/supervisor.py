@@ -18,7 +18,13 @@ an asyncio loop that serves the listener (:mod:`bastion.process.monitor`) and ru
   workers keep serving. A plan whose ``adopt`` hook takes the next one (the balancer, when
   only its routes changed) keeps its workers instead;
 - SIGTTIN / SIGTTOU add / remove a worker; SIGTERM / SIGINT drain gracefully (a second one
-  stops at once); SIGQUIT stops at once.
+  stops at once), after ``shutdown_delay`` if there is one, with readiness failing from the
+  signal on, on the admin listener and on the workers' probe paths alike (the workers are
+  told at once, over their channel); SIGQUIT stops at once.
+
+Only the supervisor acts on SIGHUP, SIGTTIN and SIGTTOU: a worker ignores them, so one sent
+to the whole process group (a terminal hanging up, ``kill -HUP -PGID``) is a graceful reload,
+not a dead worker.
 
 If no worker of the first generation ever starts, the application is broken, not unlucky:
 the supervisor exits at once (2 when it could not even be loaded).
@@ -44,7 +50,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from bastion.engine.listeners import BindSpec, Listener, reuse_port_balances
-from bastion.process.channel import Broadcaster, channel_pair
+from bastion.process.channel import STOPPING, Broadcaster, channel_pair
 from bastion.process.loop import SupervisorLoop
 from bastion.process.monitor import Monitor
 from bastion.process.reloader import SourceWatcher
@@ -80,6 +86,8 @@ _FORWARDED_SIGNALS = (
     signal.SIGTTOU,
     signal.SIGCHLD,
 )
+# What a worker ignores, even sent to it alone: the supervisor handles them.
+_SUPERVISOR_ONLY = (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
 
 
 @dataclass(eq=False)
@@ -249,7 +257,7 @@ class Supervisor:
 
     def _start_jobs(self, plan: ServePlan) -> None:
         """Run ``plan``'s jobs (and only them) from now on."""
-        if plan.jobs and self.broadcaster is None:
+        if _has_channel(plan) and self.broadcaster is None:
             self.broadcaster = Broadcaster(self._event_loop())
         if self.broadcaster is not None:
             self.broadcaster.start(plan.jobs)
@@ -361,6 +369,10 @@ class Supervisor:
             else:
                 if self.monitor is not None:
                     self.monitor.draining()
+                if self.broadcaster is not None:
+                    # The workers' probe paths fail readiness from now on, as the admin
+                    # listener's does, though the workers serve on through a shutdown delay.
+                    self.broadcaster.notify(STOPPING)
                 delay = self.plan.monitor.shutdown_delay
                 if delay > 0:
                     # Load balancers (a Kubernetes Service) stop sending new requests only
@@ -421,7 +433,7 @@ class Supervisor:
         if limit:
             limit += random.randint(0, plan.workers.max_requests_jitter)
         beat_r, beat_w = os.pipe()
-        channel = channel_pair() if plan.jobs and self.broadcaster is not None else None
+        channel = channel_pair() if _has_channel(plan) and self.broadcaster is not None else None
         # The loop never runs during a fork (see bastion.process.loop).
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED_SIGNALS)
         try:
@@ -477,7 +489,10 @@ class Supervisor:
             signal.set_wakeup_fd(-1)
             for signum in _FORWARDED_SIGNALS:
                 signal.signal(signum, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            # Sent to the whole process group (Ctrl-C, a terminal hanging up, kill -HUP
+            # -PGID), these are the supervisor's to act on: it drains or replaces the workers.
+            for signum in _SUPERVISOR_ONLY:
+                signal.signal(signum, signal.SIG_IGN)
             # SIGTERM stays blocked until the worker serves (run_worker unblocks it): a worker
             # stopped while loading would otherwise die with connections in its accept queue.
             signal.pthread_sigmask(signal.SIG_SETMASK, {*blocked, signal.SIGTERM})
@@ -860,6 +875,12 @@ def restore_signals(wake_r: int, wake_w: int) -> None:
     for fd in (wake_r, wake_w):
         with contextlib.suppress(OSError):
             os.close(fd)
+
+
+def _has_channel(plan: ServePlan) -> bool:
+    """Whether ``plan``'s workers get a channel from the supervisor: for its jobs' messages,
+    and for the stop notice their probe paths (``health_path_prefix``) need."""
+    return bool(plan.jobs) or bool(plan.monitor.health_path_prefix)
 
 
 def _exit_reason(worker: WorkerProcess, code: int) -> str:

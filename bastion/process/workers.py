@@ -5,12 +5,15 @@ code) and runs one event loop. A pipe back to the supervisor carries single byte
 the worker is serving, ``.`` as a heartbeat (from the event loop, so a loop blocked by a
 handler stops beating), and ``M`` once the worker has served its ``max_requests`` and asks to
 be replaced. A worker whose supervisor disappears stops gracefully on its own. When the plan
-has jobs, a datagram socket carries messages the other way (:mod:`bastion.process.channel`).
+has jobs or probe paths, a datagram socket carries messages the other way
+(:mod:`bastion.process.channel`), among them the notice that the server is stopping, which
+turns the probe paths' readiness off while the worker still serves (a shutdown delay).
 
 Signals: SIGTERM drains gracefully (one that arrives while the application is still loading
-takes effect once the worker serves), SIGQUIT exits at once, SIGINT is ignored (a Ctrl-C reaches
-the whole process group; the supervisor decides), SIGUSR2 prints every thread's stack (the
-supervisor asks for it before killing a worker that stopped answering).
+takes effect once the worker serves), SIGQUIT exits at once, SIGUSR2 prints every thread's
+stack (the supervisor asks for it before killing a worker that stopped answering). SIGINT,
+SIGHUP, SIGTTIN and SIGTTOU are ignored: sent to the whole process group (a Ctrl-C, a terminal
+hanging up), they are the supervisor's to act on.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from bastion.engine.server import Server, new_event_loop
 from bastion.observe.accesslog import access_log_observers
 from bastion.observe.config import MonitorConfig
 from bastion.observe.telemetry import WorkerTelemetry, for_worker
-from bastion.process.channel import Inbox, SupervisorJob
+from bastion.process.channel import STOPPING, Inbox, SupervisorJob
 
 logger = logging.getLogger("bastion.server")
 
@@ -134,7 +137,11 @@ def run_worker(
             return EXIT_LOAD_ERROR
     inbox = None
     if channel is not None:
-        inbox = Inbox(channel, getattr(handler, "supervisor_message", None))
+        inbox = Inbox(
+            channel,
+            getattr(handler, "supervisor_message", None),
+            _on_notice(monitoring),
+        )
     server = Server(
         handler,
         plan.server,
@@ -213,6 +220,16 @@ async def _serve(
         with contextlib.suppress(asyncio.CancelledError):
             await reporting
     return 0
+
+
+def _on_notice(monitoring: WorkerTelemetry | None) -> Callable[[str], None]:
+    """What the worker does with the supervisor's notices."""
+
+    def on_notice(notice: str) -> None:
+        if notice == STOPPING and monitoring is not None:
+            monitoring.server_stopping()
+
+    return on_notice
 
 
 def _quit_now(server: Server) -> None:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
+
+from tests.ops.running import Supervisor, bastion_env
 
 ROOT = Path(__file__).resolve().parents[2]
 _URL = re.compile(r"serving on https?://127\.0\.0\.1:(\d+)")
@@ -92,3 +95,27 @@ def bastion(
         # land on whichever test happens to be running then.
         if popen.stderr is not None:
             popen.stderr.close()
+
+
+@contextmanager
+def in_session(
+    *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> Iterator[Supervisor]:
+    """Run ``python -m bastion ARGS`` as the leader of a process group of its own, as under a
+    terminal (so a signal can be sent to the whole group); its stderr is read as it comes
+    (:class:`tests.ops.running.Supervisor`). Whatever is left of the group is killed after."""
+    popen = subprocess.Popen(
+        [sys.executable, "-m", "bastion", *args],
+        cwd=cwd,
+        env=bastion_env(env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        yield Supervisor(popen)
+    finally:
+        with suppress(OSError):
+            os.killpg(popen.pid, signal.SIGKILL)
+        popen.wait(10)

@@ -6,6 +6,7 @@ threads keeping it busy while its configuration changes under them.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import threading
@@ -18,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.cli.running import Process, bastion
+from tests.cli.running import Process, bastion, in_session
 from tests.serving import LoadThreads
 
 TOKEN = "s3cret-admin-token"
@@ -311,3 +312,27 @@ def test_bad_calls_get_a_reason_and_change_nothing(
     taken = admin.call("POST", "/routes/api/upstreams", {"url": two.url})
     assert taken.status_code == 400 and "already has upstream" in taken.json()["error"]
     assert admin.settings() == before
+
+
+def test_sighup_to_the_process_group_leaves_the_workers_serving(
+    tmp_path: Path, upstreams: list[Upstream]
+) -> None:
+    config = tmp_path / "lb.toml"
+    lb_file(config, upstreams[0])
+    local = "127.0.0.1:0"
+    with in_session("balance", "--config", str(config), "--bind", local) as lb:
+        port = int(lb.wait_for(r"serving on http://127\.0\.0\.1:(\d+)").group(1))
+        workers = set(lb.wait_workers(2))
+        with Load(port) as load:
+            load.wait_for(upstreams[0].pid, 0.0)
+            mark = lb.mark()
+            os.killpg(lb.pid, signal.SIGHUP)  # what a terminal hanging up does
+            lb.wait_for("SIGHUP received", after=mark)
+            since = time.monotonic()
+            load.wait_for(upstreams[0].pid, since)
+        assert load.failures == []
+        assert "killed by SIGHUP" not in lb.text
+        # Only the routes could have changed: the same workers serve on.
+        assert set(lb.workers()) == workers
+        lb.signal(signal.SIGTERM)
+        assert lb.wait(10) == 0

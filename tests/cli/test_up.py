@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -15,6 +16,8 @@ import pytest
 
 from bastion.cli.main import main
 from bastion.cli.up import load_stack, plans
+from tests.cli.running import in_session
+from tests.ops.running import Load
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -225,3 +228,43 @@ def test_up_routes_to_every_service_and_stops_on_sigint(tmp_path: Path) -> None:
         if popen.poll() is None:
             popen.kill()
             popen.wait(5)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="bastion up needs fork()")
+def test_health_lists_each_service_and_a_group_sighup_fails_no_request(tmp_path: Path) -> None:
+    lb = free_port()
+    text = good(tmp_path, a=free_port(), b=free_port(), lb=lb).read_text()
+    (tmp_path / "stack.toml").write_text('admin-bind = "127.0.0.1:0"\n' + text)
+    with in_session("up", cwd=tmp_path, env={"NO_COLOR": "1"}) as stack:
+        admin = stack.wait_for(r"admin \(health, metrics, dashboard\) on (http://\S+)", 40)
+        stack.wait_for("every service is ready", 40)
+        url = admin.group(1)
+
+        def get(path: str) -> str:
+            with urllib.request.urlopen(url + path, timeout=5) as response:
+                return str(response.read().decode())
+
+        # Each service has a worker 0: each is listed under its service, none hides another.
+        live = get("/healthz?verbose")
+        for name in ("a", "b", "balancer"):
+            assert f"\n{name}:\n  [+] worker 0 (pid " in live, live
+        assert get("/readyz?verbose").startswith("ok\na: 1 serving\n")
+        services = json.loads(get("/readyz?format=json"))["services"]
+        assert {name: part["workers"] for name, part in services.items()} == {
+            "a": 1,
+            "b": 1,
+            "balancer": 1,
+        }
+        with Load(lb, expect=b'{"instance"') as load:
+            load.wait_ok(30)
+            mark = stack.mark()
+            # What a terminal hanging up does: every worker gets it too.
+            os.killpg(stack.pid, signal.SIGHUP)
+            stack.wait_for("balancer: SIGHUP received", after=mark, timeout=40)
+            for name in ("a", "b"):
+                stack.wait_for(f"{name}: reload complete", after=mark, timeout=40)
+            load.wait_ok(30)
+        assert load.failures == []
+        assert "killed by SIGHUP" not in stack.text
+        stack.signal(signal.SIGTERM)
+        assert stack.wait(30) == 0

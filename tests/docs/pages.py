@@ -1,8 +1,9 @@
 """What the documentation holds: its pages, their code samples, and the flags they mention.
 
-A page marks a sample that is deliberately not run with a comment on the line before it,
-``<!-- sample: skip REASON -->``; other directives say how to run one (see ``Sample``). A
-page whose tables list another tool's flags in their first column says so with
+The README counts as a page here. A page marks a sample that is deliberately not run with
+a comment on the line before it, ``<!-- sample: skip REASON -->``; other directives say how
+to run one (see ``Sample``). A page whose tables list another tool's flags in their first
+column says so with
 ``<!-- flag-check: the first column of each table holds another tool's flags -->``.
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
+README = ROOT / "README.md"
 FOREIGN_FIRST_COLUMN = "<!-- flag-check: the first column of each table holds another tool's flags"
 _FENCE = re.compile(
     r"^(?P<indent> *)```(?P<lang>[\w.+-]*)[^\n]*\n(?P<code>.*?)^(?P=indent)```", re.M | re.S
@@ -33,6 +35,12 @@ _COMMAND = re.compile(
 def pages() -> list[Path]:
     """Every Markdown page of the site, generated-into ones included."""
     return sorted(path for path in DOCS.rglob("*.md") if "_build" not in path.parts)
+
+
+def documents() -> list[Path]:
+    """What the samples and flag checks read: the site's pages and the README, whose samples
+    follow the same conventions."""
+    return [*pages(), README]
 
 
 def name(path: Path) -> str:

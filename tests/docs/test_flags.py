@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from bastion.cli.parser import SPELLED_ELSEWHERE
-from tests.docs.pages import DOCS, ROOT, Mention, mentions, pages
+from tests.docs.pages import DOCS, Mention, documents, mentions
 
 sys.path.insert(0, str(DOCS / "_build"))
 
@@ -55,7 +55,7 @@ def accepted() -> dict[str, set[str]]:
 
 
 def test_every_flag_the_docs_mention_is_accepted(accepted: dict[str, set[str]]) -> None:
-    found = [m for path in [*pages(), ROOT / "README.md"] for m in mentions(path)]
+    found = [m for path in documents() for m in mentions(path)]
     assert len(found) > 100  # the scan sees the pages
     others = set(SPELLED_ELSEWHERE)
     problems = refused(found, accepted, others)

@@ -1,4 +1,4 @@
-"""Every Python sample of the documentation runs, so that none of them rots.
+"""Every Python sample of the documentation and the README runs, so that none of them rots.
 
 Each block is compiled and imported as a module, in a folder that holds ``public/`` and
 ``static/`` with an ``index.html`` (what the static-file samples serve). A sample that
@@ -23,16 +23,17 @@ import pytest
 import bastion.engine
 from bastion.cli.loader import as_handler
 from bastion.engine import ServerConfig
-from tests.docs.pages import Sample, pages, samples
+from tests.docs.pages import README, Sample, documents, samples
 from tests.serving import serve
 
-ALL = [sample for path in pages() for sample in samples(path)]
+ALL = [sample for path in documents() for sample in samples(path)]
 _modules = itertools.count()
 
 
 def test_the_docs_have_samples() -> None:
     assert len(ALL) > 20
     assert sum(1 for sample in ALL if sample.serve) >= 8
+    assert any(sample.page == README.name for sample in ALL)  # the README's are run too
 
 
 def request(handler: Any, config: ServerConfig | None, sample: Sample) -> tuple[int, bytes]:

@@ -7,6 +7,7 @@ are skipped, except under ``.ci/docs``, which installs it and sets BASTION_DOCS_
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -14,7 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.docs.pages import DOCS, ROOT
+from tests.docs.pages import DOCS, README, ROOT
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 sys.path.insert(0, str(DOCS / "_build"))
 
@@ -83,3 +89,14 @@ def test_sphinx_roles_in_docstrings_become_code() -> None:
     assert hooks.on_page_content(html, None, None, None) == (
         "Pass it to <code>bastion.engine.run</code> or <code>bastion.App</code>."
     )
+
+
+def test_the_site_is_published_where_the_package_and_the_readme_say() -> None:
+    urls = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]
+    published = urls["Documentation"]
+    found = re.search(r"^site_url:\s*(\S+)\s*$", (ROOT / "mkdocs.yml").read_text(), re.M)
+    assert found, "mkdocs.yml has no site_url"
+    assert found.group(1) == published, (
+        f"mkdocs.yml's site_url is {found.group(1)}, pyproject.toml's Documentation URL {published}"
+    )
+    assert published in README.read_text(), f"README.md does not point to {published}"

@@ -83,6 +83,46 @@ def test_failing_check_is_reported(aggregator: Aggregator) -> None:
         assert "[-] database: worker 1: timed out after 1s" in text
 
 
+def test_each_service_lists_its_own_workers_and_checks() -> None:
+    # bastion up: two services, each with a worker 0, and a check of the same name.
+    aggregator = Aggregator()
+    failing = {"database": {"ok": False, "detail": "unreachable", "seconds": 0.1}}
+    passing = {"database": {"ok": True, "detail": "", "seconds": 0.1}}
+    for pid, service, slot, checks in (
+        (301, "orders", 0, failing),
+        (302, "users", 0, passing),
+        (303, "users", 1, passing),
+    ):
+        aggregator.worker_started(pid, slot, 1, service)
+        aggregator.worker_state(pid, "serving")
+        aggregator.update(snapshot(pid, slot, 1, checks))
+    with serve(admin_app(ServerHealth(aggregator))) as server:
+        ready = httpx.get(f"{server.url}/readyz?verbose&format=json").json()
+        assert ready["reasons"] == ["orders: check database failing"]
+        assert ready["workers"] == 3 and "checks" not in ready
+        orders, users = ready["services"]["orders"], ready["services"]["users"]
+        assert orders["checks"]["database"]["workers"] == {"0": failing["database"]}
+        assert set(users["checks"]["database"]["workers"]) == {"0", "1"}
+        assert (orders["workers"], users["workers"]) == (1, 2)
+        text = httpx.get(f"{server.url}/readyz?verbose").text
+        assert text == (
+            "failing\n- orders: check database failing\n"
+            "orders: 1 serving\n  [-] database: worker 0: unreachable\n"
+            "users: 2 serving\n  [+] database: worker 0: ok; worker 1: ok\n"
+        )
+        live = httpx.get(f"{server.url}/healthz?format=json").json()
+        assert {name: set(part["workers"]) for name, part in live["services"].items()} == {
+            "orders": {"0"},
+            "users": {"0", "1"},
+        }
+        assert live["services"]["orders"]["workers"]["0"]["pid"] == 301
+        text = httpx.get(f"{server.url}/healthz?verbose").text
+        assert text == (
+            "ok\norders:\n  [+] worker 0 (pid 301)\n"
+            "users:\n  [+] worker 0 (pid 302)\n  [+] worker 1 (pid 303)\n"
+        )
+
+
 def test_metrics_negotiate_their_format(admin: tuple[RunningServer, ServerHealth]) -> None:
     server, _ = admin
     plain = httpx.get(f"{server.url}/metrics")

@@ -195,3 +195,32 @@ def test_a_new_plan_replaces_the_jobs() -> None:
         broadcaster.close()
     finally:
         loop.close()
+
+
+def test_a_notice_reaches_live_and_later_workers_but_never_the_handler() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        broadcaster = Broadcaster(loop)
+        job = Job()
+        broadcaster.start([job])
+        ours, theirs = channel_pair()
+        broadcaster.attach(1, ours)
+        notices: list[str] = []
+        inbox = Inbox(theirs, None, notices.append)
+        assert collect(inbox) == [{"value": 0}]
+        broadcaster.notify(channel.STOPPING)
+        broadcaster.notify(channel.STOPPING)  # said once
+        broadcaster.broadcast({"n": 1})
+        broadcaster.flush()
+        assert collect(inbox) == [{"n": 1}] and notices == [channel.STOPPING]
+        # A worker forked after the notice hears it before the jobs' state.
+        later_ours, later_theirs = channel_pair()
+        broadcaster.attach(2, later_ours)
+        later: list[str] = []
+        assert collect(Inbox(later_theirs, None, later.append)) == [{"value": 0}]
+        assert later == [channel.STOPPING]
+        broadcaster.close()
+        theirs.close()
+        later_theirs.close()
+    finally:
+        loop.close()
