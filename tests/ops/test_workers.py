@@ -109,7 +109,9 @@ def test_workers_that_keep_crashing_make_the_supervisor_give_up() -> None:
 
 
 def test_an_application_that_cannot_start_stops_the_supervisor_with_its_reason() -> None:
-    with supervisor("tests.ops.apps:nothing", "--workers", "3", ready=False) as proc:
+    with supervisor(
+        "tests.ops.apps:nothing", "--bind", "127.0.0.1:0", "--workers", "3", ready=False
+    ) as proc:
         assert proc.wait(20) == 2, proc.text
         assert "has no attribute 'nothing'" in proc.text
         assert "failed to start" in proc.text
