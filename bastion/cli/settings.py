@@ -41,6 +41,12 @@ else:  # pragma: no cover - exercised on 3.10 only
 # "trace" is uvicorn's name for its most verbose level; people bring the habit.
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 ENV_PREFIX = "BASTION_"
+# Variables of Bastion's that are not settings, so no typo to warn about: the configuration
+# file, and what the build (setup.py) and its CI read.
+OTHER_ENV = frozenset(
+    ENV_PREFIX + name
+    for name in ("CONFIG", "COMPILE", "EXPECT_COMPILED", "DOCS_REQUIRED", "SKIP_MISSING_PYTHON")
+)
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 _INTEGER = re.compile(r"[+-]?[0-9]+")
@@ -495,7 +501,7 @@ def resolve(cli: Mapping[str, Any], environ: Mapping[str, str], command: Command
     environ = _with_env_file(settings, cli, environ)
     env_names = sorted(option.env for option in command.options)
     for key, raw in environ.items():
-        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+        if not key.startswith(ENV_PREFIX) or key in OTHER_ENV:
             continue
         option = _lookup(key[len(ENV_PREFIX) :])
         if option is None:

@@ -120,10 +120,12 @@ def test_settings_from_the_environment_and_a_file_take_effect(tmp_path: Path) ->
     config = tmp_path / "bastion.toml"
     config.write_text('bind = "127.0.0.1:0"\nworkers = 1\n')
     env = {"BASTION_CONFIG": str(config), "BASTION_APP": APP, "BASTION_WORKRES": "9"}
+    env["BASTION_COMPILE"] = "0"  # the build's, not a setting: no warning for it
     with supervisor(env=env) as proc:
         proc.wait_workers(1)
         assert proc.get("/")[0] == 200
         assert "ignoring unknown environment variable BASTION_WORKRES" in proc.text
+        assert "BASTION_COMPILE" not in proc.text
         # SIGHUP reads the file again.
         config.write_text('bind = "127.0.0.1:0"\nworkers = 2\n')
         mark = proc.mark()
