@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -248,7 +249,17 @@ def test_health_lists_each_service_and_a_group_sighup_fails_no_request(tmp_path:
         live = get("/healthz?verbose")
         for name in ("a", "b", "balancer"):
             assert f"\n{name}:\n  [+] worker 0 (pid " in live, live
-        assert get("/readyz?verbose").startswith("ok\na: 1 serving\n")
+        # The admin listener hears of each worker's readiness on its next report: wait for it.
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                ready = get("/readyz?verbose")
+                break
+            except urllib.error.HTTPError as error:
+                if error.code != 503 or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        assert ready.startswith("ok\na: 1 serving\n"), ready
         services = json.loads(get("/readyz?format=json"))["services"]
         assert {name: part["workers"] for name, part in services.items()} == {
             "a": 1,
