@@ -2,6 +2,7 @@
 
     python bench/proxy.py [--duration 10] [--rounds 3] [--connections 50] [--markdown]
                           [--only nginx-direct,nginx-proxy,bastion-balancer,aiohttp-proxy]
+                          [--baseline DIR]
 
 One upstream, nginx (1 worker, ``return 200 "Hello, world!"``), runs on core 1 with wrk for
 the whole run. Each proxy in turn runs alone on core 0 in front of it, keep-alive on both
@@ -9,6 +10,10 @@ sides; ``nginx-direct`` is wrk against the upstream itself, the ceiling of the c
 Rows are interleaved over rounds; each row shows the median round's figures and the range.
 CPU per request is the proxy process tree's user + system time over the measured wrk run
 (from /proc/PID/stat), divided by the requests wrk counted.
+
+``--baseline DIR`` adds a ``bastion-baseline`` row: the same balancer app run from another
+checkout of the repository (``git worktree add DIR COMMIT``), interleaved with the others, so a
+change is measured against what it changes in the same run.
 
 aiohttp, for the ``aiohttp-proxy`` row, is a benchmark-only dependency: it is installed into
 the benchmark's virtualenv (bench/.venv, made by bench/run.py) when missing.
@@ -65,6 +70,8 @@ class Proxy:
     name: str
     description: str
     command: Callable[[Context], list[str]] | None  # None: wrk goes to the upstream itself
+    # The checkout the row's Python code is imported from (None: this one).
+    repo: Path | None = None
 
 
 def _nginx_conf(workdir: Path, bind: str, location: str, http_extra: str = "") -> Path:
@@ -201,11 +208,12 @@ def _children_ticks() -> float:
 
 
 @contextmanager
-def _started(argv: list[str], port: int, workdir: Path, core: str) -> Iterator[procs.RunningServer]:
-    env = venv.server_env(REPO_ROOT)
-    with procs.running_server(
-        argv, port, REPO_ROOT, env, workdir / "server.log", core=core
-    ) as server:
+def _started(
+    argv: list[str], port: int, workdir: Path, core: str, repo: Path | None = None
+) -> Iterator[procs.RunningServer]:
+    root = repo or REPO_ROOT
+    env = venv.server_env(root)
+    with procs.running_server(argv, port, root, env, workdir / "server.log", core=core) as server:
         problem = procs.check_response(port, "/", lambda body: body == HELLO_BODY)
         if problem:
             raise procs.ServerStartError(f"answer check: {problem}")
@@ -248,7 +256,7 @@ def run_row(
     port = procs.free_port()
     workdir = Path(tempfile.mkdtemp(prefix=f"{proxy.name}-", dir=ctx_base.workdir))
     ctx = dataclasses.replace(ctx_base, port=port, workdir=workdir)
-    with _started(proxy.command(ctx), port, workdir, PROXY_CORE) as server:
+    with _started(proxy.command(ctx), port, workdir, PROXY_CORE, proxy.repo) as server:
         return measure(
             f"http://{HOST}:{port}/", procs.process_tree(server.pid), upstream_pids, args
         )
@@ -324,9 +332,23 @@ def main(argv: list[str] | None = None) -> int:
         "bastion-pool-2 and bastion-pool-n): what a larger pool costs",
     )
     parser.add_argument("--strategy", default="round-robin", help="for the pool rows")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another checkout of this repository: adds the row bastion-baseline, the "
+        "balancer run from it",
+    )
     args = parser.parse_args(argv)
     if args.pool:
         PROXIES.update(POOL_ROWS)
+    if args.baseline:
+        baseline = args.baseline.resolve()
+        PROXIES["bastion-baseline"] = Proxy(
+            "bastion-baseline",
+            f"the bastion-balancer row run from {baseline}",
+            _python_app("bench.apps.balancer_proxy"),
+            repo=baseline,
+        )
     names = args.only.split(",") if args.only else list(PROXIES)
     unknown = [name for name in names if name not in PROXIES]
     if unknown:

@@ -802,7 +802,7 @@ class Forward:
                 # is still on its way, so the connection cannot carry another request.
                 conn.sink = None
                 conn.abort()
-        self._end(None)
+        self.done = True  # _end's work: the deadline went with the attempt
         if not self.exchange.finished:
             self.exchange.end()
 
@@ -955,7 +955,9 @@ class Forward:
     def _finish_attempt(self, *, ok: bool) -> None:
         self.pending = None
         self.held = None
-        self._disarm()
+        if self.deadline:
+            self.deadline = 0.0
+            self.balancer.armed.discard(self)
         server = self.server
         if server is None:
             return

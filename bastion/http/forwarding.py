@@ -235,9 +235,10 @@ def forward_request_head(
     found = _FIELD_BLOCKS.get(key)
     if found is None:
         found = _field_block(head, client, proto, trusted, style, host, tunnel, id_name)
-        if len(_FIELD_BLOCKS) >= _FIELD_BLOCKS_LIMIT:
-            _FIELD_BLOCKS.clear()
-        _FIELD_BLOCKS[key] = found
+        if len(found[0]) <= _FIELD_BLOCK_MAX_BYTES:
+            if len(_FIELD_BLOCKS) >= _FIELD_BLOCKS_LIMIT:
+                _FIELD_BLOCKS.clear()
+            _FIELD_BLOCKS[key] = found
     block, has_id = found
     if _BAD_TARGET.search(target):
         raise ValueError("invalid character in the request target")
@@ -263,7 +264,10 @@ _FIELD_BLOCKS: dict[
     tuple[tuple[Header, ...], str | None, str, bool, str, bytes | None, bool, bytes],
     tuple[bytes, bool],
 ] = {}
-_FIELD_BLOCKS_LIMIT = 1024
+# Bounded in count and in size: a block (and its key, the fields it was built from) over a
+# few KiB is rebuilt each time, so the cache holds a few MiB at most whatever clients send.
+_FIELD_BLOCKS_LIMIT = 512
+_FIELD_BLOCK_MAX_BYTES = 4096
 
 
 def _checked_line(field: Header) -> bytes:

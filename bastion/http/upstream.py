@@ -171,6 +171,13 @@ class _Awaited:
         self.upgrade = upgrade
 
 
+# Every kind of awaited request, shared: [responds to HEAD][asked to upgrade].
+_AWAITED = (
+    (_Awaited(False, False), _Awaited(False, True)),
+    (_Awaited(True, False), _Awaited(True, True)),
+)
+
+
 class ResponseParser:
     """Parses the responses an upstream sends on one connection, in the order of its requests.
 
@@ -296,7 +303,7 @@ class ResponseParser:
             raise ValueError("CONNECT responses are not parsed")
         if self._awaited and self._awaited[-1].upgrade:
             raise ValueError("nothing may be sent after a request that asks to upgrade")
-        self._awaited.append(_Awaited(method == "HEAD", upgrade))
+        self._awaited.append(_AWAITED[method == "HEAD"][upgrade])
 
     def feed(self, data: bytes) -> int | None:
         """Parse ``data``; report what it completes to the sink; raise BadGateway if bad.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bastion.http import RequestHead, forward_request_head
+from bastion.http import RequestHead, forward_request_head, forwarding
 from tests.http.test_forwarding import fields_of, request
 
 ID = (b"X-Request-ID", b"0123456789abcdef")
@@ -64,3 +64,13 @@ def test_target_is_checked_on_every_request() -> None:
     forward_request_head(head, client=None)
     with pytest.raises(ValueError, match="target"):
         forward_request_head(head, client=None, target=b"/a b")
+
+
+def test_large_field_sets_are_framed_but_not_kept() -> None:
+    head = request(b"GET / HTTP/1.1\r\nHost: h\r\nCookie: " + b"c" * 5000 + b"\r\n\r\n")
+    for _ in range(2):
+        _, fields = fields_of(forward_request_head(head, client=None, style="none"))
+        assert fields == [(b"Host", b"h"), (b"Cookie", b"c" * 5000)]
+    kept = forwarding._FIELD_BLOCKS.values()
+    assert all(len(block) <= forwarding._FIELD_BLOCK_MAX_BYTES for block, _ in kept)
+    assert len(forwarding._FIELD_BLOCKS) <= forwarding._FIELD_BLOCKS_LIMIT
