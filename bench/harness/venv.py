@@ -1,7 +1,10 @@
 """The benchmark's own virtualenv, so peer servers never leak into the project's env.
 
-Installs are skipped when a stamp file shows the same requirements (and the same
-``pyproject.toml``) were installed before, which keeps repeated runs fast.
+Bastion is measured as users get it: its request path compiled (setup.py), here in place
+next to the sources, which the servers import from the repository. ``BASTION_COMPILE=0`` in
+the environment measures the pure-Python build instead. Installs are skipped when a stamp
+file shows the same requirements, ``pyproject.toml``, build choice and compiled sources were
+installed before, which keeps repeated runs fast.
 """
 
 import hashlib
@@ -58,15 +61,40 @@ def _pip(venv: Venv, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _compile_choice() -> str:
+    return os.environ.get("BASTION_COMPILE", "1")
+
+
 def _wanted_stamp(repo_root: Path) -> str:
-    pyproject = repo_root / "pyproject.toml"
-    digest = hashlib.sha256(pyproject.read_bytes()).hexdigest() if pyproject.exists() else ""
-    return json.dumps({"peers": PEERS, "deps": BASTION_DEPS, "pyproject": digest})
+    digest = hashlib.sha256()
+    # The build's inputs: a changed compiled module must be compiled again.
+    for name in ("pyproject.toml", "setup.py", *sorted(_hot_path(repo_root))):
+        path = repo_root / name
+        if path.exists():
+            digest.update(name.encode() + b"\0" + path.read_bytes())
+    return json.dumps(
+        {
+            "peers": PEERS,
+            "deps": BASTION_DEPS,
+            "build": digest.hexdigest(),
+            "compile": _compile_choice(),
+        }
+    )
+
+
+def _hot_path(repo_root: Path) -> list[str]:
+    """The modules setup.py compiles (its HOT_PATH list), read from its text."""
+    setup = repo_root / "setup.py"
+    if not setup.exists():
+        return []
+    found = re.search(r"HOT_PATH = \[(.*?)\]", setup.read_text(), re.S)
+    return re.findall(r'"([^"]+\.py)"', found.group(1)) if found else []
 
 
 def _install_project(venv: Venv, repo_root: Path, log: list[str]) -> None:
     """Editable-install the project; fall back to its deps (bastion then comes from PYTHONPATH)."""
     if (repo_root / "pyproject.toml").exists():
+        os.environ["BASTION_COMPILE"] = _compile_choice()  # inherited by pip's build
         done = _pip(venv, "-e", str(repo_root))
         if done.returncode == 0:
             log.append("installed the project in editable mode")
@@ -141,6 +169,10 @@ def versions(venv: Venv, repo_root: Path) -> dict[str, str | None]:
     found: dict[str, str | None] = json.loads(done.stdout) if done.returncode == 0 else {}
     found["bastion-commit"] = _tool_version(
         ["git", "-C", str(repo_root), "describe", "--always", "--dirty"], r"(\S+)"
+    )
+    # "compiled" or "pure Python": which request path the Bastion rows ran.
+    found["bastion-build"] = _tool_version(
+        [str(venv.python), "-m", "bastion", "--version"], r"\((.+)\)"
     )
     found["nginx"] = _tool_version(["nginx", "-v"], r"nginx/(\S+)")
     found["wrk"] = _tool_version(["wrk", "--version"], r"^wrk (\S+)")
