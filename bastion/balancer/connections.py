@@ -24,16 +24,13 @@ from collections.abc import Callable
 from typing import Protocol
 
 from bastion.balancer.config import ConnectionLimits, Upstream
+from bastion.balancer.errors import Overloaded
 from bastion.balancer.tunnel import Tunnel
 from bastion.http import ResponseHead, ResponseParser
 from bastion.http.errors import BadGateway
 from bastion.http.limits import Limits
 
 logger = logging.getLogger("bastion.error")
-
-
-class Overloaded(Exception):
-    """A server's connection or request limit is reached and its wait queue is full."""
 
 
 class ResponseSink(Protocol):

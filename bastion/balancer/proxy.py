@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import REGISTRY
 
+from bastion._compiled import mypyc_attr
 from bastion.balancer import PoolSnapshot, Server, build
 from bastion.balancer.config import (
     CONFIG_MESSAGE,
@@ -37,7 +38,8 @@ from bastion.balancer.config import (
     Upstream,
     config_from_data,
 )
-from bastion.balancer.connections import ConnectionPool, Overloaded, UpstreamConnection
+from bastion.balancer.connections import ConnectionPool, UpstreamConnection
+from bastion.balancer.errors import Overloaded
 from bastion.balancer.health import HealthChecker, health_verdicts
 from bastion.balancer.metrics import UpstreamCollector
 from bastion.balancer.outlier import OutlierDetector
@@ -187,6 +189,7 @@ def _bind(method: Callable[[Server], None], server: Server) -> Callable[[], None
     return lambda: method(server)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Balancer:
     """An engine handler that load-balances requests over upstream servers.
 

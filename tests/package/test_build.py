@@ -6,6 +6,8 @@ so that a build that silently fell back to pure Python cannot pass for a compile
 
 from __future__ import annotations
 
+import ast
+import builtins
 import importlib
 import os
 from pathlib import Path
@@ -44,3 +46,24 @@ def test_the_hot_path_is_all_compiled_or_all_pure() -> None:
         kinds[path] = not str(module.__file__).endswith(".py")
     assert len(set(kinds.values())) == 1, f"some modules compiled, some not: {kinds}"
     assert set(kinds.values()) == {is_compiled()}
+
+
+def test_no_compiled_module_defines_an_exception() -> None:
+    # A compiled subclass of a built-in exception is either refused by mypyc or, for
+    # Exception itself, compiled in a way that `except` clauses elsewhere no longer match:
+    # exceptions live in modules that stay Python (bastion/engine/errors.py and the like).
+    builtin_exceptions = {
+        name
+        for name, value in vars(builtins).items()
+        if isinstance(value, type) and issubclass(value, BaseException)
+    }
+    found: list[str] = []
+    for path in hot_path():
+        tree = ast.parse((ROOT / path).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                bases = {getattr(base, "id", getattr(base, "attr", "")) for base in node.bases}
+                named = any(base.endswith(("Error", "Exception")) for base in bases)
+                if named or bases & builtin_exceptions:
+                    found.append(f"{path}: class {node.name}")
+    assert not found, "exceptions in compiled modules: " + ", ".join(found)
