@@ -28,8 +28,7 @@ from setuptools.command.build_ext import build_ext
 
 # Everything a keep-alive request passes through between the socket and the handler: the
 # protocol, the parser's callbacks, the request head, the response head, the exchange, the
-# thread pool, routing, the WSGI and ASGI adapters, and the balancer's forwarding (its
-# upstream connections, response parser and request heads). Not App, Request or Response, which
+# thread pool, routing, and the WSGI and ASGI adapters. Not App, Request or Response, which
 # applications extend (see bastion/_compiled.py).
 HOT_PATH = [
     "bastion/http/parser.py",
@@ -46,10 +45,6 @@ HOT_PATH = [
     "bastion/wsgi/handler.py",
     "bastion/wsgi/response.py",
     "bastion/wsgi/streams.py",
-    "bastion/http/upstream.py",
-    "bastion/http/forwarding.py",
-    "bastion/balancer/connections.py",
-    "bastion/balancer/proxy.py",
 ]
 
 # The name of the shared library that holds the compiled code (a top-level module).
