@@ -52,6 +52,7 @@ GROUP = "bastion"
 
 # Commands that produce installable code; metadata queries must not pay for a compile.
 BUILDING = {"bdist_wheel", "build", "build_ext", "install", "editable_wheel", "develop"}
+EDITABLE = bool({"editable_wheel", "develop"}.intersection(sys.argv))
 
 
 def _compile_wanted() -> bool:
@@ -62,7 +63,7 @@ def _compile_wanted() -> bool:
         return False
     if choice in ("1", "yes", "true"):
         return True
-    return not {"editable_wheel", "develop"}.intersection(sys.argv)
+    return not EDITABLE
 
 
 def _fall_back(reason: object) -> list[Any]:
@@ -73,7 +74,7 @@ def _fall_back(reason: object) -> list[Any]:
 def _forget_stale_builds() -> None:
     """An editable install that does not compile removes what an earlier compiling one left
     next to the sources: those modules would shadow the edited ``.py`` files."""
-    if not {"editable_wheel", "develop"}.intersection(sys.argv):
+    if not EDITABLE:
         return
     suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
     stale = [path[: -len(".py")] + suffix for path in HOT_PATH] + [f"{GROUP}__mypyc{suffix}"]
