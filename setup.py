@@ -26,26 +26,10 @@ from typing import Any
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
-# Everything a keep-alive request passes through between the socket and the handler: the
-# protocol, the parser's callbacks, the request head, the response head, the exchange, the
-# thread pool, routing, and the WSGI and ASGI adapters. Not App, Request or Response, which
-# applications extend (see bastion/_compiled.py).
-HOT_PATH = [
-    "bastion/http/parser.py",
-    "bastion/http/request.py",
-    "bastion/http/response.py",
-    "bastion/engine/body.py",
-    "bastion/engine/connection.py",
-    "bastion/engine/exchange.py",
-    "bastion/engine/stats.py",
-    "bastion/engine/pool.py",
-    "bastion/app/routing.py",
-    "bastion/asgi/handler.py",
-    "bastion/wsgi/environ.py",
-    "bastion/wsgi/handler.py",
-    "bastion/wsgi/response.py",
-    "bastion/wsgi/streams.py",
-]
+# Read, not written here, because the tests, .ci/package and the benchmark harness need the
+# same list and cannot import this file (compiled-modules.txt says why each module is in it).
+with open("compiled-modules.txt") as listed:
+    HOT_PATH = [name for line in listed if (name := line.partition("#")[0].strip())]
 
 # The name of the shared library that holds the compiled code (a top-level module).
 GROUP = "bastion"

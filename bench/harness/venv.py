@@ -32,6 +32,7 @@ VERSION_PACKAGES = (
     "bastion-http",
 )
 INSTALL_TIMEOUT_S = 900
+LISTED = "compiled-modules.txt"
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ def _compile_choice() -> str:
 def _wanted_stamp(repo_root: Path) -> str:
     digest = hashlib.sha256()
     # The build's inputs: a changed compiled module must be compiled again.
-    for name in ("pyproject.toml", "setup.py", *sorted(_hot_path(repo_root))):
+    for name in ("pyproject.toml", "setup.py", LISTED, *sorted(_hot_path(repo_root))):
         path = repo_root / name
         if path.exists():
             digest.update(name.encode() + b"\0" + path.read_bytes())
@@ -83,12 +84,10 @@ def _wanted_stamp(repo_root: Path) -> str:
 
 
 def _hot_path(repo_root: Path) -> list[str]:
-    """The modules setup.py compiles (its HOT_PATH list), read from its text."""
-    setup = repo_root / "setup.py"
-    if not setup.exists():
-        return []
-    found = re.search(r"HOT_PATH = \[(.*?)\]", setup.read_text(), re.S)
-    return re.findall(r'"([^"]+\.py)"', found.group(1)) if found else []
+    """The modules setup.py compiles, read from its list the way setup.py reads it."""
+    path = repo_root / LISTED
+    listed = path.read_text().splitlines() if path.exists() else []
+    return [name for line in listed if (name := line.partition("#")[0].strip())]
 
 
 def _install_project(venv: Venv, repo_root: Path, log: list[str]) -> None:
