@@ -37,6 +37,9 @@ Apache-style format string:
 ``%v``                  the request's Host; ``%P`` process id; ``%%`` a percent sign
 ======================  ==========================================================
 
+The named formats are rendered by hand-written code in :mod:`bastion.observe.logline` (part of
+the compiled request path), a format string by a function generated from it once.
+
 Text from the request is escaped the way Apache escapes it (``\\"``, ``\\\\``, ``\\xNN`` for
 control and non-ASCII bytes), so a line is always one line and quoted fields stay quoted.
 """
@@ -44,8 +47,6 @@ control and non-ASCII bytes), so a line is always one line and quoted fields sta
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import collections
 import logging
 import os
@@ -55,9 +56,20 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Callable
 from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any, TextIO
+
+from bastion.observe.logline import (
+    ESCAPED,
+    Clock,
+    CombinedFormat,
+    CommonFormat,
+    HTTPServerFormat,
+    LineCollector,
+    NamedFormat,
+    Render,
+    basic_user,
+)
 
 if TYPE_CHECKING:
     from bastion.engine.config import ServerConfig
@@ -66,8 +78,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("bastion.access")
 error_logger = logging.getLogger("bastion.error")
-
-Render = Callable[["Exchange", float], str]
 
 COMMON = '%h %l %u %t "%r" %>s %b'
 COMBINED = COMMON + ' "%{Referer}i" "%{User-Agent}i"'
@@ -91,26 +101,7 @@ YIELD_TO_WRITER = 0.001
 ROTATION_CHECK = 1.0
 
 _DIRECTIVE = re.compile(r"%(?:\{([^}]*)\})?(>?)([a-zA-Z%])")
-_UNSAFE = re.compile(r'[\x00-\x1f\x7f-\xff"\\]')
-_MONTHS = ("", "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-# http.server escapes C0 and C1 control characters as \xNN (BaseHTTPRequestHandler.log_message).
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
-
-
-def _escape(text: str) -> str:
-    """Quote-safe, one line: the way Apache escapes what it logs (``\\"``, ``\\xNN``)."""
-    if _UNSAFE.search(text) is None:
-        return text
-    return _UNSAFE.sub(
-        lambda m: "\\" + m.group() if m.group() in '"\\' else f"\\x{ord(m.group()):02x}", text
-    )
-
-
-def _control_escape(text: str) -> str:
-    if _CONTROL.search(text) is None:
-        return text
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def trace_id(exchange: Exchange) -> str | None:
@@ -135,92 +126,6 @@ def request_id(exchange: Exchange) -> str | None:
     return exchange.head.get("x-request-id")
 
 
-class _Clock:
-    """The current second's timestamp text, kept fresh by a timer on the loop.
-
-    A compiled format reads ``text`` while ``valid`` is true, which costs less than reading
-    the time per request; a timer set for the next second boundary clears ``valid``, and the
-    first request after that calls :meth:`refresh`, which sets the next timer. So an idle
-    server runs no timer, and a busy one a timer a second. Off a loop (a renderer called
-    directly) nothing keeps the text fresh, so it is computed every time.
-    """
-
-    __slots__ = ("text", "valid", "until", "_style")
-
-    def __init__(self, style: str) -> None:
-        self.text = ""
-        self.valid = False
-        self.until = 0.0
-        self._style = style
-
-    def refresh(self) -> str:
-        now = time.time()
-        second = int(now)
-        text = self.format(second)
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return text
-        self.until = second + 1
-        # A timer that fires a little early (loop time is kept in milliseconds) only costs
-        # one more refresh, which computes the same second and sets a timer for its end.
-        loop.call_later(self.until - now, self.expire)
-        self.valid = True
-        return text
-
-    def expire(self) -> None:
-        self.valid = False
-
-    def check(self) -> None:
-        """Expire a text its timer did not (the loop it was set on stopped before it ran)."""
-        if self.valid and time.time() >= self.until + 1.0:
-            self.valid = False
-
-    def format(self, second: int) -> str:
-        """The text for ``second``."""
-        t = time.localtime(second)
-        if self._style == "apache":
-            self.text = time.strftime("[%d/%b/%Y:%H:%M:%S %z]", t)
-        elif self._style == "iso":
-            self.text = time.strftime("%Y-%m-%dT%H:%M:%S%z", t)
-        else:  # http.server's log_date_time_string, whatever the locale
-            self.text = (
-                f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon]}/{t.tm_year:04d} "
-                f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
-            )
-        return self.text
-
-
-class _Escaped(dict[Any, str]):
-    """Values escaped once and then looked up: clients send the same few targets, methods and
-    header values again and again, and a dictionary lookup costs a fraction of the escaping.
-
-    Bounded like the parser's target cache: long values and values arriving once the cache is
-    full are escaped every time, so a client sending distinct values cannot grow it.
-    """
-
-    def __init__(self, escape: Callable[[str], str]) -> None:
-        super().__init__()
-        self._escape = escape
-
-    def __missing__(self, key: str | bytes) -> str:
-        text = self._escape(key if isinstance(key, str) else key.decode("latin-1"))
-        if len(key) <= 256 and len(self) < 4096:
-            self[key] = text
-        return text
-
-
-def _user(value: str) -> str:
-    """The user named by an ``Authorization`` header's value, escaped, or ``-``."""
-    if not value or value[:6].lower() != "basic ":
-        return "-"
-    try:
-        decoded = base64.b64decode(value[6:].strip(), validate=True).decode("utf-8", "replace")
-    except (binascii.Error, ValueError):
-        return "-"
-    return _escape(decoded.partition(":")[0]) or "-"
-
-
 class _Source:
     """The Python source of one format's renderer, built from its directives.
 
@@ -237,9 +142,9 @@ class _Source:
             "EMPTY": "",
             "QMARK": "?",
             "BS": "\\",
-            "ESCAPED": _Escaped(_escape),
+            "ESCAPED": ESCAPED,
             "trace_id": trace_id,
-            "user": _user,
+            "user": basic_user,
             "getpid": os.getpid,
             "ENCODING": "latin-1",
         }
@@ -248,7 +153,7 @@ class _Source:
         self.pieces: list[str] = []
         self.text: list[str] = []  # the literal text alone
         self.fields = 0
-        self.clock_in_use: _Clock | None = None
+        self.clock_in_use: Clock | None = None
 
     def literal(self, text: str) -> None:
         self.text.append(text)
@@ -281,7 +186,7 @@ class _Source:
         return self.need("client", "exchange.forwarded_client or exchange.conn.client")
 
     def clock(self, style: str) -> str:
-        self.clock_in_use = self.namespace["clock"] = _Clock(style)
+        self.clock_in_use = self.namespace["clock"] = Clock(style)
         return "(clock.text if clock.valid else clock.refresh())"
 
     def compile(self) -> Render:
@@ -395,12 +300,29 @@ def compile_format(spec: str) -> Render:
     return _compile(spec)[0]
 
 
-def _compile(spec: str) -> tuple[Render, _Clock | None]:
+# Formats rendered by hand-written code (bastion.observe.logline), by name or spelt out.
+_HAND_WRITTEN: dict[str, type[NamedFormat]] = {
+    "common": CommonFormat,
+    COMMON: CommonFormat,
+    "combined": CombinedFormat,
+    COMBINED: CombinedFormat,
+    "http.server": HTTPServerFormat,
+}
+
+
+def _compile(spec: str) -> tuple[Render, Clock | None]:
     """The renderer and the clock it reads, if any."""
     if spec == "json":
         return _json_format()
-    if spec == "http.server":
-        return _http_server_format()
+    hand_written = _HAND_WRITTEN.get(spec)
+    if hand_written is not None:
+        render = hand_written()
+        return render, render.clock
+    return _generated(spec)
+
+
+def _generated(spec: str) -> tuple[Render, Clock | None]:
+    """A renderer generated from the format string ``spec`` (a name of one, too)."""
     template = NAMED_FORMATS.get(spec, spec)
     source = _Source()
     position = 0
@@ -430,13 +352,13 @@ def _json_string(value: str | None) -> str:
     return "null" if value is None else encode_basestring_ascii(value)
 
 
-def _json_format() -> tuple[Render, _Clock]:
+def _json_format() -> tuple[Render, Clock]:
     """One JSON object per line: the fields of ``combined``, the duration, the trace ids.
 
     Written by hand rather than with ``json.dumps``: every value is a number or goes through
     the same C string encoder ``json`` uses, for a third of the cost.
     """
-    clock = _Clock("iso")
+    clock = Clock("iso")
 
     def render(exchange: Exchange, duration: float) -> str:
         head = exchange.head
@@ -457,28 +379,6 @@ def _json_format() -> tuple[Render, _Clock]:
             f'"user_agent":{_json_string(get("user-agent"))},'
             f'"trace_id":{_json_string(trace_id(exchange))},'
             f'"request_id":{_json_string(get("x-request-id"))}}}'
-        )
-
-    return render, clock
-
-
-def _http_server_format() -> tuple[Render, _Clock]:
-    """``BaseHTTPRequestHandler.log_request``'s line, as ``python -m http.server`` prints it.
-
-    The size is ``-`` as there: ``send_response`` logs before the body is known.
-    """
-    clock = _Clock("http.server")
-    escaped = _Escaped(_control_escape)
-
-    def render(exchange: Exchange, duration: float) -> str:
-        head = exchange.head
-        client = exchange.forwarded_client or exchange.conn.client
-        # Escaping works character by character: the line's parts can be escaped apart.
-        return (
-            f"{client[0] if client else '-'} - - "
-            f"[{clock.text if clock.valid else clock.refresh()}] "
-            f'"{escaped[head.method]} {escaped[head.target]} HTTP/{escaped[head.version]}" '
-            f"{exchange.status} -"
         )
 
     return render, clock
@@ -733,7 +633,7 @@ class _Writer:
         return True
 
 
-class AccessLog:
+class AccessLog(LineCollector):
     """A request observer writing one line per finished request, in batches.
 
     ``output``: a path (``"-"`` for stdout), a file descriptor, a stream or a logger (default:
@@ -749,13 +649,11 @@ class AccessLog:
         batch_lines: int = BATCH_LINES,
         max_pending: int = MAX_PENDING,
     ) -> None:
+        render, self._clock = _compile(format)
+        super().__init__(render, batch_lines)
         self.format = format
-        self.render, self._clock = _compile(format)
         output = open_output(logger if output is None else output)
         self._writer = _Writer(output, max_pending)
-        self._batch_lines = batch_lines
-        self._lines: list[str] = []
-        self._scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -763,27 +661,21 @@ class AccessLog:
         """Lines dropped because the output did not keep up (or failed)."""
         return self._writer.dropped
 
-    def __call__(self, exchange: Exchange, duration: float) -> None:
-        lines = self._lines
-        lines.append(self.render(exchange, duration))
-        if len(lines) >= self._batch_lines:
-            self.flush()
-        elif not self._scheduled:
-            # One batch per WRITE_INTERVAL rather than per turn of the loop: one hand-off
-            # and one write for many turns' lines, and one timer instead of a callback a turn.
-            self._scheduled = True
-            loop = self._loop = asyncio.get_running_loop()
-            loop.call_later(WRITE_INTERVAL, self._batch_due)
+    def schedule(self) -> None:
+        # One batch per WRITE_INTERVAL rather than per turn of the loop: one hand-off and one
+        # write for many turns' lines, and one timer instead of a callback a turn.
+        loop = self._loop = asyncio.get_running_loop()
+        loop.call_later(WRITE_INTERVAL, self._batch_due)
 
     def _batch_due(self) -> None:
-        self._scheduled = False
+        self.scheduled = False
         self.flush()
 
     def flush(self) -> None:
         """Hand the lines collected so far to the writer thread."""
-        lines = self._lines
+        lines = self.lines
         if lines:
-            self._lines = []
+            self.lines = []
             lines.append("")
             self._writer.put("\n".join(lines), len(lines) - 1)
             if self._clock is not None:
@@ -818,7 +710,7 @@ class AccessLog:
         self.flush()
         # A timer that never ran (its loop stopped first) must not keep the next loop's lines
         # from being scheduled, nor its timestamp from being renewed.
-        self._scheduled = False
+        self.scheduled = False
         if self._clock is not None:
             self._clock.expire()
         if not self._writer.close(timeout):

@@ -15,6 +15,7 @@ import pytest
 
 from bastion.observe import accesslog
 from bastion.observe.accesslog import AccessLog, compile_format
+from bastion.observe.logline import Clock
 from tests.app.hello import app
 from tests.serving import read_response, serve
 
@@ -143,7 +144,7 @@ def test_a_renderer_called_off_the_loop_reads_the_time_every_time() -> None:
 
 
 def test_a_timestamp_left_valid_by_a_stopped_loop_is_renewed() -> None:
-    clock = accesslog._Clock("apache")
+    clock = Clock("apache")
 
     async def refresh() -> None:
         clock.refresh()
