@@ -29,7 +29,7 @@ import sys
 from collections.abc import Awaitable, Iterable
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from bastion._compiled import mypyc_attr
+from bastion._compiled import awaiting, mypyc_attr
 from bastion.asgi.lifespan import Lifespan, LifespanMode
 from bastion.asgi.types import (
     ASGI_VERSION,
@@ -134,21 +134,21 @@ class ASGIHandler:
 
     async def startup(self, state: ServerState) -> None:
         self._graceful_timeout = state.config.graceful_timeout
-        await self.lifespan.startup()
+        await awaiting(self.lifespan.startup())
         self._state = self.lifespan.state
 
     async def shutdown(self) -> None:
-        await cancel_abandoned(self._websocket_tasks)
+        await awaiting(cancel_abandoned(self._websocket_tasks))
         # Requests the engine has let go of may still be running (background work after the
         # response, or an application ignoring a disconnect): give them the graceful timeout.
         tasks = self._tasks
         if tasks:
-            await asyncio.wait(set(tasks), timeout=self._graceful_timeout)
+            await awaiting(asyncio.wait(set(tasks), timeout=self._graceful_timeout))
             for task in list(tasks):
                 task.cancel()
             if tasks:
-                await asyncio.wait(set(tasks), timeout=1.0)
-        await self.lifespan.shutdown(self._graceful_timeout)
+                await awaiting(asyncio.wait(set(tasks), timeout=1.0))
+        await awaiting(self.lifespan.shutdown(self._graceful_timeout))
 
     def handle(self, exchange: Exchange) -> None:
         head = exchange.head
@@ -333,7 +333,7 @@ class _Cycle:
         waiter = self.waiter
         if waiter is None or waiter.done():
             waiter = self.waiter = exchange.loop.create_future()
-        await waiter
+        await awaiting(waiter)
         return {"type": "http.disconnect"}
 
     async def _read_body(self) -> Message:
@@ -553,7 +553,7 @@ def _apply_flags(exchange: Exchange, headers: list[tuple[str, str]], flags: int)
 
 
 async def _await(awaitable: Awaitable[Any]) -> Any:
-    return await awaitable
+    return await awaiting(awaitable)
 
 
 __all__ = ["ASGIHandler", "DEFAULT_EAGER"]

@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
+from bastion._compiled import awaiting
 from bastion.balancer.config import ConnectionLimits, Upstream
 from bastion.balancer.errors import Overloaded
 from bastion.balancer.tunnel import Tunnel
@@ -187,7 +188,7 @@ class UpstreamConnection(asyncio.Protocol):
             waiter = self._drain_waiter
             if waiter is None:
                 waiter = self._drain_waiter = asyncio.get_running_loop().create_future()
-            await waiter
+            await awaiting(waiter)
         if self.closed:
             raise ConnectionResetError("the upstream connection closed")
 
@@ -302,7 +303,7 @@ class ConnectionPool:
             )
             self.waiters.append(waiter)
             try:
-                handed = await waiter
+                handed = await awaiting(waiter)
             except BaseException:
                 if waiter in self.waiters:
                     self.waiters.remove(waiter)
@@ -318,7 +319,7 @@ class ConnectionPool:
         loop = self.loop = asyncio.get_running_loop()
         self.connecting += 1
         try:
-            _, conn = await asyncio.wait_for(
+            connecting = asyncio.wait_for(
                 loop.create_connection(
                     lambda: UpstreamConnection(self),
                     upstream.host,
@@ -328,6 +329,7 @@ class ConnectionPool:
                 ),
                 self.connect_timeout,
             )
+            _, conn = await awaiting(connecting)
         finally:
             self.connecting -= 1
         if self.closed:
@@ -346,6 +348,11 @@ class ConnectionPool:
         if not conn.reusable or self.closed:
             conn.close()
             return
+        # A slow client pauses its request's upstream reads, and the read that pauses them can
+        # be the one that ends the response: the request is then done and resumes nothing (once
+        # its client drains, the connection may be carrying another request). Left paused, it
+        # would never read the next response, nor notice the upstream closing it while idle.
+        conn.resume_reading()
         while self.waiters:
             waiter = self.waiters.popleft()
             if not waiter.done():

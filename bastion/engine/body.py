@@ -14,6 +14,8 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
+from bastion._compiled import awaiting
+
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
 
@@ -130,7 +132,7 @@ class BodyStream:
             if chunk is not None:
                 self._after_take(on_loop=True)
                 return chunk
-            await waiter
+            await awaiting(waiter)
 
     def read_blocking(self, timeout: float | None = None) -> bytes:
         """Like :meth:`read`, from a worker thread; TimeoutError if nothing comes in time."""

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
 
+from bastion._compiled import awaiting
 from bastion.engine.body import BodyStream
 from bastion.engine.errors import ClientDisconnected
 from bastion.engine.exchange import Exchange
@@ -395,7 +396,7 @@ class HTTPConnection(asyncio.Protocol):
                 waiter.set_result(None)
 
         self._writable_callbacks.append(wake)
-        await waiter
+        await awaiting(waiter)
         if self.closed:
             raise ClientDisconnected("client disconnected")
 

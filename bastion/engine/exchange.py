@@ -18,6 +18,7 @@ import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from bastion._compiled import awaiting
 from bastion.engine.body import BodyStream
 from bastion.engine.errors import ClientDisconnected, ResponseAlreadyStarted
 from bastion.engine.sendfile import send_file as _send_file
@@ -147,7 +148,7 @@ class Exchange:
         waiter = self._gone_waiter
         if waiter is None:
             waiter = self._gone_waiter = self.conn.loop.create_future()
-        await asyncio.shield(waiter)
+        await awaiting(asyncio.shield(waiter))
 
     def notify_client_gone(self) -> None:
         """Called by the connection: wake whoever waits in :meth:`wait_client_gone`."""
@@ -358,7 +359,7 @@ class Exchange:
         self.bytes_sent += count
         if framing == _FRAMING_CHUNKED:
             self.conn.write(b"%x\r\n" % count)
-        await _send_file(self.conn, fd, offset, count)
+        await awaiting(_send_file(self.conn, fd, offset, count))
         if framing == _FRAMING_CHUNKED:
             self.conn.write(b"\r\n")
 

@@ -489,6 +489,49 @@ def test_slow_client_pauses_the_upstream_instead_of_buffering() -> None:
         sock.close()
 
 
+def test_a_response_ending_in_the_read_that_pauses_the_upstream() -> None:
+    # After one read is relayed the client's transport reports its buffer full; the next read
+    # pauses the upstream and also ends the response. The kept-alive connection then carries
+    # the next request, whose response it must read. Which read a real transport fills up in
+    # is a matter of timing, so the test tells the client connection itself.
+    rest = threading.Event()
+
+    def script(sock: socket.socket, upstream: RawUpstream) -> None:
+        read_head(sock, upstream)
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n01234")
+        rest.wait(5)
+        sock.sendall(b"56789")
+        read_head(sock, upstream)
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext")
+        sock.recv(1)
+
+    with raw_upstream(script) as up:
+        config = single_route([up.url], timeouts=Timeouts(response=2))
+        with balancer(config) as lb:
+            sock = socket.create_connection(("127.0.0.1", lb.port), timeout=5)
+            received = [b""]
+
+            def read_until(end: bytes) -> None:
+                while not received[0].endswith(end):
+                    chunk = sock.recv(65536)
+                    assert chunk, received[0]
+                    received[0] += chunk
+
+            sock.sendall(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+            read_until(b"01234")
+            (client,) = lb.call(lambda: list(lb.server.state.connections))
+            lb.call(client.pause_writing)
+            rest.set()
+            read_until(b"56789")
+            assert received[0].startswith(b"HTTP/1.1 200 ")
+            lb.call(client.resume_writing)
+            sock.sendall(b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
+            status, _, body = read_response(sock)
+            assert (status, body) == (200, b"next")
+            assert up.connections == 1
+            sock.close()
+
+
 def test_engine_limits_apply_at_the_balancer(two: Pair) -> None:
     a, _ = two
     with balancer(single_route([a.url]), ServerConfig()) as lb:

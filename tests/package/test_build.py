@@ -7,14 +7,18 @@ so that a build that silently fell back to pure Python cannot pass for a compile
 from __future__ import annotations
 
 import ast
+import asyncio
 import builtins
 import importlib
 import os
+import warnings
+from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from bastion._compiled import is_compiled
+from bastion._compiled import awaiting, is_compiled
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -66,3 +70,79 @@ def test_no_compiled_module_defines_an_exception() -> None:
                 if named or bases & builtin_exceptions:
                     found.append(f"{path}: class {node.name}")
     assert not found, "exceptions in compiled modules: " + ", ".join(found)
+
+
+def test_compiled_coroutines_await_through_awaiting() -> None:
+    # A compiled coroutine throws into what it awaits with the three-argument throw() that
+    # Python 3.12 deprecates; only another compiled coroutine takes that silently, so
+    # everything else is awaited through bastion._compiled.awaiting. Coroutines are told
+    # apart by name: a call to a name no compiled module defines as a coroutine is not one.
+    trees = {path: ast.parse((ROOT / path).read_text()) for path in hot_path()}
+    coroutines = {
+        node.name
+        for tree in trees.values()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.AsyncFunctionDef)
+    }
+    found: list[str] = []
+    for path, tree in trees.items():
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Await):
+                continue
+            called = node.value.func if isinstance(node.value, ast.Call) else None
+            name = getattr(called, "id", getattr(called, "attr", None))
+            if name != "awaiting" and name not in coroutines:
+                found.append(f"{path}:{node.lineno}")
+    assert not found, "awaited directly in compiled modules: " + ", ".join(found)
+
+
+class _Recording:
+    """An awaitable whose iterator records how it is thrown into."""
+
+    def __init__(self) -> None:
+        self.thrown: list[tuple[Any, ...]] = []
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        return self  # type: ignore[return-value]
+
+    def __next__(self) -> None:
+        return None
+
+    def send(self, value: Any) -> None:
+        return None
+
+    def throw(self, *args: Any) -> None:
+        self.thrown.append(args)
+        raise args[0]
+
+
+def test_awaiting_passes_the_exception_of_a_three_argument_throw_on_alone() -> None:
+    recording = _Recording()
+    waiting = awaiting(recording).__await__()
+    error = asyncio.CancelledError()
+    with pytest.raises(asyncio.CancelledError) as raised:
+        waiting.throw(asyncio.CancelledError, error, None)
+    assert raised.value is error
+    assert recording.thrown == [(error,)]
+
+
+def test_awaiting_a_future_cancels_and_completes_as_awaiting_it_does() -> None:
+    async def wait(future: asyncio.Future[int]) -> int:
+        return await awaiting(future)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[int] = loop.create_future()
+        loop.call_soon(done.set_result, 7)
+        assert await wait(done) == 7
+        task = loop.create_task(wait(loop.create_future()))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        with pytest.raises(asyncio.TimeoutError):
+            await awaiting(asyncio.wait_for(loop.create_future(), 0.01))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        asyncio.run(main())
