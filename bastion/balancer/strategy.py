@@ -7,9 +7,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Collection
 from typing import ClassVar
 
+from bastion._compiled import mypyc_attr
 from bastion.balancer.pool import PoolSnapshot, Server
 
 
+# Compiled, yet open to strategies written in Python (STRATEGIES takes them too).
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Strategy(ABC):
     """Chooses a server from one :class:`PoolSnapshot`; build a new one per snapshot.
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Collection
 
 import pytest
 
 from bastion.balancer import STRATEGIES, PoolSnapshot, Strategy, build
+from bastion.balancer.pool import Server
 from tests.balancer.support import picks
 
 SMALL = {"points_per_server": 64}
@@ -50,3 +52,26 @@ def test_ejected_servers_are_skipped_and_panic_uses_all(name: str) -> None:
     for server in pool.servers[1:3]:
         pool.eject(server)
     assert "a" in picks(strategy, 400, keyed=True)
+
+
+def test_a_strategy_written_in_python_is_built_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The strategies are compiled in a compiled build; one defined here must still subclass
+    # Strategy, inherit its hooks and be built like the others.
+    class Last(Strategy):
+        name = "last"
+
+        def pick(self, key: bytes | None = None, exclude: Collection[Server] = ()) -> Server | None:
+            allowed = [server for server in self.pool.servers if server not in exclude]
+            return allowed[-1] if allowed else None
+
+    monkeypatch.setitem(STRATEGIES, "last", Last)
+    pool = PoolSnapshot.of(["a", "b", "c"])
+    strategy = build("last", pool)
+    assert isinstance(strategy, Last)
+    chosen = strategy.pick()
+    assert chosen is not None and chosen.key == "c"
+    strategy.on_start(chosen)
+    assert chosen.state.outstanding == 1
+    strategy.on_finish(chosen, 0.01, ok=True)
+    assert chosen.state.outstanding == 0
+    assert strategy.pick(exclude={chosen}) is pool.servers[1]
