@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import random
 from collections.abc import Collection
+from typing import ClassVar
 
 from bastion.balancer.pool import PoolSnapshot, Server
 from bastion.balancer.strategy import Strategy
@@ -91,6 +92,7 @@ class PeakEwma(PowerOfTwo):
     """
 
     name = "peak-ewma"
+    tunables: ClassVar[dict[str, type]] = {**Strategy.tunables, "unknown_latency_s": float}
 
     def __init__(
         self,

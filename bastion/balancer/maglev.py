@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Collection
+from typing import ClassVar
 
 from bastion.balancer.keyhash import hash64, pair, rehash
 from bastion.balancer.pool import PoolSnapshot, Server
@@ -31,6 +32,7 @@ class Maglev(Strategy):
     """
 
     name = "maglev"
+    tunables: ClassVar[dict[str, type]] = {"table_size": int}
 
     def __init__(
         self,

@@ -7,6 +7,7 @@ import random
 from array import array
 from bisect import bisect_left
 from collections.abc import Collection
+from typing import ClassVar
 
 from bastion.balancer.keyhash import MASK64, hash64, points
 from bastion.balancer.pool import PoolSnapshot, Server
@@ -41,6 +42,7 @@ class RingHash(Strategy):
     """
 
     name = "ring-hash"
+    tunables: ClassVar[dict[str, type]] = {"points_per_server": int, "max_ring_size": int}
 
     def __init__(
         self,
@@ -139,6 +141,7 @@ class BoundedLoads(RingHash):
     """
 
     name = "bounded-load"
+    tunables: ClassVar[dict[str, type]] = {"balance_factor": float, **RingHash.tunables}
 
     def __init__(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Collection
+from typing import ClassVar
 
 from bastion.balancer.pool import PoolSnapshot, Server
 from bastion.balancer.strategy import Strategy
@@ -26,6 +27,7 @@ class RoundRobin(Strategy):
     """
 
     name = "round-robin"
+    tunables: ClassVar[dict[str, type]] = {}
 
     def __init__(self, pool: PoolSnapshot, *, rng: random.Random | None = None) -> None:
         super().__init__(pool, rng=rng)

@@ -28,6 +28,10 @@ class Strategy(ABC):
     """
 
     name: ClassVar[str]
+    # The keyword arguments a configuration file may set (``strategy_options``) and their
+    # types, in the constructor's order. Declared rather than read from the signature: a
+    # compiled class does not show its constructor's true signature to ``inspect``.
+    tunables: ClassVar[dict[str, type]] = {"decay_s": float, "failure_latency_s": float}
 
     def __init__(
         self,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import inspect
 import types
 import typing
 from collections.abc import Mapping
@@ -164,18 +163,13 @@ def strategy_options(strategy: str, raw: Any) -> tuple[tuple[str, float], ...]:
     """The tuning a strategy's constructor takes (``balance_factor``, ``decay_s``, ...),
     checked by building the strategy once over a single server."""
     table = _table("strategy_options", raw)
-    cls = STRATEGIES[strategy]
-    parameters = {
-        name: parameter
-        for name, parameter in inspect.signature(cls).parameters.items()
-        if parameter.kind is parameter.KEYWORD_ONLY and name != "rng"
-    }
+    tunables = STRATEGIES[strategy].tunables
     options: list[tuple[str, float]] = []
     for name, item in table.items():
-        if name not in parameters:
-            takes = ", ".join(parameters) or "no options"
+        kind = tunables.get(name)
+        if kind is None:
+            takes = ", ".join(tunables) or "no options"
             raise ValueError(f"strategy_options: {strategy} has no option {name!r} ({takes})")
-        kind = type(parameters[name].default)
         options.append((name, _value(f"strategy_options.{name}", item, kind)))
     try:
         build(strategy, PoolSnapshot.of({"127.0.0.1:1": 1.0}), **dict(options))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 import random
 from collections.abc import Collection
 
 import pytest
 
+from bastion._compiled import is_compiled
 from bastion.balancer import STRATEGIES, PoolSnapshot, Strategy, build
 from bastion.balancer.pool import Server
 from tests.balancer.support import picks
@@ -75,3 +77,20 @@ def test_a_strategy_written_in_python_is_built_by_name(monkeypatch: pytest.Monke
     strategy.on_finish(chosen, 0.01, ok=True)
     assert chosen.state.outstanding == 0
     assert strategy.pick(exclude={chosen}) is pool.servers[1]
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_a_strategys_tunables_are_its_keyword_arguments(name: str) -> None:
+    # strategy_options are checked against Strategy.tunables; they must name what the
+    # constructor takes. A compiled class hides its signature, so this is checked pure.
+    cls = STRATEGIES[name]
+    if is_compiled():
+        pytest.skip("compiled: the constructor's signature is not visible")
+    parameters = inspect.signature(cls).parameters.values()
+    keywords = {
+        parameter.name: type(parameter.default)
+        for parameter in parameters
+        if parameter.kind is parameter.KEYWORD_ONLY and parameter.name != "rng"
+    }
+    assert dict(cls.tunables) == keywords
+    assert list(cls.tunables) == list(keywords)
