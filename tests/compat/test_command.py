@@ -49,6 +49,7 @@ def command(module: str, *args: str, cwd: Path | str = ROOT) -> Iterator[Command
         stderr=subprocess.PIPE,
         text=True,
         env=_env(),
+        preexec_fn=_interruptible,
     )
     try:
         assert proc.stdout is not None
@@ -61,6 +62,15 @@ def command(module: str, *args: str, cwd: Path | str = ROOT) -> Iterator[Command
     assert out.endswith("\nKeyboard interrupt received, exiting.\n"), out
     assert "Task was destroyed" not in err, err
     assert "Traceback" not in err, err
+
+
+def _interruptible() -> None:
+    # Both servers stop on Ctrl-C through Python's KeyboardInterrupt, which Python sets up only
+    # when SIGINT is not ignored. An ignored or blocked SIGINT is inherited through exec (a
+    # shell running the suite as a background job ignores it), and the child would then never
+    # see the Ctrl-C this test sends.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _env() -> dict[str, str]:

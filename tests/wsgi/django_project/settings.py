@@ -13,6 +13,9 @@ MIDDLEWARE = [
 ]
 DATABASES: dict[str, object] = {}
 USE_TZ = True
+# Django exports TIME_ZONE as the process's TZ (America/Chicago unless set), which every
+# later test in the same worker, and its subprocesses, would then inherit.
+TIME_ZONE = "UTC"
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 LOGGING_CONFIG = None
