@@ -174,7 +174,7 @@ class CommonFormat(NamedFormat):
 
     def line(self, exchange: Exchange, duration: float) -> str:
         head = exchange.head
-        client = _client(exchange)
+        client = exchange.client
         authorization: bytes | None = None
         for key, value in head.headers:
             if len(key) == 13 and key.lower() == b"authorization":
@@ -188,7 +188,7 @@ class CombinedFormat(NamedFormat):
 
     def line(self, exchange: Exchange, duration: float) -> str:
         head = exchange.head
-        client = _client(exchange)
+        client = exchange.client
         authorization: bytes | None = None
         referer: bytes | None = None
         agent: bytes | None = None
@@ -206,12 +206,6 @@ class CombinedFormat(NamedFormat):
         referer_text = DASH if referer is None else ESCAPED[referer]
         agent_text = DASH if agent is None else ESCAPED[agent]
         return f'{common} "{referer_text}" "{agent_text}"'
-
-
-def _client(exchange: Exchange) -> tuple[str, int] | None:
-    """``Exchange.client``: the property's body, which compiled code then calls natively."""
-    forwarded = exchange.forwarded_client
-    return exchange.conn.client if forwarded is None else forwarded
 
 
 def _common(
@@ -244,7 +238,7 @@ class HTTPServerFormat(NamedFormat):
 
     def line(self, exchange: Exchange, duration: float) -> str:
         head = exchange.head
-        client = _client(exchange)
+        client = exchange.client
         address = client[0] if client else DASH
         escaped = CONTROL_ESCAPED
         method = escaped[head.method]
