@@ -27,7 +27,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Awaitable, Iterable
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from bastion._compiled import awaiting, mypyc_attr
 from bastion.asgi.lifespan import Lifespan, LifespanMode
@@ -60,30 +60,30 @@ logger = logging.getLogger("bastion.error")
 # Python 3.12+ runs eager tasks with asyncio.current_task() set, which anyio, asyncio.timeout()
 # and friends need; before that, an eager first step has no current task, so third-party
 # applications get a task per request unless the caller says the application does not care.
-DEFAULT_EAGER = sys.version_info >= (3, 12)
+DEFAULT_EAGER: Final = sys.version_info >= (3, 12)
 
-_ASGI = {"version": ASGI_VERSION, "spec_version": HTTP_SPEC_VERSION}
-_ASGI_WEBSOCKET = {"version": ASGI_VERSION, "spec_version": WEBSOCKET_SPEC_VERSION}
+_ASGI: Final = {"version": ASGI_VERSION, "spec_version": HTTP_SPEC_VERSION}
+_ASGI_WEBSOCKET: Final = {"version": ASGI_VERSION, "spec_version": WEBSOCKET_SPEC_VERSION}
 
 # Where a response stands.
-_IDLE = 0  # nothing sent by the application yet
-_HEAD = 1  # http.response.start received and held back
-_BODY = 2  # head written, body streaming
-_DONE = 3  # final body sent
-_FAILED = 4  # the application broke the protocol; answered with a 500 or a closed connection
+_IDLE: Final = 0  # nothing sent by the application yet
+_HEAD: Final = 1  # http.response.start received and held back
+_BODY: Final = 2  # head written, body streaming
+_DONE: Final = 3  # final body sent
+_FAILED: Final = 4  # the application broke the protocol; answered with a 500 or a closed connection
 
 # Where the request body stands.
-_NO_BODY = 0  # no body: the one http.request message has not been received yet
-_READING = 1  # body being streamed
-_READ = 2  # the last http.request message was received
+_NO_BODY: Final = 0  # no body: the one http.request message has not been received yet
+_READING: Final = 1  # body being streamed
+_READ: Final = 2  # the last http.request message was received
 
 # Flags from the response headers.
-_CLOSE = 1
-_OWN_LINES = 2
-_SERVER_LINES = frozenset((b"server", b"date"))
+_CLOSE: Final = 1
+_OWN_LINES: Final = 2
+_SERVER_LINES: Final = frozenset((b"server", b"date"))
 
 # Errors a body read raises when the request will never complete.
-_GONE = (ClientDisconnected, ProtocolError)
+_GONE: Final = (ClientDisconnected, ProtocolError)
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Collection
-from typing import ClassVar
+from typing import ClassVar, Final
 
 from bastion.balancer.keyhash import hash64, pair, rehash
 from bastion.balancer.pool import PoolSnapshot, Server
@@ -13,10 +13,10 @@ from bastion.balancer.strategy import Strategy
 # A prime, so every skip is coprime with it and each server's preference list is a
 # permutation of all slots; 65,537 is the paper's and Envoy's default, 655 slots a host at 100
 # hosts, so shares differ by at most one slot (0.15%).
-DEFAULT_TABLE_SIZE = 65537
+DEFAULT_TABLE_SIZE: Final = 65537
 
 # Fallback lookups for a key whose slot belongs to a server that is down or excluded.
-_ATTEMPTS = 16
+_ATTEMPTS: Final = 16
 
 
 class Maglev(Strategy):

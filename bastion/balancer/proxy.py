@@ -25,7 +25,7 @@ import os
 import ssl
 from collections.abc import Callable, Collection, Iterable
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from prometheus_client import REGISTRY
 
@@ -67,10 +67,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("bastion.error")
 
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 # Response fields that are the connection's, not the message's (RFC 9110 §7.6.1), and the
 # framing fields the engine writes itself.
-_NOT_FORWARDED = frozenset(
+_NOT_FORWARDED: Final = frozenset(
     {
         b"connection",
         b"keep-alive",
@@ -84,10 +84,10 @@ _NOT_FORWARDED = frozenset(
     }
 )
 # The usual reason phrase of each status, as the engine writes it in its own status lines.
-_PHRASES = {status: line[13:-2] for status, line in STATUS_LINES.items()}
-_POOL_SWEEP_INTERVAL = 1.0
-_MIN_TICK = 0.01
-_MAX_TICK = 0.25
+_PHRASES: Final = {status: line[13:-2] for status, line in STATUS_LINES.items()}
+_POOL_SWEEP_INTERVAL: Final = 1.0
+_MIN_TICK: Final = 0.01
+_MAX_TICK: Final = 0.25
 
 
 class RouteRuntime:

@@ -8,7 +8,9 @@ quiet route can still retry at all (Envoy's and Finagle's retry budgets work the
 
 from __future__ import annotations
 
-_SLOTS = 10
+from typing import Final
+
+_SLOTS: Final = 10
 
 
 class RetryBudget:

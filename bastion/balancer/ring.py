@@ -7,7 +7,7 @@ import random
 from array import array
 from bisect import bisect_left
 from collections.abc import Collection
-from typing import ClassVar
+from typing import ClassVar, Final
 
 from bastion.balancer.keyhash import MASK64, hash64, points
 from bastion.balancer.pool import PoolSnapshot, Server
@@ -24,10 +24,10 @@ from bastion.balancer.strategy import Strategy
 # and move about as many keys again). Cost: 8 bytes a point (6.5 MiB per worker at 100
 # hosts) and about 0.4 s to build at 100 hosts, once per reconfiguration; large pools that
 # reconfigure often are better served by Maglev.
-DEFAULT_POINTS = 8192
+DEFAULT_POINTS: Final = 8192
 
 # Envoy's cap: past it every server's points are scaled down together.
-MAX_RING_SIZE = 1 << 23
+MAX_RING_SIZE: Final = 1 << 23
 
 
 class RingHash(Strategy):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Collection
-from typing import ClassVar
+from typing import ClassVar, Final
 
 from bastion.balancer.pool import PoolSnapshot, Server
 from bastion.balancer.strategy import Strategy
@@ -84,10 +84,10 @@ class RoundRobin(Strategy):
         return pool.active[best]
 
 
-_SKIPS = 8
+_SKIPS: Final = 8
 # Beyond this many steps (servers x rotation length), the rotation is not worked out and
 # every pick scans the pool instead.
-_MAX_ROTATION_WORK = 1_000_000
+_MAX_ROTATION_WORK: Final = 1_000_000
 
 
 def _rotation(servers: tuple[Server, ...]) -> list[int] | None:

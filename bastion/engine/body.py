@@ -13,11 +13,12 @@ import asyncio
 import threading
 from collections import deque
 from collections.abc import Callable
+from typing import Final
 
 from bastion._compiled import awaiting
 
-HIGH_WATER = 256 * 1024
-LOW_WATER = 64 * 1024
+HIGH_WATER: Final = 256 * 1024
+LOW_WATER: Final = 64 * 1024
 
 
 class BodyStream:

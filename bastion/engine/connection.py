@@ -14,7 +14,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from bastion._compiled import awaiting
 from bastion.engine.body import BodyStream
@@ -30,13 +30,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger("bastion.error")
 
 # What the read-side deadline currently guards.
-_WAIT_NONE = 0
-_WAIT_HEAD = 1
-_WAIT_BODY = 2
-_WAIT_IDLE = 3
+_WAIT_NONE: Final = 0
+_WAIT_HEAD: Final = 1
+_WAIT_BODY: Final = 2
+_WAIT_IDLE: Final = 3
 
 # Responses written while received bytes are being processed are coalesced up to this size.
-_BATCH_LIMIT = 16 * 1024
+_BATCH_LIMIT: Final = 16 * 1024
 
 
 class _Feed(Protocol):

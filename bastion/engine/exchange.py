@@ -16,7 +16,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from bastion._compiled import awaiting
 from bastion.engine.body import BodyStream
@@ -45,16 +45,16 @@ logger = logging.getLogger("bastion.error")
 Headers = Iterable[tuple[str, str]]
 
 # Small responses need no copy of the body into a joined buffer beyond this size.
-_JOIN_LIMIT = 64 * 1024
-_DISCARD_LIMIT = 64 * 1024
+_JOIN_LIMIT: Final = 64 * 1024
+_DISCARD_LIMIT: Final = 64 * 1024
 
 # Pre-encoded Content-Length lines for small bodies: formatting one per request adds up.
-_LENGTH_LINES = [b"content-length: %d\r\n" % size for size in range(1024)]
+_LENGTH_LINES: Final = [b"content-length: %d\r\n" % size for size in range(1024)]
 
-_FRAMING_NONE = 0
-_FRAMING_LENGTH = 1
-_FRAMING_CHUNKED = 2
-_FRAMING_CLOSE = 3
+_FRAMING_NONE: Final = 0
+_FRAMING_LENGTH: Final = 1
+_FRAMING_CHUNKED: Final = 2
+_FRAMING_CLOSE: Final = 3
 
 
 class Exchange:

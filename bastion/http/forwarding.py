@@ -18,7 +18,7 @@ import ipaddress
 import re
 from collections.abc import Iterable
 from functools import lru_cache
-from typing import Literal
+from typing import Final, Literal
 
 from bastion.http.request import RequestHead
 from bastion.http.response import encode_header, status_line
@@ -27,23 +27,23 @@ from bastion.http.upstream import ResponseHead
 Header = tuple[bytes, bytes]
 ForwardingStyle = Literal["both", "x-forwarded", "forwarded", "none"]
 
-_HOP_BY_HOP = frozenset(
+_HOP_BY_HOP: Final = frozenset(
     {b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
 )
 # Fields that decide where a forwarded request's body ends, or that the proxy answers itself:
 # the engine answers "Expect: 100-continue" to the client, and forwarding it would have the
 # upstream wait for a go-ahead the proxy is not listening for.
-_REFRAMED = frozenset({b"content-length", b"expect"})
-_NOT_FORWARDED = _HOP_BY_HOP | _REFRAMED
+_REFRAMED: Final = frozenset({b"content-length", b"expect"})
+_NOT_FORWARDED: Final = _HOP_BY_HOP | _REFRAMED
 # What must not appear where a proxy writes a client's fields, or they could split the message
 # (the server's parser already refuses them; a head built by hand might not have been parsed).
-_UNSAFE_VALUE = re.compile(rb"[\r\n\x00]")
-_NOT_TOKEN = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
-_BAD_TARGET = re.compile(rb"[\x00-\x20\x7f]")
+_UNSAFE_VALUE: Final = re.compile(rb"[\r\n\x00]")
+_NOT_TOKEN: Final = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
+_BAD_TARGET: Final = re.compile(rb"[\x00-\x20\x7f]")
 # What a client may send to claim an address, scheme or host it does not have. Applications
 # read any of them (Werkzeug's ProxyFix reads the X-Forwarded-* family, others X-Real-IP), so
 # all are dropped when the client is not a trusted proxy, whichever the proxy sets itself.
-_FORWARDING = frozenset(
+_FORWARDING: Final = frozenset(
     {
         b"forwarded",
         b"x-forwarded-for",
@@ -55,7 +55,7 @@ _FORWARDING = frozenset(
     }
 )
 # RFC 7230 §3.2.6 tchar: a Forwarded value made only of these needs no quotes.
-_TOKEN_CHARS = frozenset(
+_TOKEN_CHARS: Final = frozenset(
     "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 )
 
@@ -260,14 +260,16 @@ def forward_request_head(
 
 
 # Field blocks already built, by (the client's fields, and every argument they depend on).
-_FIELD_BLOCKS: dict[
-    tuple[tuple[Header, ...], str | None, str, bool, str, bytes | None, bool, bytes],
-    tuple[bytes, bool],
+_FIELD_BLOCKS: Final[
+    dict[
+        tuple[tuple[Header, ...], str | None, str, bool, str, bytes | None, bool, bytes],
+        tuple[bytes, bool],
+    ]
 ] = {}
 # Bounded in count and in size: a block (and its key, the fields it was built from) over a
 # few KiB is rebuilt each time, so the cache holds a few MiB at most whatever clients send.
-_FIELD_BLOCKS_LIMIT = 512
-_FIELD_BLOCK_MAX_BYTES = 4096
+_FIELD_BLOCKS_LIMIT: Final = 512
+_FIELD_BLOCK_MAX_BYTES: Final = 4096
 
 
 def _checked_line(field: Header) -> bytes:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import NoReturn, Protocol
+from typing import Final, NoReturn, Protocol
 
 import httptools
 
@@ -46,45 +46,50 @@ from bastion.http.errors import (
 from bastion.http.limits import Limits
 from bastion.http.request import RequestHead
 
-_SUPPORTED_VERSIONS = frozenset({"1.0", "1.1"})
-_FRAMING_HEADERS = frozenset({b"content-length", b"transfer-encoding", b"expect"})
+_SUPPORTED_VERSIONS: Final = frozenset({"1.0", "1.1"})
+# The end of a request line, by the version it names: httptools formats the version as a new
+# string for every request (str.format, several times the cost of anything else it is asked).
+_LINE_ENDS: Final = {b" HTTP/1.1": "1.1", b" HTTP/1.0": "1.0"}
+_FRAMING_HEADERS: Final = frozenset({b"content-length", b"transfer-encoding", b"expect"})
 _IDLE, _HEAD, _BODY, _TRAILERS = 0, 1, 2, 3
 # llhttp's own message for a well-formed but unknown version (HTTP/1.2, HTTP/3.0): that is a
 # 505, while a malformed version (HTTP/1.x) is a 400.
-_UNSUPPORTED_VERSION_REASON = "Invalid HTTP version"
-_TCHAR = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-_MAX_DIGITS = 18  # 10**18 bytes is far beyond any limit and still fits a machine word
-_METHODS: dict[bytes, str] = {}
-_REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) [^ ]+ HTTP/[0-9]\.[0-9]")
+_UNSUPPORTED_VERSION_REASON: Final = "Invalid HTTP version"
+_TCHAR: Final = frozenset(
+    b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+_MAX_DIGITS: Final = 18  # 10**18 bytes is far beyond any limit and still fits a machine word
+_METHODS: Final[dict[bytes, str]] = {}
+_REQUEST_LINE: Final = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) [^ ]+ HTTP/[0-9]\.[0-9]")
 # What llhttp parses a request with an extension method as: a method it knows, frames like
 # any other (by Content-Length or Transfer-Encoding), and that is rare on the wire, so that
 # the one lookup able to tell it apart is off the path of common methods.
-_STAND_IN = b"SOURCE"
+_STAND_IN: Final = b"SOURCE"
 # llhttp's reasons for a token it knows only for another protocol (RTSP's PLAY, HTTP/2's PRI).
-_OTHER_PROTOCOLS_METHOD = frozenset(
+_OTHER_PROTOCOLS_METHOD: Final = frozenset(
     {"Invalid method for HTTP/x.x request", "Expected HTTP/2 Connection Preface"}
 )
 # Bytes llhttp may hold before a method is complete, arriving in reads that report nothing.
-_MAX_HELD = 256
+_MAX_HELD: Final = 256
 # How much of the reads since the last clean start between requests is kept to find a request
 # with an extension method again; beyond it, that request is refused (see _extension_method).
-_MAX_REPLAY = 64 * 1024
-_CLEAN: list[bytes] = []  # shared, never appended to: see RequestParser._keep_for_replay
+_MAX_REPLAY: Final = 64 * 1024
+_CLEAN: Final[list[bytes]] = []  # shared, never appended to: see RequestParser._keep_for_replay
 # What a request line holds before its target, the only thing llhttp keeps unreported.
-_METHOD_BYTES = _TCHAR | {32}
+_METHOD_BYTES: Final = _TCHAR | {32}
 # RFC 3986 host and port. A reg-name may hold sub-delims, but not ",": a Host of "a, b" is a
 # list, and which member a proxy or an application would pick is a guess. A port, when its
 # colon is present, must be there too: an empty one is legal but no client sends it, and the
 # code that splits host from port downstream should not have to handle it.
-_AUTHORITY = re.compile(
+_AUTHORITY: Final = re.compile(
     rb"(?:(?:[A-Za-z0-9\-._~!$&'()*+;=]|%[0-9A-Fa-f]{2})+"
     rb"|\[(?P<ipv6>[0-9A-Fa-f:.]+)\]"
     rb"|\[v[0-9A-Fa-f]+\.[A-Za-z0-9\-._~!$&'()*+;=:]+\])"
     rb"(?::(?P<port>[0-9]{1,5}))?"
 )
 # A service sees the same few Host values on every request; checking one is a set lookup.
-_valid_authorities: set[bytes] = set()
-_MAX_REMEMBERED_AUTHORITIES = 256
+_valid_authorities: Final[set[bytes]] = set()
+_MAX_REMEMBERED_AUTHORITIES: Final = 256
 
 
 class RequestSink(Protocol):
@@ -164,6 +169,7 @@ class RequestParser:
         "_idle_prefix",
         "_stand_in_for",
         "_unseen_bytes",
+        "_version",
     )
 
     def __init__(self, sink: RequestSink, limits: Limits | None = None) -> None:
@@ -191,6 +197,7 @@ class RequestParser:
         self._replay_size = 0
         self._idle_prefix = b""
         self._stand_in_for: str | None = None
+        self._version: str | None = None
 
     @property
     def in_request(self) -> bool:
@@ -205,6 +212,8 @@ class RequestParser:
         """Parse ``data``; report what it completes to the sink; raise ProtocolError if bad."""
         while True:
             self._data = data
+            if self._phase == _IDLE:
+                self._version = _request_line_version(data)
             try:
                 self._parser.feed_data(data)
             except httptools.HttpParserUpgrade as upgrade:
@@ -407,7 +416,11 @@ class RequestParser:
 
     def on_headers_complete(self) -> None:
         parser = self._parser
-        version = parser.get_http_version()
+        version = self._version
+        if version is None:
+            version = parser.get_http_version()
+        else:
+            self._version = None  # a request pipelined after this one in the read asks llhttp
         if version not in _SUPPORTED_VERSIONS:
             self._fail(VersionNotSupported(f"HTTP/{version} is not supported"))
         if version == "1.0":
@@ -525,6 +538,17 @@ class RequestParser:
         self._host_count = 0
         self._framing = None
         self._sink.on_request_end()
+
+
+def _request_line_version(data: bytes) -> str | None:
+    """The version a read's first line ends with, when it is `` HTTP/1.1`` or `` HTTP/1.0``.
+
+    Called when a read starts between requests: the first line ending in it is then the
+    request line of the next request, or not a request line at all (an empty line first, a
+    line llhttp will refuse), in which case the request is left to llhttp to judge.
+    """
+    end = data.find(b"\r\n")
+    return _LINE_ENDS.get(data[end - 9 : end]) if end >= 9 else None
 
 
 class _Framing:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Final
 from urllib.parse import unquote_to_bytes
 
 # Busy services see the same few targets again and again; their split is remembered (bounded).
-_split_targets: dict[bytes, tuple[str, bytes]] = {}
+_split_targets: Final[dict[bytes, tuple[str, bytes]]] = {}
 
 
 class RequestHead:

@@ -6,21 +6,22 @@ import re
 from collections.abc import Iterable
 from email.utils import formatdate
 from http import HTTPStatus
+from typing import Final
 
-_REASONS: dict[int, str] = {s.value: s.phrase for s in HTTPStatus}
+_REASONS: Final[dict[int, str]] = {s.value: s.phrase for s in HTTPStatus}
 _REASONS[413] = "Content Too Large"  # RFC 9110's name; older tables say "Request Entity Too Large"
-STATUS_LINES: dict[int, bytes] = {
+STATUS_LINES: Final[dict[int, bytes]] = {
     code: f"HTTP/1.1 {code} {reason}\r\n".encode("latin-1") for code, reason in _REASONS.items()
 }
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 # A header value may hold any visible byte, space and tab; CR and LF would split the response
 # (header injection), NUL and other controls confuse downstream parsers.
-_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_line_cache: dict[tuple[str, str], bytes] = {}
-_LINE_CACHE_SIZE = 4096
+_BAD_VALUE: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_line_cache: Final[dict[tuple[str, str], bytes]] = {}
+_LINE_CACHE_SIZE: Final = 4096
 
-LAST_CHUNK = b"0\r\n\r\n"
-CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"
+LAST_CHUNK: Final = b"0\r\n\r\n"
+CONTINUE_RESPONSE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 def reason_phrase(status: int) -> str:

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from typing import NoReturn, Protocol
+from typing import Final, NoReturn, Protocol
 
 import httptools
 
@@ -55,27 +55,31 @@ from bastion.http.limits import Limits
 from bastion.http.parser import callback_failure, parse_content_length
 
 # Where the parser stands in the byte stream. Each phase knows how far llhttp may be fed.
-_IDLE = 0  # between responses: the next byte starts a status line
-_HEAD = 1  # in a head: feed up to the first empty line
-_NO_BODY = 2  # head complete, llhttp about to end the message on its own
-_LENGTH = 3  # Content-Length body: feed exactly what is left of it
-_UNTIL_EOF = 4  # close-delimited body: everything until the connection ends
-_CHUNK_LINE = 5  # chunk-size line: feed up to its LF
-_CHUNK_DATA = 6  # chunk data: feed exactly its size
-_CHUNK_END = 7  # the CRLF after chunk data
-_TRAILERS = 8  # after the last chunk: feed line by line until the message ends
-_DONE = 9  # switched protocols, or the connection ended: no more HTTP
+_IDLE: Final = 0  # between responses: the next byte starts a status line
+_HEAD: Final = 1  # in a head: feed up to the first empty line
+_NO_BODY: Final = 2  # head complete, llhttp about to end the message on its own
+_LENGTH: Final = 3  # Content-Length body: feed exactly what is left of it
+_UNTIL_EOF: Final = 4  # close-delimited body: everything until the connection ends
+_CHUNK_LINE: Final = 5  # chunk-size line: feed up to its LF
+_CHUNK_DATA: Final = 6  # chunk data: feed exactly its size
+_CHUNK_END: Final = 7  # the CRLF after chunk data
+_TRAILERS: Final = 8  # after the last chunk: feed line by line until the message ends
+_DONE: Final = 9  # switched protocols, or the connection ended: no more HTTP
 
-_PROTOCOL = b"HTTP/"
-_SUPPORTED_VERSIONS = frozenset({"1.0", "1.1"})
-_HEAD_END = b"\r\n\r\n"
+_PROTOCOL: Final = b"HTTP/"
+# A status line's first bytes, by the version they name: read here, rather than asked of
+# httptools, which formats the version as a new string for every response.
+_STATUS_LINE_VERSIONS: Final = {b"HTTP/1.1": "1.1", b"HTTP/1.0": "1.0"}
+_VERSION_BYTES: Final = 8
+_SUPPORTED_VERSIONS: Final = frozenset({"1.0", "1.1"})
+_HEAD_END: Final = b"\r\n\r\n"
 # RFC 9112 §4: reason-phrase = *( HTAB / SP / VCHAR / obs-text ).
-_BAD_REASON = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_BAD_REASON: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # Any chunk size llhttp accepts fits in 64 bits; leading zeros aside, 16 hex digits.
-_MAX_CHUNK_DIGITS = 16
-_HEX = frozenset(b"0123456789abcdefABCDEF")
+_MAX_CHUNK_DIGITS: Final = 16
+_HEX: Final = frozenset(b"0123456789abcdefABCDEF")
 # The fields that frame a response, or say whether its connection stays open.
-_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
+_FRAMING: Final = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 
 
 class ResponseHead:
@@ -172,7 +176,7 @@ class _Awaited:
 
 
 # Every kind of awaited request, shared: [responds to HEAD][asked to upgrade].
-_AWAITED = (
+_AWAITED: Final = (
     (_Awaited(False, False), _Awaited(False, True)),
     (_Awaited(True, False), _Awaited(True, True)),
 )
@@ -376,11 +380,11 @@ class ResponseParser:
     def _feed_head(self, data: bytes, view: memoryview, at: int) -> int:
         """Feed up to the end of the head, the first empty line: a head holds no other."""
         prefix = self._prefix
-        if len(prefix) < len(_PROTOCOL):
+        if len(prefix) < _VERSION_BYTES:
             # llhttp also reads RTSP and ICE status lines, and skips empty lines before one;
             # a response must start right where the previous one ended, with "HTTP/".
-            prefix = self._prefix = prefix + data[at : at + len(_PROTOCOL) - len(prefix)]
-            if not _PROTOCOL.startswith(prefix):
+            prefix = self._prefix = prefix + data[at : at + _VERSION_BYTES - len(prefix)]
+            if not _PROTOCOL.startswith(prefix[: len(_PROTOCOL)]):
                 self._fail(BadGateway(f"not an HTTP status line: {prefix!r}"))
         tail = self._tail
         found = -1
@@ -503,7 +507,7 @@ class ResponseParser:
         if self._header_bytes > limits.max_header_bytes:
             self._fail(BadGateway("header fields too large"))
         parser = self._parser
-        version = parser.get_http_version()
+        version = _STATUS_LINE_VERSIONS.get(self._prefix) or parser.get_http_version()
         if version not in _SUPPORTED_VERSIONS:
             self._fail(BadGateway(f"HTTP/{version} responses are not supported"))
         status = parser.get_status_code()

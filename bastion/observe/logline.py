@@ -26,13 +26,27 @@ if TYPE_CHECKING:
 Render = Callable[["Exchange", float], str]
 
 DASH: Final = "-"
-_UNSAFE = re.compile(r'[\x00-\x1f\x7f-\xff"\\]')
+_UNSAFE: Final = re.compile(r'[\x00-\x1f\x7f-\xff"\\]')
 # http.server escapes C0 and C1 control characters as \xNN (BaseHTTPRequestHandler.log_message).
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_MONTHS = ("", "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_MONTHS: Final = (
+    "",
+    "Jan",
+    "Feb",
+    "Mar",
+    "Apr",
+    "May",
+    "Jun",
+    "Jul",
+    "Aug",
+    "Sep",
+    "Oct",
+    "Nov",
+    "Dec",
+)
 # Values longer than this, or arriving once this many are remembered, are escaped every time.
-_REMEMBERED_LENGTH = 256
-_REMEMBERED_VALUES = 4096
+_REMEMBERED_LENGTH: Final = 256
+_REMEMBERED_VALUES: Final = 4096
 
 
 def escape(text: str) -> str:

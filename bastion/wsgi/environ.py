@@ -7,7 +7,7 @@ the application as the latin-1 reading of its bytes (frameworks re-encode it).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote_to_bytes
 
 from bastion.wsgi.streams import EMPTY_INPUT, ERRORS, FileWrapper, WSGIInput
@@ -16,18 +16,18 @@ if TYPE_CHECKING:
     from bastion.engine.exchange import Exchange
     from bastion.http import RequestHead
 
-_CACHE_LIMIT = 1024
-_DEFAULT_PORTS = {"http": "80", "https": "443"}
-_PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
+_CACHE_LIMIT: Final = 1024
+_DEFAULT_PORTS: Final = {"http": "80", "https": "443"}
+_PROTOCOLS: Final = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
 
 # Header name as the client spelled it -> environ key, or "" for a header not passed on.
-_header_keys: dict[bytes, str] = {}
+_header_keys: Final[dict[bytes, str]] = {}
 # Host header value -> (SERVER_NAME, SERVER_PORT or "" when the header names no port).
-_hosts: dict[str, tuple[str, str]] = {}
+_hosts: Final[dict[str, tuple[str, str]]] = {}
 # Origin-form target -> (PATH_INFO before the mount point is taken off, QUERY_STRING,
 # REQUEST_URI): a busy service sees the same few targets again and again.
-_targets: dict[bytes, tuple[str, str, str]] = {}
-_CACHED_TARGET_LIMIT = 256
+_targets: Final[dict[bytes, tuple[str, str, str]]] = {}
+_CACHED_TARGET_LIMIT: Final = 256
 
 
 def header_key(name: bytes) -> str:

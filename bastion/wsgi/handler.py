@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from bastion._compiled import mypyc_attr
 from bastion.wsgi.environ import EnvironBuilder
@@ -24,9 +24,9 @@ logger = logging.getLogger("bastion.error")
 
 WSGIApplication = Callable[[dict[str, Any], Any], Iterable[bytes]]
 
-_BUSY_HEADERS = [("content-type", "text/plain; charset=utf-8"), ("retry-after", "1")]
-_BUSY = b"503 Service Unavailable: all workers are busy\n"
-_SKIPPED: Action = (SKIP,)
+_BUSY_HEADERS: Final = [("content-type", "text/plain; charset=utf-8"), ("retry-after", "1")]
+_BUSY: Final = b"503 Service Unavailable: all workers are busy\n"
+_SKIPPED: Final[Action] = (SKIP,)
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)

@@ -24,7 +24,7 @@ import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from bastion.engine.errors import ClientDisconnected
 from bastion.engine.exchange import ThreadWriter
@@ -42,24 +42,24 @@ HeaderList = list[tuple[str, str]]
 Action = tuple[Any, ...]
 
 # (RESPOND, status, headers, body, close, header block or None): head and body in one write
-RESPOND = 0
-HEAD_ONLY = 1  # (HEAD_ONLY, status, headers, length, close): HEAD with a declared length
-MISFRAMED = 2  # (MISFRAMED, status, headers, length, close, body): let the engine refuse it
-END = 3  # (END,): the streamed body is complete
-SKIP = 4  # (SKIP,): the client left before the application was called
+RESPOND: Final = 0
+HEAD_ONLY: Final = 1  # (HEAD_ONLY, status, headers, length, close): HEAD with a declared length
+MISFRAMED: Final = 2  # (MISFRAMED, status, headers, length, close, body): let the engine refuse it
+END: Final = 3  # (END,): the streamed body is complete
+SKIP: Final = 4  # (SKIP,): the client left before the application was called
 
 # Bodies of regular files up to this size are read whole and sent with their head.
-_SMALL_FILE = 256 * 1024
-_FILE_BLOCK = 256 * 1024
-_MAX_LENGTH_DIGITS = 18
-_CACHE_LIMIT = 512
+_SMALL_FILE: Final = 256 * 1024
+_FILE_BLOCK: Final = 256 * 1024
+_MAX_LENGTH_DIGITS: Final = 18
+_CACHE_LIMIT: Final = 512
 
 # Header kinds, by the exact name the application used.
-_PLAIN = 0
-_LENGTH = 1
-_CONNECTION = 2
-_HOP_BY_HOP = 3
-_HOP_BY_HOP_NAMES = frozenset(
+_PLAIN: Final = 0
+_LENGTH: Final = 1
+_CONNECTION: Final = 2
+_HOP_BY_HOP: Final = 3
+_HOP_BY_HOP_NAMES: Final = frozenset(
     {
         "keep-alive",
         "proxy-authenticate",
@@ -71,14 +71,14 @@ _HOP_BY_HOP_NAMES = frozenset(
         "upgrade",
     }
 )
-_header_kinds: dict[str, int] = {}
+_header_kinds: Final[dict[str, int]] = {}
 # The application's header list, as a tuple -> what clean_headers makes of it and its encoded
 # block. Most applications send the same few lists again and again; emptied when full, so
 # lists that never repeat (a cookie per client) cannot crowd out those that do.
 Prepared = tuple[HeaderList, int | None, bool, bytes | None]
-_prepared: dict[tuple[Any, ...], Prepared] = {}
-_warned: set[str] = set()
-_statuses: dict[str, int] = {}
+_prepared: Final[dict[tuple[Any, ...], Prepared]] = {}
+_warned: Final[set[str]] = set()
+_statuses: Final[dict[str, int]] = {}
 
 
 def _header_kind(name: str) -> int:

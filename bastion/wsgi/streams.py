@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Iterator
-from typing import IO, Any
+from typing import IO, Any, Final
 
 from bastion.engine.body import BodyStream
 
@@ -172,7 +172,7 @@ class EmptyInput:
         pass
 
 
-EMPTY_INPUT = EmptyInput()
+EMPTY_INPUT: Final = EmptyInput()
 
 
 class ErrorStream:
@@ -219,7 +219,7 @@ class ErrorStream:
         return True
 
 
-ERRORS = ErrorStream()
+ERRORS: Final = ErrorStream()
 
 
 class FileWrapper:

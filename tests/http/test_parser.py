@@ -711,6 +711,37 @@ def test_request_line_without_version_is_refused() -> None:
     assert sink.heads == []
 
 
+def test_a_target_ending_like_a_version_is_still_a_simple_request() -> None:
+    # The version is read from the end of the request line where it can be: "/HTTP/1.1" is
+    # a target with no version after it, which llhttp takes for HTTP/0.9.
+    error = refusal(b"GET /HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert error.status in (400, 505)
+
+
+KEEP_ALIVE = b"Connection: keep-alive\r\n"
+VERSIONED = [
+    b"GET /a HTTP/1.0\r\n" + HOST + KEEP_ALIVE + b"\r\n",
+    b"\r\nGET /b HTTP/1.1\r\n" + HOST + b"\r\n",
+    b"POST /c HTTP/1.0\r\n" + HOST + KEEP_ALIVE + b"Content-Length: 4\r\n\r\nHTTP",
+    b"GET /d HTTP/1.1\r\n" + HOST + b"X-Line: GET / HTTP/1.0\r\n\r\n",
+    b"GET /e HTTP/1.0\r\n" + HOST + b"\r\n",
+]
+
+
+@pytest.mark.parametrize("split", range(0, sum(map(len, VERSIONED)), 7))
+def test_each_request_has_its_own_version_however_reads_fall(split: int) -> None:
+    # Pipelined requests of both versions, in one read, in two split anywhere, and byte by
+    # byte: the version each reports is the one its own request line names.
+    data = b"".join(VERSIONED)
+    expected = ["1.0", "1.1", "1.0", "1.1", "1.0"]
+    for feeds in (
+        [data],
+        [data[:split], data[split:]],
+        [*byte_by_byte(data[:split]), data[split:]],
+    ):
+        assert [head.version for head in parse(feeds).heads] == expected
+
+
 @pytest.mark.parametrize(
     "line",
     [b"GET / RTSP/1.0", b"POST / RTSP/1.0", b"DESCRIBE / RTSP/1.0", b"SOURCE / ICE/1.0"],
