@@ -805,7 +805,7 @@ class Forward:
                 # is still on its way, so the connection cannot carry another request.
                 conn.sink = None
                 conn.abort()
-        self.done = True  # _end's work: the deadline went with the attempt
+        self._end(None)
         if not self.exchange.finished:
             self.exchange.end()
 
@@ -985,6 +985,10 @@ class Forward:
     def _end(self, why: str | None) -> None:
         self.done = True
         self._disarm()
+        # The exchange and this forward refer to each other: without this, each request
+        # would leave a cycle for the garbage collector, whose passes then stall the loop
+        # for milliseconds at a time.
+        self.exchange.state = None
 
     def client_lost(self) -> None:
         """The client went away: free the upstream side; a response cut short ends there."""

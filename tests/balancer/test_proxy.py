@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import gc
 import http.client
 import socket
 import threading
@@ -72,6 +73,27 @@ def test_round_robin_alternates_and_reuses_upstream_connections(two: Pair) -> No
     # Sequential requests need one kept-alive connection per upstream, not one each.
     assert a.stats.connections_opened == 1
     assert b.stats.connections_opened == 1
+
+
+def test_a_proxied_request_leaves_no_cycle_for_the_garbage_collector(two: Pair) -> None:
+    # Cycles are freed only by the collector, whose passes stall the loop for milliseconds
+    # under load; everything a request allocates must go when its last reference does.
+    a, _ = two
+    with balancer(single_route([a.url])) as lb, httpx.Client(base_url=lb.url) as client:
+        names(client, 3)
+        gc.collect()
+        gc.disable()
+        try:
+            names(client, 20)
+            client.post("/", content=b"x" * 1000)
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            gc.collect()
+            left = {type(found).__qualname__ for found in gc.garbage}
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+    assert not left & {"Exchange", "Forward", "RequestHead"}
 
 
 def test_weights_and_hash_keys_choose_servers(two: Pair) -> None:
