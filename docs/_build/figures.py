@@ -296,7 +296,12 @@ def proxy_latency(markdown: str) -> list[tuple[str, float, float]]:
     rows = [line.split("|")[1:-1] for line in tables[-1].splitlines()]
     header = [cell.strip() for cell in rows[0]]
     p50, p99 = header.index("p50"), header.index("p99")
-    return [(cells[0].strip(), _ms(cells[p50]), _ms(cells[p99])) for cells in rows[2:]]
+    # A baseline row is an older build measured for comparison, not a proxy to show.
+    return [
+        (cells[0].strip(), _ms(cells[p50]), _ms(cells[p99]))
+        for cells in rows[2:]
+        if cells[0].strip() != "bastion-baseline"
+    ]
 
 
 def _ms(cell: str) -> float:
