@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import itertools
 import logging
 import os
 import ssl
@@ -224,7 +223,7 @@ class Balancer:
         self.armed: set[Forward] = set()
         self._tick = _tick_interval(config)
         self._next_pool_sweep = 0.0
-        self._request_ids = itertools.count()
+        self._request_count = 0
         self._request_id_prefix = os.urandom(8).hex().encode()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._collector: UpstreamCollector | None = None
@@ -402,7 +401,8 @@ class Balancer:
 
     def new_request_id(self) -> bytes:
         """This worker's random prefix and a count: unique without a system call each."""
-        return b"%s%016x" % (self._request_id_prefix, next(self._request_ids))
+        count = self._request_count = self._request_count + 1
+        return b"%s%016x" % (self._request_id_prefix, count)
 
 
 def _tick_interval(config: BalancerConfig) -> float:

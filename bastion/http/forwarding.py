@@ -274,9 +274,21 @@ _FIELD_BLOCK_MAX_BYTES: Final = 4096
 
 def _checked_line(field: Header) -> bytes:
     name, value = field
-    if _NOT_TOKEN.search(name) or _UNSAFE_VALUE.search(value):
+    # The names are a proxy's own few (its request-id field), so each is checked once; the
+    # value is new with every request, and three byte searches cost less than a pattern's.
+    if name not in _CHECKED_NAMES:
+        if _NOT_TOKEN.search(name):
+            return _line(name, value)  # raises ValueError
+        if len(_CHECKED_NAMES) < _CHECKED_NAMES_LIMIT:
+            _CHECKED_NAMES.add(name)
+    if b"\r" in value or b"\n" in value or b"\x00" in value:
         return _line(name, value)  # raises ValueError
     return b"%s: %s\r\n" % field
+
+
+# Field names _checked_line found to be tokens.
+_CHECKED_NAMES: Final[set[bytes]] = set()
+_CHECKED_NAMES_LIMIT: Final = 64
 
 
 def _field_block(
