@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bastion.observe.metrics import DURATION_BUCKETS, bucket_index
 
 # The same bounds as the server's request duration histogram, so the two compare directly.
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-# The literal bucket indexes in UpstreamStats.record assume these.
-assert LATENCY_BUCKETS[:3] == (0.001, 0.0025, 0.005)
+LATENCY_BUCKETS = DURATION_BUCKETS
 
 
 class UpstreamStats:
@@ -47,9 +45,4 @@ class UpstreamStats:
         if status >= 500:
             self.responses_5xx += 1
         self.latency_sum += latency_s
-        # Most attempts land in the first buckets: comparing costs less than calling bisect.
-        if latency_s <= 0.005:
-            index = 0 if latency_s <= 0.001 else 1 if latency_s <= 0.0025 else 2
-        else:
-            index = bisect_left(LATENCY_BUCKETS, latency_s)
-        self.latency_buckets[index] += 1
+        self.latency_buckets[bucket_index(latency_s)] += 1

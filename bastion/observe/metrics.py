@@ -26,10 +26,18 @@ DEFAULT_MAX_SERIES: Final = 2000
 KNOWN_METHODS: Final = frozenset(
     ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 )
-# The literal bucket indexes in RequestMetrics.record assume these.
+# The literal bucket indexes in bucket_index assume these.
 assert DURATION_BUCKETS[:3] == (0.001, 0.0025, 0.005)
 
 RequestKey = tuple[str, int, str]
+
+
+def bucket_index(seconds: float) -> int:
+    """The bucket of :data:`DURATION_BUCKETS` a duration falls in (the last one: "+Inf")."""
+    # Most durations land in the first buckets: comparing costs less than calling bisect.
+    if seconds <= 0.005:
+        return 0 if seconds <= 0.001 else 1 if seconds <= 0.0025 else 2
+    return bisect_left(DURATION_BUCKETS, seconds)
 
 
 class Row:
@@ -77,11 +85,7 @@ class RequestMetrics:
             row.received += body.received
         row.sent += exchange.bytes_sent
         row.seconds += duration
-        # Most requests land in the first buckets: comparing costs less than calling bisect.
-        if duration <= 0.005:
-            row.buckets[0 if duration <= 0.001 else 1 if duration <= 0.0025 else 2] += 1
-        else:
-            row.buckets[bisect_left(DURATION_BUCKETS, duration)] += 1
+        row.buckets[bucket_index(duration)] += 1
 
     def __call__(self, exchange: Exchange, duration: float) -> None:
         # Register the bound record method instead: calling through this costs a call more.
