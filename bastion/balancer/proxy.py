@@ -160,6 +160,15 @@ class RouteRuntime:
         self.strip = route.strip_prefix and self.prefix != b"/"
         per_try = route.retry.per_try_timeout
         self.response_timeout = per_try if per_try is not None else route.timeouts.response
+        # What every request reads of its route, copied out of the (uncompiled, frozen)
+        # configuration: a field of this class is read directly, one of those by name.
+        self.total_timeout = route.timeouts.total
+        self.idle_timeout = route.timeouts.idle
+        self.hashing = route.hashing
+        self.request_buffer = route.request_buffer
+        self.max_requests = route.limits.max_requests
+        self.preserve_host = route.preserve_host
+        self.retry_on_status = route.retry.on_status
 
     def retire(self, keep: Collection[str] = ()) -> None:
         """Stop using the pools whose servers left (all of them, when the route did): idle
@@ -471,13 +480,13 @@ class Forward:
     def begin(self) -> None:
         runtime = self.runtime
         now = self.started_at = self.loop.time()
-        total = runtime.route.timeouts.total
+        total = runtime.total_timeout
         self.deadline_total = now + total if total is not None else None
         runtime.budget.record_request(now)
-        if runtime.route.hashing:
+        if runtime.hashing:
             self.key = self._hash_key()
         head = self.exchange.head
-        limit = runtime.route.request_buffer
+        limit = runtime.request_buffer
         if head.has_body and limit and (head.content_length or 0) <= limit:
             self.task = self.loop.create_task(self._buffer_body(limit))
             return
@@ -533,7 +542,7 @@ class Forward:
         self.server = server
         self.tried.append(server)
         key = server.key
-        cap = runtime.route.limits.max_requests
+        cap = runtime.max_requests
         if cap and server.state.outstanding >= cap:
             runtime.stats[key].overloaded += 1
             if self._can_retry(before_sending=True):
@@ -588,7 +597,7 @@ class Forward:
         self.runtime.strategy.on_start(server)
         head = self.request_head
         buffered = self.buffered
-        if not self.runtime.route.preserve_host:
+        if not self.runtime.preserve_host:
             authority = self.runtime.upstreams[server.key].authority
             head = self._request_head(authority, None if buffered is None else len(buffered))
         if buffered is not None:
@@ -647,7 +656,7 @@ class Forward:
         if head.upgrade:
             self._switch(head)
             return
-        if status in runtime.route.retry.on_status and self._can_retry(before_sending=False):
+        if status in runtime.retry_on_status and self._can_retry(before_sending=False):
             self._retry_after(f"upstream answered {status}", ok=False)
             return
         self.status = status
@@ -846,7 +855,7 @@ class Forward:
         if conn is None:
             return False
         self.reads_seen = conn.reads
-        self._arm(self.loop.time() + self.runtime.route.timeouts.idle)
+        self._arm(self.loop.time() + self.runtime.idle_timeout)
         return True
 
     def on_deadline(self, now: float) -> None:
@@ -862,7 +871,7 @@ class Forward:
                 return
             if self.client_paused:
                 # A slow client is the engine's write timeout to judge, not the upstream's.
-                self._arm(now + self.runtime.route.timeouts.idle)
+                self._arm(now + self.runtime.idle_timeout)
                 return
         kind = "total" if total_passed else "idle" if self.responded else "response"
         why = f"upstream {self._key()} {kind} timeout"

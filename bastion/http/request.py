@@ -78,7 +78,7 @@ class RequestHead:
             raw_path, self._query = target[:cut], target[cut + 1 :]
         else:
             raw_path, self._query = target, b""
-        if b"%" in raw_path:
+        if 37 in raw_path:  # "%"
             raw_path = unquote_to_bytes(raw_path)
         self._path = raw_path.decode("utf-8", "surrogateescape")
         if len(target) <= 256 and len(_split_targets) < 4096:

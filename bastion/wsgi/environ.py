@@ -85,7 +85,7 @@ def _split_target(head: RequestHead) -> tuple[str, str, str]:
         return split
     # (An absolute-form target's path and query are its URL's: the head splits them.)
     raw_path = head.raw_path
-    if b"%" in raw_path:
+    if 37 in raw_path:  # "%"
         raw_path = unquote_to_bytes(raw_path)
     split = (
         raw_path.decode("latin-1"),
