@@ -47,9 +47,10 @@ from bastion.http.limits import Limits
 from bastion.http.request import RequestHead
 
 _SUPPORTED_VERSIONS: Final = frozenset({"1.0", "1.1"})
-# The end of a request line, by the version it names: httptools formats the version as a new
+# The end of a request line naming each version: httptools formats the version as a new
 # string for every request (str.format, several times the cost of anything else it is asked).
-_LINE_ENDS: Final = {b" HTTP/1.1": "1.1", b" HTTP/1.0": "1.0"}
+_LINE_END_11: Final = b" HTTP/1.1\r\n"
+_LINE_END_10: Final = b" HTTP/1.0\r\n"
 _FRAMING_HEADERS: Final = frozenset({b"content-length", b"transfer-encoding", b"expect"})
 _IDLE, _HEAD, _BODY, _TRAILERS = 0, 1, 2, 3
 # llhttp's own message for a well-formed but unknown version (HTTP/1.2, HTTP/3.0): that is a
@@ -169,7 +170,7 @@ class RequestParser:
         "_idle_prefix",
         "_stand_in_for",
         "_unseen_bytes",
-        "_version",
+        "_line_start",
     )
 
     def __init__(self, sink: RequestSink, limits: Limits | None = None) -> None:
@@ -197,7 +198,9 @@ class RequestParser:
         self._replay_size = 0
         self._idle_prefix = b""
         self._stand_in_for: str | None = None
-        self._version: str | None = None
+        # The read the next request's line starts at, when it starts at the read's first
+        # byte (after any empty lines); else None.
+        self._line_start: bytes | None = None
 
     @property
     def in_request(self) -> bool:
@@ -213,7 +216,10 @@ class RequestParser:
         while True:
             self._data = data
             if self._phase == _IDLE:
-                self._version = _request_line_version(data)
+                # Nothing of a request is held from before this read (see _keep_for_replay),
+                # so its first byte starts the next request's line or an empty line.
+                clean = self._replay is _CLEAN and not self._idle_prefix
+                self._line_start = data if clean else None
             try:
                 self._parser.feed_data(data)
             except httptools.HttpParserUpgrade as upgrade:
@@ -418,16 +424,14 @@ class RequestParser:
 
     def on_headers_complete(self) -> None:
         parser = self._parser
-        version = self._version
+        raw_method = parser.get_method()
+        version = self._line_version(raw_method)
         if version is None:
             version = parser.get_http_version()
-        else:
-            self._version = None  # a request pipelined after this one in the read asks llhttp
         if version not in _SUPPORTED_VERSIONS:
             self._fail(VersionNotSupported(f"HTTP/{version} is not supported"))
         if version == "1.0":
             self._check_protocol_name()
-        raw_method = parser.get_method()
         method = _METHODS.get(raw_method) or self._method_name(raw_method)
         if method == "CONNECT":
             self._fail(NotImplementedByServer("CONNECT is not supported"))
@@ -466,6 +470,27 @@ class RequestParser:
             origin,
         )
         self._sink.on_request(head)
+
+    def _line_version(self, raw_method: bytes) -> str | None:
+        """The version the request line ends with, read from the bytes when the line is where
+        it is known to be and ends in `` HTTP/1.1`` or `` HTTP/1.0``; else None (ask llhttp).
+
+        llhttp accepted the line, so it is the method, a space, the target (no space, no CR
+        or LF in it) and the version, at the start of the read the request began in. Empty
+        lines before it only move it further on: the bytes where it would end are then part
+        of it, which never read as a line's end.
+        """
+        line = self._line_start
+        if line is None:
+            return None
+        self._line_start = None  # a request pipelined after this one in the read asks llhttp
+        end = len(raw_method) + 1 + len(self._url)
+        tail = line[end : end + len(_LINE_END_11)]
+        if tail == _LINE_END_11:
+            return "1.1"
+        if tail == _LINE_END_10:
+            return "1.0"
+        return None
 
     def _other_target_form(self, method: str, url: bytes, hosts: int) -> bytes:
         """Check a target that is not plain origin-form; return its origin-form equivalent.
@@ -540,17 +565,6 @@ class RequestParser:
         self._host_count = 0
         self._framing = None
         self._sink.on_request_end()
-
-
-def _request_line_version(data: bytes) -> str | None:
-    """The version a read's first line ends with, when it is `` HTTP/1.1`` or `` HTTP/1.0``.
-
-    Called when a read starts between requests: the first line ending in it is then the
-    request line of the next request, or not a request line at all (an empty line first, a
-    line llhttp will refuse), in which case the request is left to llhttp to judge.
-    """
-    end = data.find(b"\r\n")
-    return _LINE_ENDS.get(data[end - 9 : end]) if end >= 9 else None
 
 
 class _Framing:

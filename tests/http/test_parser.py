@@ -724,6 +724,8 @@ VERSIONED = [
     b"\r\nGET /b HTTP/1.1\r\n" + HOST + b"\r\n",
     b"POST /c HTTP/1.0\r\n" + HOST + KEEP_ALIVE + b"Content-Length: 4\r\n\r\nHTTP",
     b"GET /d HTTP/1.1\r\n" + HOST + b"X-Line: GET / HTTP/1.0\r\n\r\n",
+    b"BREW /pot HTTP/1.0\r\n" + HOST + KEEP_ALIVE + b"\r\n",  # a method llhttp does not know
+    b"UNSUBSCRIBE /u HTTP/1.1\r\n" + HOST + b"A: HTTP/1.0\r\n\r\n",  # its longest known one
     b"GET /e HTTP/1.0\r\n" + HOST + b"\r\n",
 ]
 
@@ -733,7 +735,7 @@ def test_each_request_has_its_own_version_however_reads_fall(split: int) -> None
     # Pipelined requests of both versions, in one read, in two split anywhere, and byte by
     # byte: the version each reports is the one its own request line names.
     data = b"".join(VERSIONED)
-    expected = ["1.0", "1.1", "1.0", "1.1", "1.0"]
+    expected = ["1.0", "1.1", "1.0", "1.1", "1.0", "1.1", "1.0"]
     for feeds in (
         [data],
         [data[:split], data[split:]],
