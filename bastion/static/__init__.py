@@ -4,6 +4,7 @@
 serves it beside another handler. See docs/static.md.
 """
 
-from bastion.static.handler import Mount, StaticFiles, mount
+from bastion.static.handler import StaticFiles
+from bastion.static.mount import Mount, mount
 
 __all__ = ["Mount", "StaticFiles", "mount"]

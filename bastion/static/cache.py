@@ -21,8 +21,9 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from typing import Final
 
-MAX_FILE = 64 * 1024
+MAX_FILE: Final = 64 * 1024
 SETTLE = 2.0
 
 StatKey = tuple[int, int, int, int, int, int]

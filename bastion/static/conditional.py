@@ -11,15 +11,15 @@ import calendar
 import re
 import time
 from email.utils import formatdate, parsedate_tz
-from typing import Any
+from typing import Any, Final
 
-_TAG = re.compile(r'\s*(W/)?"([^"]*)"\s*(?:,|$)')
+_TAG: Final = re.compile(r'\s*(W/)?"([^"]*)"\s*(?:,|$)')
 
-_dates: dict[int, str] = {}
-_DATES_LIMIT = 4096
+_dates: Final[dict[int, str]] = {}
+_DATES_LIMIT: Final = 4096
 
-NOT_MODIFIED = 304
-PRECONDITION_FAILED = 412
+NOT_MODIFIED: Final = 304
+PRECONDITION_FAILED: Final = 412
 
 
 def make_etag(mtime_ns: int, size: int, variant: str = "") -> str:

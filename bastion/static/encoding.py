@@ -8,14 +8,15 @@ whose sibling exists, the highest q wins, Brotli on a tie.
 from __future__ import annotations
 
 import re
+from typing import Final
 
 # (coding in Accept-Encoding, Content-Encoding sent, file suffix, ETag variant)
-CODINGS = (("br", "br", ".br", "br"), ("gzip", "gzip", ".gz", "gz"))
-_ALIASES = {"x-gzip": "gzip"}
-_QVALUE = re.compile(r"q=(0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)\Z", re.IGNORECASE)
+CODINGS: Final = (("br", "br", ".br", "br"), ("gzip", "gzip", ".gz", "gz"))
+_ALIASES: Final = {"x-gzip": "gzip"}
+_QVALUE: Final = re.compile(r"q=(0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)\Z", re.IGNORECASE)
 
-_cache: dict[str, tuple[tuple[str, str, str], ...]] = {}
-_CACHE_LIMIT = 256
+_cache: Final[dict[str, tuple[tuple[str, str, str], ...]]] = {}
+_CACHE_LIMIT: Final = 256
 
 
 def _qualities(value: str) -> dict[str, float]:

@@ -18,14 +18,13 @@ from __future__ import annotations
 import os
 import secrets
 import stat
-from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote
 
+from bastion._compiled import mypyc_attr
 from bastion.engine.eager import run_eagerly
 from bastion.engine.errors import ClientDisconnected
-from bastion.engine.handler import Handler, run_shutdown, run_startup
 from bastion.engine.sendfile import FileTruncated
 from bastion.static import conditional, ranges
 from bastion.static.cache import Representation, SmallFiles, stat_key
@@ -38,14 +37,14 @@ if TYPE_CHECKING:
     from bastion.engine.exchange import Exchange
     from bastion.engine.server import ServerState
 
-SMALL = 64 * 1024
-CACHE_BYTES = 16 * 1024 * 1024
+SMALL: Final = 64 * 1024
+CACHE_BYTES: Final = 16 * 1024 * 1024
 # Parts of a multipart/byteranges response up to this size are read here rather than sent
 # by sendfile (each sendfile flushes what is queued first).
-_SMALL_PART = 16 * 1024
+_SMALL_PART: Final = 16 * 1024
 
-_TEXT = ("content-type", "text/plain; charset=utf-8")
-_MESSAGES = {
+_TEXT: Final = ("content-type", "text/plain; charset=utf-8")
+_MESSAGES: Final = {
     400: b"400 Bad Request\n",
     403: b"403 Forbidden\n",
     404: b"404 Not Found\n",
@@ -55,12 +54,21 @@ _MESSAGES = {
     500: b"500 Internal Server Error\n",
     503: b"503 Service Unavailable: all workers are busy\n",
 }
-_SUFFIXES = tuple(suffix for _, _, suffix, _ in CODINGS)
-_LISTING_HEADERS = [("content-type", "text/html; charset=utf-8"), ("cache-control", "no-cache")]
+_SUFFIXES: Final = tuple(suffix for _, _, suffix, _ in CODINGS)
+_LISTING_HEADERS: Final = [
+    ("content-type", "text/html; charset=utf-8"),
+    ("cache-control", "no-cache"),
+]
 
 # Request fields read by the file path, by lower-case name: their slot in the list of them.
-_RANGE, _IF_RANGE, _IF_MATCH, _IF_NONE_MATCH, _IF_MODIFIED, _IF_UNMODIFIED, _ACCEPT = range(7)
-_FIELDS = {
+_RANGE: Final = 0
+_IF_RANGE: Final = 1
+_IF_MATCH: Final = 2
+_IF_NONE_MATCH: Final = 3
+_IF_MODIFIED: Final = 4
+_IF_UNMODIFIED: Final = 5
+_ACCEPT: Final = 6
+_FIELDS: Final = {
     b"range": _RANGE,
     b"if-range": _IF_RANGE,
     b"if-match": _IF_MATCH,
@@ -70,10 +78,10 @@ _FIELDS = {
     b"accept-encoding": _ACCEPT,
 }
 # Fields whose repeated lines form one comma-separated list.
-_LISTS = frozenset({_IF_MATCH, _IF_NONE_MATCH, _ACCEPT})
+_LISTS: Final = frozenset({_IF_MATCH, _IF_NONE_MATCH, _ACCEPT})
 
 
-def _prefix_segments(prefix: str) -> tuple[str, ...]:
+def prefix_segments(prefix: str) -> tuple[str, ...]:
     if not prefix or prefix == "/":
         return ()
     if not prefix.startswith("/"):
@@ -84,13 +92,14 @@ def _prefix_segments(prefix: str) -> tuple[str, ...]:
     return parsed[0]
 
 
-def _url(segments: tuple[str, ...], slash: bool) -> str:
+def segments_url(segments: tuple[str, ...], slash: bool) -> str:
     path = "/" + "/".join(quote(os.fsencode(s), safe="") for s in segments)
     if slash and segments:
         path += "/"
     return path
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class StaticFiles:
     """Serve the files under ``directory``; an engine handler (``bastion.engine.run``).
 
@@ -137,8 +146,8 @@ class StaticFiles:
         self.index = index
         self.precompressed = precompressed
         self.cache = SmallFiles(cache_bytes, follow_symlinks) if cache_bytes else None
-        self._prefix = _prefix_segments(prefix)
-        self.prefix = _url(self._prefix, False) if self._prefix else ""
+        self._prefix = prefix_segments(prefix)
+        self.prefix = segments_url(self._prefix, False) if self._prefix else ""
         # One metrics label for every file: a tree's paths are not a bounded set.
         self.route = f"{self.prefix}/{{path:path}}"
         self._extra: list[tuple[str, str]] = (
@@ -222,7 +231,7 @@ class StaticFiles:
     ) -> None:
         full = (*prefix, *segments)
         if not slash:
-            location = _url(full, True)
+            location = segments_url(full, True)
             query = exchange.head.query_string
             if query:
                 location += "?" + query.decode("latin-1")
@@ -527,47 +536,3 @@ def _has_siblings(path: str) -> bool:
 
 def _error(exchange: Exchange, status: int) -> None:
     exchange.respond(status, [_TEXT], _MESSAGES[status])
-
-
-class Mount:
-    """Serves ``static`` for paths under ``prefix`` and hands every other request to ``app``."""
-
-    def __init__(self, app: Handler, prefix: str, static: StaticFiles) -> None:
-        segments = _prefix_segments(prefix)
-        if not segments:
-            raise ValueError("mount needs a prefix such as '/static'")
-        self.app = app
-        self.static = static
-        self.prefix = _url(segments, False)
-        self._segments = segments
-        self._raw = self.prefix.encode("ascii")
-        self.route = f"{self.prefix}/{{path:path}}"
-        lost: Callable[[Exchange], None] | None = getattr(app, "connection_lost", None)
-        if lost is not None:
-            self.connection_lost = lost
-
-    async def startup(self, state: ServerState) -> None:
-        await run_startup(self.static, state)
-        await run_startup(self.app, state)
-
-    async def shutdown(self) -> None:
-        await run_shutdown(self.app)
-
-    def handle(self, exchange: Exchange) -> None:
-        target = exchange.head.target
-        raw = self._raw
-        if target.startswith(raw) and (len(target) == len(raw) or target[len(raw)] in b"/?"):
-            exchange.route = self.route
-            self.static.serve(exchange, self._segments)
-        else:
-            self.app.handle(exchange)
-
-
-def mount(app: Handler, prefix: str, static: StaticFiles) -> Mount:
-    """One handler that serves ``static`` under ``prefix`` and everything else from ``app``.
-
-    ``app`` is any engine handler: a ``bastion.App``, a WSGI or ASGI handler, another mount.
-    ``static``'s own ``prefix`` is not used; ``prefix`` here decides. Pass the result to
-    ``bastion.engine.run`` or name it in ``bastion run module:handler``.
-    """
-    return Mount(app, prefix, static)

@@ -8,10 +8,11 @@ types browsers are strict about (scripts, styles, wasm, fonts, JSON) are pinned 
 from __future__ import annotations
 
 import mimetypes
+from typing import Final
 
-DEFAULT = "application/octet-stream"
+DEFAULT: Final = "application/octet-stream"
 
-_PINNED = {
+_PINNED: Final = {
     ".html": "text/html",
     ".htm": "text/html",
     ".css": "text/css",
@@ -43,13 +44,13 @@ _PINNED = {
     ".toml": "application/toml",
 }
 # A compressed file served as itself (not as a Content-Encoding of another file).
-_ARCHIVES = {
+_ARCHIVES: Final = {
     "gzip": "application/gzip",
     "bzip2": "application/x-bzip2",
     "xz": "application/x-xz",
     "compress": "application/x-compress",
 }
-_TEXT_LIKE = frozenset(
+_TEXT_LIKE: Final = frozenset(
     {
         "application/javascript",
         "application/xml",
@@ -60,8 +61,8 @@ _TEXT_LIKE = frozenset(
     }
 )
 
-_cache: dict[str, str] = {}
-_CACHE_LIMIT = 1024
+_cache: Final[dict[str, str]] = {}
+_CACHE_LIMIT: Final = 1024
 
 
 def content_type(name: str) -> str:
