@@ -37,7 +37,6 @@ _REFRAMED: Final = frozenset({b"content-length", b"expect"})
 _NOT_FORWARDED: Final = _HOP_BY_HOP | _REFRAMED
 # What must not appear where a proxy writes a client's fields, or they could split the message
 # (the server's parser already refuses them; a head built by hand might not have been parsed).
-_UNSAFE_VALUE: Final = re.compile(rb"[\r\n\x00]")
 _NOT_TOKEN: Final = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
 _BAD_TARGET: Final = re.compile(rb"[\x00-\x20\x7f]")
 # What a client may send to claim an address, scheme or host it does not have. Applications
@@ -275,17 +274,23 @@ _FIELD_BLOCK_MAX_BYTES: Final = 4096
 def _checked_line(field: Header) -> bytes:
     name, value = field
     # The names are a proxy's own few (its request-id field), so each is checked once; the
-    # value is new with every request, and three byte searches cost less than a pattern's.
-    # Byte values, not one-byte strings: CPython's ``bytes in bytes`` first tries the needle
-    # as an integer, and raising and clearing that TypeError costs more than the search.
+    # value is new with every request.
     if name not in _CHECKED_NAMES:
         if _NOT_TOKEN.search(name):
             return _line(name, value)  # raises ValueError
         if len(_CHECKED_NAMES) < _CHECKED_NAMES_LIMIT:
             _CHECKED_NAMES.add(name)
-    if 13 in value or 10 in value or 0 in value:  # CR, LF, NUL
+    if _unsafe_value(value):
         return _line(name, value)  # raises ValueError
     return b"%s: %s\r\n" % field
+
+
+def _unsafe_value(value: bytes) -> bool:
+    """Whether ``value`` holds a CR, LF or NUL, any of which could split the message."""
+    # Byte values, not one-byte strings: CPython's ``bytes in bytes`` first tries the needle
+    # as an integer, and raising and clearing that TypeError costs more than the search; and
+    # three byte searches cost less than a pattern's.
+    return 13 in value or 10 in value or 0 in value
 
 
 # Field names _checked_line found to be tokens.
@@ -378,10 +383,10 @@ def _check_safe(fields: list[tuple[bytes, bytes, bytes]], host: bytes | None) ->
     for _, name, value in fields:
         names.append(name)
         values.append(value)
-    if _NOT_TOKEN.search(b"".join(names)) or _UNSAFE_VALUE.search(b"".join(values)):
+    if _NOT_TOKEN.search(b"".join(names)) or _unsafe_value(b"".join(values)):
         for _, name, value in fields:
             _line(name, value)
-    if host is not None and _UNSAFE_VALUE.search(host):
+    if host is not None and _unsafe_value(host):
         raise ValueError("invalid character in the Host value")
 
 

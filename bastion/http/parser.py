@@ -103,6 +103,16 @@ class RequestSink(Protocol):
     def on_request_end(self) -> None: ...
 
 
+def strip_field_value(value: bytes) -> bytes:
+    """A field value without trailing whitespace (RFC 9110 §5.5: surrounding whitespace is
+    not part of it; llhttp drops only the leading part)."""
+    # Looked at before stripping: few values end in whitespace, and a byte compared costs
+    # less than a method called.
+    if value and (value[-1] == 32 or value[-1] == 9):  # SP, HTAB
+        return value.rstrip(b" \t")
+    return value
+
+
 def parse_content_length(value: bytes) -> int:
     """ASCII digits only: ``int()`` would also take ``+3``, ``1_0`` and other spellings."""
     digits = value.strip(b" \t")
@@ -405,11 +415,7 @@ class RequestParser:
                 self._headers = [*headers]
             self._headers.append((b"", b""))
             return
-        # RFC 9110 §5.5: surrounding whitespace is not part of a field value; llhttp drops
-        # only the leading part. Looked at before stripping: few values end in whitespace,
-        # and a byte compared costs less than a method called.
-        if value and (value[-1] == 32 or value[-1] == 9):  # SP, HTAB
-            value = value.rstrip(b" \t")
+        value = strip_field_value(value)
         headers.append((name, value))
         lowered = name.lower()
         if lowered == b"host":

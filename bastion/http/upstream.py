@@ -52,7 +52,7 @@ from bastion.http.errors import (
     ProtocolError,
 )
 from bastion.http.limits import Limits
-from bastion.http.parser import callback_failure, parse_content_length
+from bastion.http.parser import callback_failure, parse_content_length, strip_field_value
 
 # Where the parser stands in the byte stream. Each phase knows how far llhttp may be fed.
 _IDLE: Final = 0  # between responses: the next byte starts a status line
@@ -479,11 +479,7 @@ class ResponseParser:
             if self._header_bytes > self._limits.max_header_bytes:
                 self._fail(BadGateway("trailer fields too large"))
             return
-        # RFC 9110 §5.5: surrounding whitespace is not part of a field value; llhttp drops
-        # only the leading part. Looked at before stripping: few values end in whitespace,
-        # and a byte compared costs less than a method called.
-        if value and (value[-1] == 32 or value[-1] == 9):  # SP, HTAB
-            value = value.rstrip(b" \t")
+        value = strip_field_value(value)
         self._headers.append((name, value))
         lowered = name.lower()
         if lowered in _FRAMING:
