@@ -81,7 +81,7 @@ def _metrics(state: ServerState, tmp: Path) -> list[RequestObserver]:
 def _access_log(log_format: str) -> Setup:
     def setup(state: ServerState, tmp: Path) -> list[RequestObserver]:
         log = AccessLog(log_format, str(tmp / "access.log"))
-        state.stats.request_observers.append(log)
+        state.stats.attach(log)
         return [log]
 
     return setup

@@ -313,6 +313,10 @@ class HTTPConnection(asyncio.Protocol):
             duration = perf_counter() - exchange.start_time
             for observe in observers:
                 observe(exchange, duration)
+        untimed = stats.untimed_observers
+        if untimed:
+            for observe in untimed:
+                observe(exchange, 0.0)
         if exchange is not self.current:
             return
         self.current = None

@@ -57,10 +57,6 @@ class ServerState:
         self.server_lines = b""
         self.tick_clock()
 
-    @property
-    def observed(self) -> bool:
-        return bool(self.stats.request_observers)
-
     def tick_clock(self) -> None:
         """Refresh the coarse clock and, once a second, the cached Date/Server header lines."""
         self.now = self.loop.time()
@@ -148,7 +144,8 @@ class Server:
         if config.proxy_headers:
             handler = ProxyHeaders(handler, TrustedPeers(config.forwarded_allow_ips))
         state = self.state = ServerState(loop, handler, config)
-        state.stats.request_observers.extend(self._observers)
+        for observer in self._observers:
+            state.stats.attach(observer)
         for spec in self._binds:
             self._sockets.append(open_listener(spec, self.config.backlog))
             if spec.kind == "unix":

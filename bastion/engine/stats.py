@@ -24,6 +24,7 @@ class Stats:
         "keepalive_reused",
         "errors_by_kind",
         "request_observers",
+        "untimed_observers",
     )
 
     def __init__(self) -> None:
@@ -36,6 +37,29 @@ class Stats:
         self.errors_by_kind: dict[str, int] = {}
         # Called with the finished exchange and its duration in seconds.
         self.request_observers: list[RequestObserver] = []
+        # Called with the finished exchange and 0.0: observers that never read the duration
+        # (most access log formats), for whom no clock is read.
+        self.untimed_observers: list[RequestObserver] = []
+
+    def attach(self, observer: RequestObserver) -> None:
+        """Call ``observer`` for every finished request.
+
+        An observer object may say ``timed = False`` (it never reads the duration: then no
+        clock is read for it), and name its per-request method ``record``: a method of a
+        compiled class is called for less than the instance itself.
+        """
+        call = getattr(observer, "record", observer)
+        if getattr(observer, "timed", True):
+            self.request_observers.append(call)
+        else:
+            self.untimed_observers.append(call)
+
+    def detach(self, observer: RequestObserver) -> None:
+        """Stop calling ``observer`` (attached with :meth:`attach`)."""
+        call = getattr(observer, "record", observer)
+        for observers in (self.request_observers, self.untimed_observers):
+            if call in observers:
+                observers.remove(call)
 
     @property
     def connections_active(self) -> int:

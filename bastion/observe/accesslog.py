@@ -217,6 +217,8 @@ class _Source:
         namespace = self.namespace
         exec(compile(source, "<access log format>", "exec"), namespace)
         render: Render = namespace["render"]
+        # Read by LineCollector: a format without %D or %T needs no clock per request.
+        render.timed = any("duration" in piece for piece in self.pieces)  # type: ignore[attr-defined]
         return render
 
 

@@ -172,6 +172,8 @@ class NamedFormat:
     ask for directly, without going through a generic call."""
 
     clock_style = "apache"
+    # Whether the line shows the request's duration (none of the named formats does).
+    timed = False
 
     def __init__(self) -> None:
         self.clock = Clock(self.clock_style)
@@ -274,11 +276,18 @@ class LineCollector:
     def __init__(self, render: Render, batch_lines: int) -> None:
         self.render = render
         self.named = render if isinstance(render, NamedFormat) else None
+        # Whether the lines need the request's duration: if not, the engine reads no clock
+        # for them (see Stats.attach).
+        self.timed: bool = getattr(render, "timed", True)
         self.batch_lines = batch_lines
         self.lines: list[str] = []
         self.scheduled = False
 
     def __call__(self, exchange: Exchange, duration: float) -> None:
+        self.record(exchange, duration)
+
+    def record(self, exchange: Exchange, duration: float) -> None:
+        """Add ``exchange``'s line to the batch (what the engine calls: see Stats.attach)."""
         named = self.named
         line = self.render(exchange, duration) if named is None else named.line(exchange, duration)
         lines = self.lines

@@ -73,7 +73,7 @@ class WorkerTelemetry:
     def attach(self, state: ServerState) -> None:
         """Start counting the requests of the server behind ``state``."""
         self._state = state
-        state.stats.request_observers.append(self.metrics.record)
+        state.stats.attach(self.metrics)
 
     async def run(self, channel: socket.socket) -> None:
         """Ship a snapshot every interval until cancelled (then one last one).

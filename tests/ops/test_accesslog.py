@@ -153,6 +153,33 @@ def test_custom_format() -> None:
     assert abs(int(micros) // 1000 - int(millis)) <= 1
 
 
+class Durations:
+    """An observer remembering the durations it was given."""
+
+    def __init__(self, timed: bool) -> None:
+        self.timed = timed
+        self.seen: list[float] = []
+
+    def __call__(self, exchange: Exchange, duration: float) -> None:
+        self.seen.append(duration)
+
+
+def test_an_observer_that_reads_no_duration_is_given_none_and_the_others_still_are() -> None:
+    untimed, timed = Durations(timed=False), Durations(timed=True)
+    with serve(app, observers=[untimed, timed]) as server, server.connect() as sock:
+        sock.sendall(b"GET /sleep?s=0.02 HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert answers(sock, 1) == [200]
+    assert untimed.seen == [0.0]
+    assert len(timed.seen) == 1 and timed.seen[0] > 0
+
+
+def test_the_named_formats_need_no_duration_and_those_showing_one_do() -> None:
+    for spec in ("common", "combined", "http.server", "%h %r %s"):
+        assert not AccessLog(spec, io.StringIO()).timed, spec
+    for spec in ("json", "%D", "%T", "%{ms}T"):
+        assert AccessLog(spec, io.StringIO()).timed, spec
+
+
 def _exchange(
     target: bytes,
     headers: list[tuple[bytes, bytes]],
