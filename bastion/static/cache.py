@@ -43,7 +43,7 @@ def stat_key(info: os.stat_result) -> StatKey:
 class Representation:
     """What a response for one file needs: validators, type, and (small files) the bytes."""
 
-    __slots__ = ("key", "size", "mtime", "etag", "last_modified", "kind", "body")
+    __slots__ = ("key", "size", "mtime", "etag", "last_modified", "kind", "body", "fields")
 
     def __init__(
         self,
@@ -62,6 +62,8 @@ class Representation:
         self.last_modified = last_modified
         self.kind = kind
         self.body = body
+        # The response's fields, encoded once for a kept file's many plain 200s.
+        self.fields: bytes | None = None
 
 
 class SmallFiles:

@@ -26,6 +26,7 @@ from bastion._compiled import mypyc_attr
 from bastion.engine.eager import run_eagerly
 from bastion.engine.errors import ClientDisconnected
 from bastion.engine.sendfile import FileTruncated
+from bastion.http.response import encode_headers
 from bastion.static import conditional, ranges
 from bastion.static.cache import Representation, SmallFiles, stat_key
 from bastion.static.encoding import CODINGS, preferences
@@ -382,13 +383,13 @@ class StaticFiles:
         """Answer from a body held in memory: every response is a single write."""
         if self._preconditions(exchange, found, extra, fields):
             return
-        headers = [
-            ("content-type", found.kind),
-            ("etag", found.etag),
-            ("last-modified", found.last_modified),
-            ("accept-ranges", "bytes"),
-            *extra,
-        ]
+        if fields[_RANGE] is None and extra is self._extra:
+            encoded = found.fields
+            if encoded is None:
+                encoded = found.fields = encode_headers(self._fields_of(found, extra))
+            exchange.respond_encoded(200, encoded, body)
+            return
+        headers = self._fields_of(found, extra)
         chosen = self._ranges(exchange, found, fields) if fields[_RANGE] is not None else None
         if chosen is None:
             exchange.respond(200, headers, body)
@@ -408,6 +409,16 @@ class StaticFiles:
             pieces.append(plan.closing)
             exchange.respond(206, headers, b"".join(pieces))
 
+    @staticmethod
+    def _fields_of(found: Representation, extra: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        return [
+            ("content-type", found.kind),
+            ("etag", found.etag),
+            ("last-modified", found.last_modified),
+            ("accept-ranges", "bytes"),
+            *extra,
+        ]
+
     def _answer_large(
         self,
         exchange: Exchange,
@@ -420,13 +431,7 @@ class StaticFiles:
         if self._preconditions(exchange, found, extra, fields):
             return False
         size = found.size
-        headers = [
-            ("content-type", found.kind),
-            ("etag", found.etag),
-            ("last-modified", found.last_modified),
-            ("accept-ranges", "bytes"),
-            *extra,
-        ]
+        headers = self._fields_of(found, extra)
         chosen = self._ranges(exchange, found, fields)
         if chosen is None:
             exchange.start(200, headers, size)

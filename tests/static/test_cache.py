@@ -103,6 +103,29 @@ def test_every_kind_of_change_is_seen(
     assert get(server, "/deep/er/b.txt")[0] == 404
 
 
+def test_a_kept_file_is_answered_with_the_fields_of_its_current_version(
+    settled: None, tmp_path: Path
+) -> None:
+    root = tmp_path / "root"
+    write(root / "a.txt", "first", mtime=OLD)
+    static = StaticFiles(root, cache_control="max-age=60")
+    with serve(static) as server:
+        answers = [get(server, "/a.txt") for _ in range(3)]  # read, then kept, then from memory
+        fields = ("content-type", "etag", "last-modified", "accept-ranges", "cache-control")
+        first = {name: answers[0][1][name] for name in fields}
+        assert first["cache-control"] == "max-age=60" and first["accept-ranges"] == "bytes"
+        for status, headers, body in answers[1:]:
+            assert (status, body) == (200, b"first")
+            assert {name: headers[name] for name in fields} == first
+        write(root / "a.txt", "other", mtime=OLD + 60)
+        status, headers, body = get(server, "/a.txt")
+        assert (status, body) == (200, b"other")
+        assert headers["etag"] != first["etag"]
+        assert headers["last-modified"] != first["last-modified"]
+        again = get(server, "/a.txt")[1]
+        assert {name: again[name] for name in fields} == {name: headers[name] for name in fields}
+
+
 def test_recent_files_are_not_kept(served: tuple[StaticFiles, RunningServer, Path]) -> None:
     static, server, root = served
     write(root / "fresh.txt", "fresh")  # written now: its change time is now
