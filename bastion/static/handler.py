@@ -30,9 +30,10 @@ from bastion.http.response import encode_headers
 from bastion.static import conditional, ranges
 from bastion.static.cache import Representation, SmallFiles, stat_key
 from bastion.static.encoding import CODINGS, preferences
+from bastion.static.errors import Refused
 from bastion.static.listing import listing_page
 from bastion.static.media import content_type
-from bastion.static.paths import Refused, Resolver, allowed_name, split_target
+from bastion.static.paths import Resolver, allowed_name, split_target
 
 if TYPE_CHECKING:
     from bastion.engine.exchange import Exchange

@@ -18,38 +18,38 @@ import errno
 import os
 import re
 import stat
+from typing import Final
 from urllib.parse import unquote_to_bytes
 
+# Refused lives in a module that is never compiled (an ``except`` clause elsewhere would not
+# match a compiled exception class), and can still be imported from here.
+from bastion.static.errors import Refused
+
 # Longest name of one path segment, and of the whole path below the root, in bytes.
-MAX_NAME = 255
-MAX_PATH = 4096
+MAX_NAME: Final = 255
+MAX_PATH: Final = 4096
 
 # NUL, controls, DEL, separators of either kind: never part of a name we serve.
-_BAD_BYTES = re.compile(rb"[\x00-\x1f\x7f/\\]")
-_DRIVE = re.compile(r"[A-Za-z]:")
+_BAD_BYTES: Final = re.compile(rb"[\x00-\x1f\x7f/\\]")
+_DRIVE: Final = re.compile(r"[A-Za-z]:")
 # Windows device names are devices in every directory and with any extension (aux.txt).
-_DEVICES = frozenset(
+_DEVICES: Final = frozenset(
     {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$", "CLOCK$"}
     | {f"{kind}{n}" for kind in ("COM", "LPT") for n in "0123456789\u00b9\u00b2\u00b3"}
 )
-_WINDOWS = os.name == "nt"
+_WINDOWS: Final = os.name == "nt"
 
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-# A FIFO must not block the open; a regular file does not care.
-_OPEN_FLAGS |= getattr(os, "O_NONBLOCK", 0)
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+# A FIFO must not block the open (O_NONBLOCK); a regular file does not care.
+_OPEN_FLAGS: Final[int] = (
+    os.O_RDONLY
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+    | getattr(os, "O_NONBLOCK", 0)
+)
+_NOFOLLOW: Final[int] = getattr(os, "O_NOFOLLOW", 0)
 
-_CACHE_LIMIT = 4096
-_split_cache: dict[bytes, tuple[tuple[str, ...], bool] | int] = {}
-
-
-class Refused(Exception):
-    """The path names nothing we may serve; ``status`` is 403 or 404."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
+_CACHE_LIMIT: Final = 4096
+_split_cache: Final[dict[bytes, tuple[tuple[str, ...], bool] | int]] = {}
 
 
 def split_target(target: bytes) -> tuple[tuple[str, ...], bool] | int:
@@ -206,3 +206,6 @@ def _refusal(exc: OSError) -> Refused:
     if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG, errno.ELOOP, errno.EINVAL):
         return Refused(404, "not found")
     raise exc
+
+
+__all__ = ["MAX_NAME", "MAX_PATH", "Refused", "Resolver", "allowed_name", "split_target"]
