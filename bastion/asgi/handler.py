@@ -27,6 +27,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Awaitable, Iterable
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from bastion._compiled import awaiting, mypyc_attr
@@ -43,6 +44,7 @@ from bastion.engine.eager import run_eagerly
 from bastion.engine.errors import ClientDisconnected
 from bastion.engine.exchange import Exchange
 from bastion.http import ProtocolError, parse_content_length
+from bastion.http.response import encode_header
 from bastion.websocket import (
     HandshakeRefused,
     WebSocketConfig,
@@ -81,6 +83,10 @@ _READ: Final = 2  # the last http.request message was received
 _CLOSE: Final = 1
 _OWN_LINES: Final = 2
 _SERVER_LINES: Final = frozenset((b"server", b"date"))
+# Checked field lines by their byte pair: bounded in number and in the length of each.
+_field_lines: Final[dict[tuple[bytes, bytes], bytes]] = {}
+_FIELD_LINES_LIMIT: Final = 4096
+_FIELD_LINE_MAX: Final = 1024
 
 # Errors a body read raises when the request will never complete.
 _GONE: Final = (ClientDisconnected, ProtocolError)
@@ -181,7 +187,8 @@ class ASGIHandler:
         cycle = _Cycle(exchange, scope)
         exchange.state = cycle
         call = self.app(scope, cycle.receive, cycle.send)
-        if not asyncio.iscoroutine(call):
+        # The type test first: asyncio.iscoroutine is a Python function call per request.
+        if call.__class__ is not CoroutineType and not asyncio.iscoroutine(call):
             call = _await(call)
         task = run_eagerly(exchange.loop, call, self._finish, cycle, self.eager)
         if task is not None:
@@ -220,7 +227,8 @@ class ASGIHandler:
         cycle = WebSocketCycle(exchange, scope, handshake, self.websocket)
         exchange.state = cycle
         call = self.app(scope, cycle.receive, cycle.send)
-        if not asyncio.iscoroutine(call):
+        # The type test first: asyncio.iscoroutine is a Python function call per request.
+        if call.__class__ is not CoroutineType and not asyncio.iscoroutine(call):
             call = _await(call)
         # Always a task, never eager: an application that accepts in its first step would
         # switch the connection while the read that brought the handshake is still being
@@ -415,20 +423,20 @@ class _Cycle:
     def _respond(self, body: bytes) -> None:
         """Start and the only body at once: one write, or the engine's checks on a mismatch."""
         exchange = self.exchange
-        headers, length, flags = _response_headers(self.headers)
+        block, length, flags = _response_fields(self.headers)
         if flags:
-            _apply_flags(exchange, headers, flags)
+            block = _apply_flags(exchange, self.headers, block, flags)
         route = self.scope.get("route")
         if route is not None:
             # Starlette and FastAPI leave the matched route in the scope: its template is a
             # bounded metrics label, where the path is not.
             exchange.route = getattr(route, "path", None)
         if length is None or length == len(body):
-            exchange.respond(self.status, headers, body)
+            exchange.respond_encoded(self.status, block, body)
         else:
             # A HEAD answer announces the GET body's length without sending it; otherwise the
             # engine finds the mismatch, logs it and closes the connection.
-            exchange.start(self.status, headers, length)
+            exchange.start_encoded(self.status, block, length)
             try:
                 exchange.write(body)
             except ValueError as error:
@@ -440,15 +448,15 @@ class _Cycle:
 
     def _start_stream(self) -> None:
         exchange = self.exchange
-        headers, length, flags = _response_headers(self.headers)
+        block, length, flags = _response_fields(self.headers)
         if flags:
-            _apply_flags(exchange, headers, flags)
+            block = _apply_flags(exchange, self.headers, block, flags)
         route = self.scope.get("route")
         if route is not None:
             # Starlette and FastAPI leave the matched route in the scope: its template is a
             # bounded metrics label, where the path is not.
             exchange.route = getattr(route, "path", None)
-        exchange.start(self.status, headers, length)
+        exchange.start_encoded(self.status, block, length)
         self.state = _BODY
 
     async def _write(self, body: bytes) -> None:
@@ -504,52 +512,72 @@ class _Cycle:
         raise error
 
 
-def _response_headers(raw: Iterable[Any]) -> tuple[list[tuple[str, str]], int | None, int]:
-    """ASGI's byte pairs as the engine's str pairs, minus framing, which is the server's job.
+def _response_fields(raw: Iterable[Any]) -> tuple[bytes, int | None, int]:
+    """ASGI's byte pairs as the encoded field block, minus framing, which is the server's job.
 
-    Returns the headers, the declared ``Content-Length`` (or None) and flags: ``_CLOSE`` when
+    Returns the block, the declared ``Content-Length`` (or None) and flags: ``_CLOSE`` when
     the application asked for ``Connection: close``, ``_OWN_LINES`` when it wrote its own
-    ``Server`` or ``Date``. Only names as long as one of those are lowercased.
+    ``Server`` or ``Date``. Only names as long as one of those are lowercased. Each line is
+    checked once and remembered by its byte pair (applications send the same few fields with
+    every response), so most fields cost a lookup, not a decoding, a check and an encoding.
     """
-    headers = []
+    lines = []
     length: int | None = None
     flags = 0
-    try:
-        for name, value in raw:
-            size = len(name)
-            if size == 14 or size == 17 or size == 10:
-                lowered = name.lower()
-                if lowered == b"content-length":
-                    declared = parse_content_length(value)
-                    if length is not None and declared != length:
-                        raise ValueError("conflicting Content-Length values")
-                    length = declared
-                    continue
-                if lowered == b"transfer-encoding":
-                    continue
-                if lowered == b"connection":
-                    if b"close" in value.lower():
-                        flags |= _CLOSE
-                    continue
-            elif (size == 4 or size == 6) and name.lower() in _SERVER_LINES:
-                flags |= _OWN_LINES
-            headers.append((name.decode("latin-1"), value.decode("latin-1")))
-    except AttributeError:
-        raise TypeError("ASGI response header names and values must be byte strings") from None
-    return headers, length, flags
+    cache = _field_lines
+    for name, value in raw:
+        if name.__class__ is not bytes or value.__class__ is not bytes:
+            name, value = _byte_string(name), _byte_string(value)
+        size = len(name)
+        if size == 14 or size == 17 or size == 10:
+            lowered = name.lower()
+            if lowered == b"content-length":
+                declared = parse_content_length(value)
+                if length is not None and declared != length:
+                    raise ValueError("conflicting Content-Length values")
+                length = declared
+                continue
+            if lowered == b"transfer-encoding":
+                continue
+            if lowered == b"connection":
+                if b"close" in value.lower():
+                    flags |= _CLOSE
+                continue
+        elif (size == 4 or size == 6) and name.lower() in _SERVER_LINES:
+            flags |= _OWN_LINES
+        key = (name, value)
+        line = cache.get(key)
+        if line is None:
+            line = encode_header(name.decode("latin-1"), value.decode("latin-1"))
+            if len(cache) < _FIELD_LINES_LIMIT and size + len(value) <= _FIELD_LINE_MAX:
+                cache[key] = line
+        lines.append(line)
+    return b"".join(lines), length, flags
 
 
-def _apply_flags(exchange: Exchange, headers: list[tuple[str, str]], flags: int) -> None:
+def _byte_string(value: Any) -> bytes:
+    """A header name or value given as another bytes-like object, as bytes."""
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, bytes):
+        return value
+    raise TypeError("ASGI response header names and values must be byte strings")
+
+
+def _apply_flags(exchange: Exchange, raw: Iterable[Any], block: bytes, flags: int) -> bytes:
+    """The block, with the server's own Date or Server line where the application left one
+    out; the connection set to close if it asked."""
     if flags & _CLOSE:
         exchange.keep_alive = False
     if flags & _OWN_LINES:
         # The application's Server/Date win; the server adds only the one it left out.
         exchange.add_server_lines = False
-        present = {name.lower() for name, _ in headers}
-        for line in exchange.conn.state.server_lines.decode("latin-1").split("\r\n"):
-            name, _, value = line.partition(": ")
-            if name and name not in present:
-                headers.append((name, value))
+        present = {_byte_string(name).lower() for name, _ in raw}
+        for line in exchange.conn.state.server_lines.split(b"\r\n"):
+            name, _, _ = line.partition(b": ")
+            if name and name.lower() not in present:
+                block += line + b"\r\n"
+    return block
 
 
 async def _await(awaitable: Awaitable[Any]) -> Any:

@@ -115,6 +115,8 @@ def strip_field_value(value: bytes) -> bytes:
 
 def parse_content_length(value: bytes) -> int:
     """ASCII digits only: ``int()`` would also take ``+3``, ``1_0`` and other spellings."""
+    if value.isdigit() and len(value) <= _MAX_DIGITS:
+        return int(value)  # the usual value, with no whitespace to strip
     digits = value.strip(b" \t")
     if not digits or len(digits) > _MAX_DIGITS or not digits.isdigit():
         raise BadRequest(f"invalid Content-Length {value[:40]!r}")

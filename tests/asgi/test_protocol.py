@@ -291,6 +291,21 @@ def test_connection_close_from_the_app(eager: bool) -> None:
     assert raw.endswith(b"bye")
 
 
+def test_header_lines_are_sent_as_given_every_time(eager: bool) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        value = scope["query_string"]
+        headers = [(b"X-Echo", value), (bytearray(b"x-kind"), bytearray(b"array"))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"x"})
+
+    with serve(handler(app, eager)) as server, httpx.Client(base_url=server.url) as client:
+        for value in ("one", "two", "one", "one"):
+            response = client.get(f"/?{value}")
+            assert response.status_code == 200
+            assert response.headers["x-echo"] == value
+            assert response.headers["x-kind"] == "array"
+
+
 @pytest.mark.parametrize("more_body", [False, True], ids=["respond", "stream"])
 def test_app_server_and_date_headers_replace_the_servers(eager: bool, more_body: bool) -> None:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
