@@ -2,8 +2,9 @@
 
 A compiled class cannot be given attributes it does not declare, and only a class marked
 ``mypyc_attr(allow_interpreted_subclasses=True)`` can be subclassed by Python code: the
-classes applications extend or decorate (``App``, ``Response``) are therefore never compiled,
-and the handlers an application may subclass carry the mark. mypy_extensions, which defines
+classes applications extend or decorate (``App``, ``Response``) are therefore never compiled
+(what an ``App`` does for each request is, in ``bastion/app/dispatch.py``), and the handlers
+an application may subclass carry the mark. mypy_extensions, which defines
 it, comes with the compiler; without it the mark does nothing, as nothing needs it then.
 
 A compiled coroutine passes an exception thrown into it (a task's cancellation) on to what it

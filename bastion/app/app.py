@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from bastion.app.request import Request, SyncRequest
-from bastion.app.response import JSONResponse, Response, StreamingResponse
+from bastion.app.dispatch import Dispatcher
+from bastion.app.dispatch import Endpoint as _Endpoint
 from bastion.app.routing import Router, compile_path
 from bastion.app.websocket import WebSocket
-from bastion.engine.eager import run_eagerly
-from bastion.engine.errors import ClientDisconnected
-from bastion.engine.exchange import Exchange, ThreadWriter
+from bastion.engine.exchange import Exchange
 from bastion.engine.handler import Handler, run_shutdown, run_startup
 from bastion.websocket import (
     HandshakeRefused,
@@ -30,14 +28,6 @@ if TYPE_CHECKING:
 
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 
-_TEXT = [("content-type", "text/plain; charset=utf-8")]
-_NOT_FOUND = b"404 Not Found\n"
-_METHOD_NOT_ALLOWED = b"405 Method Not Allowed\n"
-_BUSY = b"503 Service Unavailable: all workers are busy\n"
-_UPGRADE_REQUIRED = [*_TEXT, ("upgrade", "websocket"), ("connection", "Upgrade")]
-_WEBSOCKET_ONLY = b"426 Upgrade Required: this resource speaks WebSocket only\n"
-_STREAMED = object()
-
 
 class App:
     """A set of routes; pass it to ``bastion run module:app`` or :func:`bastion.engine.run`.
@@ -51,18 +41,45 @@ class App:
     """
 
     def __init__(self, *, websocket: WebSocketConfig | None = None) -> None:
-        self.router = Router()
-        self.websocket_router = Router()
+        # What is done with each request, compiled (bastion/app/dispatch.py); it holds the
+        # routers and the mounts.
+        dispatcher = self._dispatcher = Dispatcher(self)
+        cls = type(self)
+        if cls._finish is not App._finish:
+            dispatcher.override_finish(self._finish)
+        if cls.handle is App.handle:
+            # The engine calls handle once per request: the dispatcher's, with no frame of
+            # this class in between. A subclass's own handle is called as it is.
+            self.handle = dispatcher.handle  # type: ignore[method-assign]
         self.websocket_config = websocket or WebSocketConfig()
         # Limits given here win over the command line's (bastion run --ws-*).
         self.websocket_configured = websocket is not None
         # (check, name, timeout) for readiness; run by the server's monitoring, not here.
         self.health_checks: list[tuple[Callable[[], Any], str, float]] = []
-        self._mounts: list[tuple[str, Handler]] = []
+        self._mounts = dispatcher.mounts
         # WebSocket handlers still running, and their handshakes' exchanges: held here (the
         # loop keeps only weak references to tasks), and cancelled at shutdown once their
         # connections are gone.
         self._websocket_tasks: dict[asyncio.Task[None], Exchange] = {}
+
+    # The routers are the dispatcher's, which matches requests against them; replacing one
+    # replaces it there.
+
+    @property
+    def router(self) -> Router:
+        return self._dispatcher.router
+
+    @router.setter
+    def router(self, router: Router) -> None:
+        self._dispatcher.router = router
+
+    @property
+    def websocket_router(self) -> Router:
+        return self._dispatcher.websocket_router
+
+    @websocket_router.setter
+    def websocket_router(self, router: Router) -> None:
+        self._dispatcher.websocket_router = router
 
     def health_check(
         self, fn: Callable[[], Any] | None = None, *, name: str | None = None, timeout: float = 5.0
@@ -155,52 +172,12 @@ class App:
             if lost is not None:
                 lost(exchange)
 
-    def _mounted(self, path: str) -> Handler | None:
-        for prefix, handler in self._mounts:
-            if path == prefix or path.startswith(prefix + "/") or not prefix:
-                return handler
-        return None
-
     # the engine's side ------------------------------------------------------------------------
 
     def handle(self, exchange: Exchange) -> None:
-        head = exchange.head
-        if head.upgrade and self._websocket(exchange):
-            return
-        found = self.router.match(head.path)
-        if found is None:
-            mounted = self._mounted(head.path) if self._mounts else None
-            if mounted is not None:
-                mounted.handle(exchange)
-                return
-            if self.websocket_router.match(head.path) is not None:
-                exchange.respond(426, _UPGRADE_REQUIRED, _WEBSOCKET_ONLY)
-                return
-            exchange.respond(404, _TEXT, _NOT_FOUND)
-            return
-        route, params = found
-        exchange.route = route.path
-        endpoint = route.endpoints.get(head.method)
-        if endpoint is None and head.method == "HEAD":
-            endpoint = route.endpoints.get("GET")
-        if endpoint is None:
-            if not self.router.implements(head.method):
-                exchange.respond(501, _TEXT, b"501 Not Implemented\n")  # RFC 9110 §15.6.2
-                return
-            allow = ("allow", ", ".join(route.allowed()))
-            exchange.respond(405, [*_TEXT, allow], _METHOD_NOT_ALLOWED)
-            return
-        if endpoint.is_async:
-            run_eagerly(
-                exchange.loop, endpoint.fn(Request(exchange, params)), self._finish, exchange
-            )
-        else:
-            request = SyncRequest(exchange, params)
-            self._submit(
-                exchange,
-                partial(self._call_blocking, endpoint.fn, request, exchange),
-                partial(self._finish, exchange),
-            )
+        # What the engine calls for each request, unless __init__ gave this App the
+        # dispatcher's own handle (see there). A subclass's handle can call this one.
+        self._dispatcher.handle(exchange)
 
     def _websocket(self, exchange: Exchange) -> bool:
         """Take a WebSocket handshake for a WebSocket route; False if it is not one."""
@@ -232,117 +209,7 @@ class App:
         self._websocket_tasks.pop(task, None)
         websocket.task_done(task)
 
-    def _submit(
-        self,
-        exchange: Exchange,
-        job: Callable[[], Any],
-        done: Callable[[Any, BaseException | None], None],
-    ) -> None:
-        # The exchange's own server: one App may be served by several servers at once.
-        state = exchange.conn.state
-        if not state.pool.try_submit(job, done):
-            state.stats.count_error("pool-full")
-            exchange.respond(503, [*_TEXT, ("retry-after", "1")], _BUSY)
-
     def _finish(self, exchange: Exchange, result: Any, error: BaseException | None) -> None:
-        if error is not None:
-            exchange.fail(error)
-            return
-        if result is _STREAMED:
-            return
-        try:
-            if result.__class__ is Response or isinstance(result, Response):
-                exchange.respond(result.status, result.headers, result.body)
-            elif isinstance(result, StreamingResponse):
-                self._start_stream(exchange, result)
-            else:
-                response = _coerce(result)
-                exchange.respond(response.status, response.headers, response.body)
-        except Exception as exc:
-            exchange.fail(exc)
-
-    def _start_stream(self, exchange: Exchange, response: StreamingResponse) -> None:
-        content = response.content
-        if isinstance(content, AsyncIterable):
-            run_eagerly(
-                exchange.loop, _stream_async(exchange, response, content), _fail_on_error, exchange
-            )
-        else:
-            self._submit(
-                exchange,
-                partial(_stream_blocking, exchange, response, content),
-                partial(_fail_on_error, exchange),
-            )
-
-    @staticmethod
-    def _call_blocking(fn: Callable[..., Any], request: SyncRequest, exchange: Exchange) -> Any:
-        result = fn(request)
-        if isinstance(result, StreamingResponse) and not isinstance(result.content, AsyncIterable):
-            _stream_blocking(exchange, result, result.content)
-            return _STREAMED
-        return result
-
-
-class _Endpoint:
-    __slots__ = ("fn", "is_async")
-
-    def __init__(self, fn: Callable[..., Any], is_async: bool) -> None:
-        self.fn = fn
-        self.is_async = is_async
-
-
-def _fail_on_error(exchange: Exchange, result: Any, error: BaseException | None) -> None:
-    if error is not None:
-        exchange.fail(error)
-
-
-def _coerce(result: Any) -> Response:
-    if isinstance(result, (bytes, str)):
-        return Response(result)
-    if isinstance(result, (dict, list)):
-        return JSONResponse(result)
-    if result is None:
-        return Response(b"", status=204)
-    raise TypeError(f"a handler returned {type(result).__name__}, not a Response")
-
-
-def _as_bytes(chunk: bytes | str) -> bytes:
-    return chunk.encode("utf-8") if isinstance(chunk, str) else chunk
-
-
-async def _stream_async(
-    exchange: Exchange, response: StreamingResponse, content: AsyncIterable[bytes | str]
-) -> None:
-    exchange.start(response.status, response.headers, response.content_length)
-    try:
-        async for chunk in content:
-            exchange.write(_as_bytes(chunk))
-            await exchange.drain()
-    except GeneratorExit:
-        raise  # the task itself is being destroyed: nothing may be awaited any more
-    except BaseException:
-        # A client that left (or a cancellation) ends the stream now, not when the generator
-        # is collected; one that failed inside its own step has already finished.
-        close = getattr(content, "aclose", None)
-        if close is not None and not getattr(content, "ag_running", False):
-            await close()
-        raise
-    exchange.end()
-
-
-def _stream_blocking(
-    exchange: Exchange, response: StreamingResponse, content: Iterable[bytes | str]
-) -> None:
-    """Runs on a pool thread: produce each piece here, hand it to the loop to send."""
-    writer = ThreadWriter(exchange)
-    exchange.start_threadsafe(response.status, response.headers, response.content_length)
-    try:
-        for chunk in content:
-            if exchange.finished:
-                raise ClientDisconnected("response abandoned")
-            writer.write(_as_bytes(chunk))
-    finally:
-        close = getattr(content, "close", None)
-        if close is not None:
-            close()
-    exchange.end_threadsafe()
+        # Answers a request with what its endpoint returned, or with its error. The dispatcher
+        # does it without this frame unless a subclass overrides it (see __init__).
+        self._dispatcher.finish(exchange, result, error)

@@ -9,6 +9,11 @@ Python 3.12+ has eager tasks built in and they set ``asyncio.current_task()`` du
 step. On 3.11 the first step runs before any Task exists, so code that needs a current task
 before its first ``await`` (``asyncio.timeout()``, anyio cancel scopes) must not be run this
 way: adapters hosting third-party code (ASGI) pass ``eager=False`` on 3.11.
+
+The native App runs its handlers through a compiled copy of :func:`run_eagerly`'s eager path
+(``bastion/app/dispatch.py``), which uses the pieces here that are better left to Python: the
+first step itself before 3.12 (:func:`first_step`), the hand-over of a coroutine that
+suspended to a Task (:func:`continue_as_task`) and the report of how that Task ended.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import contextvars
 import sys
 from collections.abc import Callable, Coroutine, Generator
 from functools import partial
-from typing import Any
+from typing import Any, Final
 
 OnDone = Callable[[Any, Any, BaseException | None], None]
 
@@ -57,12 +62,49 @@ async def _continue(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
     return await _Resume(coro, yielded)
 
 
-def _report(on_done: OnDone, arg: Any, task: asyncio.Task[Any]) -> None:
+def report(on_done: OnDone, arg: Any, task: asyncio.Task[Any]) -> None:
+    """Tell ``on_done`` how ``task`` ended: ``on_done(arg, result, error)``."""
     if task.cancelled():
         on_done(arg, None, asyncio.CancelledError())
         return
     error = task.exception()
     on_done(arg, None if error is not None else task.result(), error)
+
+
+# What first_step says of a coroutine's first step.
+SUSPENDED: Final = 0  # it yielded (it waits for something): the value is what it yielded
+RETURNED: Final = 1  # it returned: the value is its result
+RAISED: Final = 2  # it raised: the value is the exception
+
+
+def first_step(coro: Coroutine[Any, Any, Any]) -> tuple[int, Any]:
+    """Run ``coro`` up to its first suspension: ``(SUSPENDED | RETURNED | RAISED, value)``.
+
+    For compiled callers (bastion/app/dispatch.py): the StopIteration that ends a coroutine
+    is caught here, where it is cheap, rather than in compiled code, which records a
+    traceback entry for every exception it catches.
+    """
+    try:
+        return SUSPENDED, coro.send(None)
+    except StopIteration as stop:
+        return RETURNED, stop.value
+    except BaseException as exc:
+        return RAISED, exc
+
+
+def continue_as_task(
+    loop: asyncio.AbstractEventLoop,
+    context: contextvars.Context,
+    coro: Coroutine[Any, Any, Any],
+    yielded: Any,
+    on_done: OnDone,
+    arg: Any,
+) -> asyncio.Task[Any]:
+    """Hand ``coro``, suspended at its first step (which yielded ``yielded``), over to a Task
+    in ``context``; ``on_done(arg, result, error)`` is called when it ends."""
+    task = context.run(loop.create_task, _continue(coro, yielded))
+    task.add_done_callback(partial(report, on_done, arg))
+    return task
 
 
 def run_eagerly(
@@ -77,14 +119,14 @@ def run_eagerly(
     if not eager:
         # create_task(context=) is 3.11+; a Task takes the context it is created in.
         task = context.run(loop.create_task, coro)
-        task.add_done_callback(partial(_report, on_done, arg))
+        task.add_done_callback(partial(report, on_done, arg))
         return task
     if NATIVE_EAGER:
         task = context.run(_eager_factory, loop, coro)  # type: ignore[arg-type, misc]
         if task.done():
-            _report(on_done, arg, task)
+            report(on_done, arg, task)
             return None
-        task.add_done_callback(partial(_report, on_done, arg))
+        task.add_done_callback(partial(report, on_done, arg))
         return task
     try:
         yielded = context.run(coro.send, None)
@@ -94,9 +136,7 @@ def run_eagerly(
     except BaseException as exc:
         result, error = None, exc
     else:
-        task = context.run(loop.create_task, _continue(coro, yielded))
-        task.add_done_callback(partial(_report, on_done, arg))
-        return task
+        return continue_as_task(loop, context, coro, yielded, on_done, arg)
     # Reported outside the except clauses so a later error does not chain onto StopIteration.
     on_done(arg, result, error)
     return None

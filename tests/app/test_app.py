@@ -6,11 +6,15 @@ import asyncio
 import http.client
 import json
 import logging
+import sys
+from contextvars import ContextVar
+from typing import Any
 
 import httpx
 import pytest
 
 from bastion import App, JSONResponse, Request, Response, StreamingResponse, SyncRequest
+from bastion.engine.exchange import Exchange
 from tests.serving import serve
 
 app = App()
@@ -130,6 +134,33 @@ async def wrong_type(request: Request) -> object:
     return 42
 
 
+# Set by handlers, to show that each request starts from the server's context, not from the
+# one the request before it left behind.
+_SET_BY_A_HANDLER: ContextVar[str | None] = ContextVar("set_by_a_handler", default=None)
+
+
+@app.get("/context/{value}")
+async def set_context(request: Request) -> dict[str, object]:
+    seen = _SET_BY_A_HANDLER.get()
+    _SET_BY_A_HANDLER.set(request.path_params["value"])
+    return {"seen": seen}
+
+
+@app.get("/context-after-await/{value}")
+async def set_context_then_wait(request: Request) -> dict[str, object]:
+    seen = _SET_BY_A_HANDLER.get()
+    _SET_BY_A_HANDLER.set(request.path_params["value"])
+    await asyncio.sleep(0)
+    return {"seen": seen, "kept": _SET_BY_A_HANDLER.get()}
+
+
+@app.get("/current-task")
+async def current_task(request: Request) -> dict[str, object]:
+    first_step = asyncio.current_task() is not None
+    await asyncio.sleep(0)
+    return {"first_step": first_step, "after_await": asyncio.current_task() is not None}
+
+
 @pytest.fixture(scope="module")
 def client() -> object:
     with serve(app) as server, httpx.Client(base_url=server.url, timeout=10) as http:
@@ -237,6 +268,25 @@ def test_unknown_path_is_404(client: httpx.Client) -> None:
     assert client.get("/nowhere").status_code == 404
 
 
+def test_context_variables_a_handler_sets_do_not_reach_the_next_request() -> None:
+    with serve(app) as server, httpx.Client(base_url=server.url) as one_connection:
+        for path in ["/context/a", "/context/b", "/context-after-await/c", "/context/d"]:
+            assert one_connection.get(path).json()["seen"] is None
+        assert one_connection.get("/context-after-await/e").json() == {"seen": None, "kept": "e"}
+        assert server.stats.connections_opened == 1
+
+
+def test_an_async_handlers_first_step_runs_as_eager_tasks_do_on_this_python(
+    client: httpx.Client,
+) -> None:
+    # 3.12+: in an eager task, which asyncio.current_task() sees; before, inline, before any
+    # task exists (bastion/engine/eager.py). After an await, in a task either way.
+    assert client.get("/current-task").json() == {
+        "first_step": sys.version_info >= (3, 12),
+        "after_await": True,
+    }
+
+
 def test_route_conflicts_are_refused() -> None:
     other = App()
 
@@ -291,3 +341,65 @@ def test_applications_can_subclass_app_and_response_and_add_attributes() -> None
     assert first.text == "HELLO"
     assert first.headers["content-type"] == "text/x-shout"
     assert custom.requests_seen == 2
+
+
+class GatedApp(App):
+    """An App subclass with a handle of its own, in front of the App's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handled: list[str] = []
+
+    def handle(self, exchange: Exchange) -> None:
+        self.handled.append(exchange.head.path)
+        if exchange.head.path == "/teapot":
+            exchange.respond(418, [("content-type", "text/plain")], b"short and stout\n")
+            return
+        super().handle(exchange)
+
+
+def test_a_subclass_handle_is_called_and_can_hand_on_to_the_apps() -> None:
+    gated = GatedApp()
+
+    @gated.get("/")
+    async def index(request: Request) -> str:
+        return "index"
+
+    with serve(gated) as server, httpx.Client(base_url=server.url) as client:
+        assert client.get("/").text == "index"
+        assert client.get("/teapot").status_code == 418
+        assert client.get("/missing").status_code == 404
+    assert gated.handled == ["/", "/teapot", "/missing"]
+
+
+class ExclaimingApp(App):
+    """An App subclass that changes what every handler returned on its way out."""
+
+    def _finish(self, exchange: Exchange, result: Any, error: BaseException | None) -> None:
+        if isinstance(result, str):
+            result += "!"
+        super()._finish(exchange, result, error)
+
+
+def test_a_subclass_finish_sees_every_kind_of_handlers_result() -> None:
+    exclaiming = ExclaimingApp()
+
+    @exclaiming.get("/now")
+    async def now(request: Request) -> str:
+        return "now"
+
+    @exclaiming.get("/later")
+    async def later(request: Request) -> str:
+        await asyncio.sleep(0)
+        return "later"
+
+    @exclaiming.get("/blocking")
+    def blocking(request: SyncRequest) -> str:
+        return "blocking"
+
+    with serve(exclaiming) as server, httpx.Client(base_url=server.url) as client:
+        assert [client.get(path).text for path in ["/now", "/later", "/blocking"]] == [
+            "now!",
+            "later!",
+            "blocking!",
+        ]
