@@ -27,8 +27,8 @@ from typing import Any, Final
 
 OnDone = Callable[[Any, Any, BaseException | None], None]
 
-_eager_factory = getattr(asyncio, "eager_task_factory", None)
-NATIVE_EAGER = _eager_factory is not None and sys.version_info >= (3, 12)
+# Eager tasks (Task(eager_start=True), asyncio.eager_task_factory) are 3.12+.
+NATIVE_EAGER: Final = sys.version_info >= (3, 12)
 
 
 class _Resume:
@@ -122,7 +122,9 @@ def run_eagerly(
         task.add_done_callback(partial(report, on_done, arg))
         return task
     if NATIVE_EAGER:
-        task = context.run(_eager_factory, loop, coro)  # type: ignore[arg-type, misc]
+        # What asyncio.eager_task_factory makes, without its Python frame and a second copy
+        # of the context.
+        task = asyncio.Task(coro, loop=loop, context=context, eager_start=True)  # type: ignore[call-arg]
         if task.done():
             report(on_done, arg, task)
             return None
