@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -386,6 +387,20 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
+def freeze_startup_objects() -> None:
+    """Keep what exists once a server has started out of every later garbage collection.
+
+    The modules, classes and functions of the application and its libraries (tens of
+    thousands of objects, all of them for good) would otherwise be walked by every full
+    collection, which a server's churn of requests triggers every second or two: on a VM
+    each walk stops the loop for tens of milliseconds, the whole of a busy server's p99.
+    Only what is alive at this moment is frozen; garbage made later is collected as usual.
+    Called by the process that serves (``run``, a worker), never by a library ``Server``.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def run(
     handler: Handler,
     binds: Iterable[str] = ("127.0.0.1:8000",),
@@ -403,6 +418,7 @@ def run(
 
     async def main() -> None:
         await server.start()
+        freeze_startup_objects()
         server.install_signal_handlers()
         for url in server.urls:
             logger.info("serving on %s", url)

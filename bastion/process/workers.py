@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from bastion.engine.config import ServerConfig, WorkerConfig
 from bastion.engine.handler import Handler, StartupFailed
 from bastion.engine.listeners import BindSpec
-from bastion.engine.server import Server, new_event_loop
+from bastion.engine.server import Server, freeze_startup_objects, new_event_loop
 from bastion.observe.accesslog import access_log_observers
 from bastion.observe.config import MonitorConfig
 from bastion.observe.telemetry import WorkerTelemetry, for_worker
@@ -190,6 +190,7 @@ async def _serve(
     except Exception:
         logger.exception("worker could not start serving")
         return EXIT_START_ERROR
+    freeze_startup_objects()
     if inbox is not None:
         inbox.drain()
         loop.add_reader(inbox.fileno(), inbox.drain)

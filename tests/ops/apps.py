@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import time
@@ -22,6 +23,13 @@ async def hello(request: Request) -> Response:
 @app.get("/pid")
 async def pid(request: Request) -> Response:
     return Response(str(os.getpid()).encode())
+
+
+@app.get("/gc")
+async def collector(request: Request) -> Response:
+    """What the garbage collector walks: frozen objects are left out of every collection."""
+    counts = {"frozen": gc.get_freeze_count(), "tracked": len(gc.get_objects())}
+    return Response(json.dumps(counts).encode(), headers={"content-type": "application/json"})
 
 
 @app.get("/sleep")

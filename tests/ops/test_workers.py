@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -129,3 +130,14 @@ def test_a_second_server_on_the_same_port_fails_instead_of_sharing_it() -> None:
         )
         assert second.returncode == 1
         assert "cannot listen" in second.stderr and "in use" in second.stderr
+
+
+def test_a_worker_keeps_its_startup_objects_out_of_collections() -> None:
+    # A full collection walks every tracked object; what the application and the server
+    # built to start lives as long as the worker, and walking it stalled the loop.
+    with supervisor(APP, "--bind", "127.0.0.1:0") as proc:
+        status, body = proc.get("/gc")
+    counts = json.loads(body)
+    assert status == 200
+    assert counts["frozen"] > 10_000
+    assert counts["tracked"] < counts["frozen"] // 2
