@@ -55,6 +55,8 @@ _WEBSOCKET_ONLY: Final = b"426 Upgrade Required: this resource speaks WebSocket 
 _STREAMED: Final = STREAMED
 # Names used on every request, held here rather than looked up in the module's dictionary.
 _REQUEST: Final = Request
+_SYNC_REQUEST: Final = SyncRequest
+_PARTIAL: Final = partial
 _RESPONSE: Final = Response
 _COPY_CONTEXT: Final = contextvars.copy_context
 _FIRST_STEP: Final = first_step
@@ -115,11 +117,11 @@ class Dispatcher:
         if endpoint.is_async:
             self.run(exchange, endpoint.fn(_REQUEST(exchange, params)))
         else:
-            request = SyncRequest(exchange, params)
+            request = _SYNC_REQUEST(exchange, params)
             self.submit(
                 exchange,
-                partial(_call_blocking, endpoint.fn, request, exchange),
-                partial(self.on_done, exchange),
+                _PARTIAL(_call_blocking, endpoint.fn, request, exchange),
+                _PARTIAL(self.on_done, exchange),
             )
 
     def unrouted(self, exchange: Exchange) -> None:

@@ -88,6 +88,11 @@ _field_lines: Final[dict[tuple[bytes, bytes], bytes]] = {}
 _FIELD_LINES_LIMIT: Final = 4096
 _FIELD_LINE_MAX: Final = 1024
 
+# Used per request, held as constants: compiled code looks an imported name up in the
+# module's dictionary on every use, a Final one not.
+_COROUTINE: Final = CoroutineType
+_RUN_EAGERLY: Final = run_eagerly
+
 # Errors a body read raises when the request will never complete.
 _GONE: Final = (ClientDisconnected, ProtocolError)
 
@@ -188,9 +193,9 @@ class ASGIHandler:
         exchange.state = cycle
         call = self.app(scope, cycle.receive, cycle.send)
         # The type test first: asyncio.iscoroutine is a Python function call per request.
-        if call.__class__ is not CoroutineType and not asyncio.iscoroutine(call):
+        if call.__class__ is not _COROUTINE and not asyncio.iscoroutine(call):
             call = _await(call)
-        task = run_eagerly(exchange.loop, call, self._finish, cycle, self.eager)
+        task = _RUN_EAGERLY(exchange.loop, call, self._finish, cycle, self.eager)
         if task is not None:
             self._tasks.add(task)
             cycle.task = task
@@ -228,7 +233,7 @@ class ASGIHandler:
         exchange.state = cycle
         call = self.app(scope, cycle.receive, cycle.send)
         # The type test first: asyncio.iscoroutine is a Python function call per request.
-        if call.__class__ is not CoroutineType and not asyncio.iscoroutine(call):
+        if call.__class__ is not _COROUTINE and not asyncio.iscoroutine(call):
             call = _await(call)
         # Always a task, never eager: an application that accepts in its first step would
         # switch the connection while the read that brought the handshake is still being

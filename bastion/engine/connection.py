@@ -38,6 +38,10 @@ _WAIT_IDLE: Final = 3
 # Responses written while received bytes are being processed are coalesced up to this size.
 _BATCH_LIMIT: Final = 16 * 1024
 
+# Functions called per request from other modules, held as constants: compiled code looks an
+# imported name up in the module's dictionary on every use, a Final one not.
+_CLOCK: Final = perf_counter
+
 
 class _Feed(Protocol):
     """Where received bytes go: the request parser, or what stands in for it after an error
@@ -296,7 +300,7 @@ class HTTPConnection(asyncio.Protocol):
         if self.stats.request_observers:
             # Not loop.time(): uvloop's has millisecond resolution, and most requests take
             # less than a millisecond.
-            exchange.start_time = perf_counter()
+            exchange.start_time = _CLOCK()
         try:
             self.state.handler.handle(exchange)
         except Exception as error:
@@ -310,7 +314,7 @@ class HTTPConnection(asyncio.Protocol):
         counts[status] = counts.get(status, 0) + 1
         observers = stats.request_observers
         if observers:
-            duration = perf_counter() - exchange.start_time
+            duration = _CLOCK() - exchange.start_time
             for observe in observers:
                 observe(exchange, duration)
         untimed = stats.untimed_observers

@@ -52,7 +52,11 @@ _SUPPORTED_VERSIONS: Final = frozenset({"1.0", "1.1"})
 _LINE_END_11: Final = b" HTTP/1.1\r\n"
 _LINE_END_10: Final = b" HTTP/1.0\r\n"
 _FRAMING_HEADERS: Final = frozenset({b"content-length", b"transfer-encoding", b"expect"})
-_IDLE, _HEAD, _BODY, _TRAILERS = 0, 1, 2, 3
+# Where a message stands (Final each: a tuple assignment is looked up on every use).
+_IDLE: Final = 0
+_HEAD: Final = 1
+_BODY: Final = 2
+_TRAILERS: Final = 3
 # llhttp's own message for a well-formed but unknown version (HTTP/1.2, HTTP/3.0): that is a
 # 505, while a malformed version (HTTP/1.x) is a 400.
 _UNSUPPORTED_VERSION_REASON: Final = "Invalid HTTP version"

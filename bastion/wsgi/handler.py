@@ -29,6 +29,12 @@ _BUSY: Final = b"503 Service Unavailable: all workers are busy\n"
 _SKIPPED: Final[Action] = (SKIP,)
 
 
+# Called per request, held as constants: compiled code looks an imported name up in the
+# module's dictionary on every use, a Final one not.
+_PARTIAL: Final = partial
+_COMPLETE_ON_LOOP: Final = complete_on_loop
+
+
 @mypyc_attr(allow_interpreted_subclasses=True)
 class WSGIHandler:
     """Serve a WSGI application (Flask, Django, ...): ``WSGIHandler(app, root_path="")``.
@@ -54,7 +60,7 @@ class WSGIHandler:
         # The pool of the server this request came in on: one handler may serve several.
         state = exchange.conn.state
         if not state.pool.try_submit(
-            partial(self._job, exchange), partial(complete_on_loop, exchange)
+            _PARTIAL(self._job, exchange), _PARTIAL(_COMPLETE_ON_LOOP, exchange)
         ):
             state.stats.count_error("pool-full")
             exchange.respond(503, _BUSY_HEADERS, _BUSY)

@@ -72,6 +72,38 @@ def test_no_compiled_module_defines_an_exception() -> None:
     assert not found, "exceptions in compiled modules: " + ", ".join(found)
 
 
+# Module constants that cannot be Final: mypyc leaves a Final tuple of floats unset at import
+# (the first two), and the tests set the last one.
+NOT_FINAL = {
+    "bastion/observe/metrics.py": {"DURATION_BUCKETS"},
+    "bastion/balancer/stats.py": {"LATENCY_BUCKETS"},
+    "bastion/static/cache.py": {"SETTLE"},
+}
+
+
+def test_compiled_modules_declare_their_constants_final() -> None:
+    # Compiled code reads a Final module constant directly and any other module-level name
+    # from the module's dictionary, on every use; a tuple assignment is never Final.
+    found: list[str] = []
+    for path in hot_path():
+        tree = ast.parse((ROOT / path).read_text())
+        allowed = NOT_FINAL.get(path, set())
+        for node in tree.body:
+            if not isinstance(node, ast.Assign):
+                continue
+            for target in node.targets:
+                names = target.elts if isinstance(target, ast.Tuple) else [target]
+                for name in names:
+                    if (
+                        isinstance(name, ast.Name)
+                        and name.id.lstrip("_")[:1].isupper()
+                        and name.id.upper() == name.id
+                        and name.id not in allowed
+                    ):
+                        found.append(f"{path}:{node.lineno} {name.id}")
+    assert not found, "module constants not declared Final: " + ", ".join(found)
+
+
 def test_compiled_coroutines_await_through_awaiting() -> None:
     # A compiled coroutine throws into what it awaits with the three-argument throw() that
     # Python 3.12 deprecates; only another compiled coroutine takes that silently, so
