@@ -81,8 +81,11 @@ _READ: Final = 2  # the last http.request message was received
 
 # Flags from the response headers.
 _CLOSE: Final = 1
-_OWN_LINES: Final = 2
-_SERVER_LINES: Final = frozenset((b"server", b"date"))
+_OWN_SERVER: Final = 2
+_OWN_DATE: Final = 4
+_OWN_LINES: Final = _OWN_SERVER | _OWN_DATE
+# The server's own lines an application may write instead, by lower-case name.
+_OWN_FLAGS: Final = {b"server": _OWN_SERVER, b"date": _OWN_DATE}
 # Checked field lines by their byte pair: bounded in number and in the length of each.
 _field_lines: Final[dict[tuple[bytes, bytes], bytes]] = {}
 _FIELD_LINES_LIMIT: Final = 4096
@@ -430,7 +433,7 @@ class _Cycle:
         exchange = self.exchange
         block, length, flags = _response_fields(self.headers)
         if flags:
-            block = _apply_flags(exchange, self.headers, block, flags)
+            block = _apply_flags(exchange, block, flags)
         route = self.scope.get("route")
         if route is not None:
             # Starlette and FastAPI leave the matched route in the scope: its template is a
@@ -455,7 +458,7 @@ class _Cycle:
         exchange = self.exchange
         block, length, flags = _response_fields(self.headers)
         if flags:
-            block = _apply_flags(exchange, self.headers, block, flags)
+            block = _apply_flags(exchange, block, flags)
         route = self.scope.get("route")
         if route is not None:
             # Starlette and FastAPI leave the matched route in the scope: its template is a
@@ -521,10 +524,11 @@ def _response_fields(raw: Iterable[Any]) -> tuple[bytes, int | None, int]:
     """ASGI's byte pairs as the encoded field block, minus framing, which is the server's job.
 
     Returns the block, the declared ``Content-Length`` (or None) and flags: ``_CLOSE`` when
-    the application asked for ``Connection: close``, ``_OWN_LINES`` when it wrote its own
-    ``Server`` or ``Date``. Only names as long as one of those are lowercased. Each line is
-    checked once and remembered by its byte pair (applications send the same few fields with
-    every response), so most fields cost a lookup, not a decoding, a check and an encoding.
+    the application asked for ``Connection: close``, ``_OWN_SERVER`` and ``_OWN_DATE`` when
+    it wrote its own ``Server`` or ``Date``. Only names as long as one of those are
+    lowercased. Each line is checked once and remembered by its byte pair (applications send
+    the same few fields with every response), so most fields cost a lookup, not a decoding, a
+    check and an encoding.
     """
     lines = []
     length: int | None = None
@@ -548,8 +552,8 @@ def _response_fields(raw: Iterable[Any]) -> tuple[bytes, int | None, int]:
                 if b"close" in value.lower():
                     flags |= _CLOSE
                 continue
-        elif (size == 4 or size == 6) and name.lower() in _SERVER_LINES:
-            flags |= _OWN_LINES
+        elif size == 4 or size == 6:
+            flags |= _OWN_FLAGS.get(name.lower(), 0)
         key = (name, value)
         line = cache.get(key)
         if line is None:
@@ -569,7 +573,7 @@ def _byte_string(value: Any) -> bytes:
     raise TypeError("ASGI response header names and values must be byte strings")
 
 
-def _apply_flags(exchange: Exchange, raw: Iterable[Any], block: bytes, flags: int) -> bytes:
+def _apply_flags(exchange: Exchange, block: bytes, flags: int) -> bytes:
     """The block, with the server's own Date or Server line where the application left one
     out; the connection set to close if it asked."""
     if flags & _CLOSE:
@@ -577,10 +581,9 @@ def _apply_flags(exchange: Exchange, raw: Iterable[Any], block: bytes, flags: in
     if flags & _OWN_LINES:
         # The application's Server/Date win; the server adds only the one it left out.
         exchange.add_server_lines = False
-        present = {_byte_string(name).lower() for name, _ in raw}
         for line in exchange.conn.state.server_lines.split(b"\r\n"):
-            name, _, _ = line.partition(b": ")
-            if name and name.lower() not in present:
+            name = line.partition(b": ")[0]
+            if name and not flags & _OWN_FLAGS.get(name, 0):
                 block += line + b"\r\n"
     return block
 
