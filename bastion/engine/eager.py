@@ -130,15 +130,13 @@ def run_eagerly(
             return None
         task.add_done_callback(partial(report, on_done, arg))
         return task
-    try:
-        yielded = context.run(coro.send, None)
-    except StopIteration as stop:
-        result: Any = stop.value
-        error: BaseException | None = None
-    except BaseException as exc:
-        result, error = None, exc
+    outcome, value = context.run(first_step, coro)
+    if outcome == SUSPENDED:
+        return continue_as_task(loop, context, coro, value, on_done, arg)
+    # Reported after first_step's except clauses, so a later error does not chain onto
+    # StopIteration.
+    if outcome == RAISED:
+        on_done(arg, None, value)
     else:
-        return continue_as_task(loop, context, coro, yielded, on_done, arg)
-    # Reported outside the except clauses so a later error does not chain onto StopIteration.
-    on_done(arg, result, error)
+        on_done(arg, value, None)
     return None
