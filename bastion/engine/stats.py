@@ -54,13 +54,6 @@ class Stats:
         else:
             self.untimed_observers.append(call)
 
-    def detach(self, observer: RequestObserver) -> None:
-        """Stop calling ``observer`` (attached with :meth:`attach`)."""
-        call = getattr(observer, "record", observer)
-        for observers in (self.request_observers, self.untimed_observers):
-            if call in observers:
-                observers.remove(call)
-
     @property
     def connections_active(self) -> int:
         return self.connections_opened - self.connections_closed
