@@ -1,9 +1,10 @@
 """One ``asyncio.Protocol`` per client connection: parse, dispatch in order, write, time out.
 
 Requests on a connection are handled one at a time, in order; pipelined requests wait in a
-bounded queue (reading pauses when it is full). Writes made while a batch of received bytes is
-being processed are coalesced into one ``write``, so 16 pipelined requests answered at once
-leave in one send. Deadlines are plain numbers compared by the server's periodic sweep: no
+bounded queue (reading pauses when it is full). Writes are held until the end of the event
+loop's turn (``bastion.engine.outbox``) and coalesced into one ``write``: 16 pipelined
+requests answered at once leave in one send, and the responses to every connection served in
+one turn leave back to back. Deadlines are plain numbers compared by the server's periodic sweep: no
 timer is created per request.
 """
 
@@ -20,6 +21,7 @@ from bastion._compiled import awaiting
 from bastion.engine.body import BodyStream
 from bastion.engine.errors import ClientDisconnected
 from bastion.engine.exchange import Exchange
+from bastion.engine.outbox import Outbox
 from bastion.engine.tunnel import TunnelFeed, TunnelPeer
 from bastion.http import ProtocolError, RequestHead, RequestParser, error_response
 from bastion.http.errors import RequestTimeout
@@ -35,7 +37,8 @@ _WAIT_HEAD: Final = 1
 _WAIT_BODY: Final = 2
 _WAIT_IDLE: Final = 3
 
-# Responses written while received bytes are being processed are coalesced up to this size.
+# Writes are held and coalesced up to this size; a larger one goes out at once, with what is
+# held before it, so that the transport applies backpressure while the handler still runs.
 _BATCH_LIMIT: Final = 16 * 1024
 
 # Functions called per request from other modules, held as constants: compiled code looks an
@@ -70,6 +73,8 @@ class HTTPConnection(asyncio.Protocol):
         "queue",
         "_receiving",
         "_out",
+        "_outbox",
+        "_held",
         "_pumping",
         "_close_after_flush",
         "write_paused",
@@ -100,6 +105,8 @@ class HTTPConnection(asyncio.Protocol):
         self.queue: deque[Exchange] = deque()
         self._receiving: Exchange | None = None
         self._out: list[bytes] | None = None
+        self._outbox: Outbox = state.outbox
+        self._held = 0  # bytes in _out
         self._pumping = False
         self._close_after_flush = False
         self.write_paused = False
@@ -161,18 +168,13 @@ class HTTPConnection(asyncio.Protocol):
         if self.wait_kind == _WAIT_IDLE:
             self.wait_kind = _WAIT_HEAD
             self.deadline = self.state.now + self.state.config.header_timeout
-        out: list[bytes] = []
-        self._out = out
         try:
             self.parser.feed(data)
         except ProtocolError as error:
             self._protocol_error(error)
         finally:
-            self._out = None
-            if out:
-                self._flush_batch(out)
             if self._close_after_flush:
-                self._close()
+                self.release_writes()
 
     def eof_received(self) -> bool | None:
         parser = self.parser
@@ -358,14 +360,20 @@ class HTTPConnection(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         out = self._out
-        if out is not None:
+        if out is None:
+            if self.closed:
+                return
+            if len(data) > _BATCH_LIMIT:
+                self.transport.write(data)  # type: ignore[union-attr]
+                return
+            self._out = [data]
+            self._held = len(data)
+            self._outbox.hold(self)
+        else:
             out.append(data)
-            if len(data) > _BATCH_LIMIT or len(out) > 64:
-                # A large response is not held back for coalescing: flushing now lets the
-                # transport apply backpressure (pause_writing) while the handler still runs.
+            self._held += len(data)
+            if self._held > _BATCH_LIMIT:
                 self._flush_batch(out)
-        elif not self.closed:
-            self.transport.write(data)  # type: ignore[union-attr]
 
     def hold_writes(self) -> bool:
         """Collect writes until :meth:`release_writes`, so that the pieces of a response made
@@ -374,6 +382,7 @@ class HTTPConnection(asyncio.Protocol):
         if self._out is not None or self.closed:
             return False
         self._out = []
+        self._held = 0
         return True
 
     def release_writes(self) -> None:
@@ -384,10 +393,18 @@ class HTTPConnection(asyncio.Protocol):
         if self._close_after_flush:
             self._close()
 
+    def _send_held(self) -> None:
+        """Whoever waits for room in the transport (a stream pacing itself) must have what it
+        wrote counted there first, or it would run a write ahead of the backpressure."""
+        out = self._out
+        if out:
+            self._flush_batch(out)
+
     def _flush_batch(self, out: list[bytes]) -> None:
         if not self.closed:
             self.transport.write(b"".join(out) if len(out) > 1 else out[0])  # type: ignore[union-attr]
         out.clear()
+        self._held = 0
 
     def server_lines(self) -> bytes:
         return self.state.server_lines
@@ -395,6 +412,7 @@ class HTTPConnection(asyncio.Protocol):
     async def drain(self) -> None:
         if self.closed:
             raise ClientDisconnected("client disconnected")
+        self._send_held()
         if not self.write_paused:
             return
         waiter: asyncio.Future[None] = self.loop.create_future()
@@ -409,6 +427,7 @@ class HTTPConnection(asyncio.Protocol):
             raise ClientDisconnected("client disconnected")
 
     def when_writable(self, callback: Callable[[], None]) -> None:
+        self._send_held()
         if self.write_paused and not self.closed:
             self._writable_callbacks.append(callback)
         else:
@@ -447,6 +466,8 @@ class HTTPConnection(asyncio.Protocol):
     def write_eof(self) -> None:
         """For a tunnel's peer: the other side is done sending; so is this one."""
         if not self.closed and self.transport is not None and self.transport.can_write_eof():
+            if self._out:
+                self._flush_batch(self._out)
             self.transport.write_eof()
 
     def _pause_reading(self, reason: int) -> None:

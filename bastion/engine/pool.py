@@ -30,6 +30,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from bastion.engine.outbox import Outbox
+
 logger = logging.getLogger("bastion.error")
 
 Job = Callable[[], Any]
@@ -43,8 +45,11 @@ class ThreadPool:
         threads: int,
         queue_size: int,
         name: str = "bastion-worker",
+        outbox: Outbox | None = None,
     ) -> None:
         self._loop = loop
+        # What the results' callbacks write leaves together once they have all run.
+        self._outbox = outbox
         self._max_threads = threads
         self._capacity = threads + queue_size
         self._name = name
@@ -159,13 +164,20 @@ class ThreadPool:
     def _collect(self) -> None:
         self._collect_posted = False
         results = self._results
-        while results:
-            done, result, error = results.popleft()
-            self.pending -= 1
-            try:
-                done(result, error)
-            except Exception:
-                logger.exception("error in thread pool completion callback")
+        outbox = self._outbox
+        if outbox is not None:
+            outbox.begin_batch()
+        try:
+            while results:
+                done, result, error = results.popleft()
+                self.pending -= 1
+                try:
+                    done(result, error)
+                except Exception:
+                    logger.exception("error in thread pool completion callback")
+        finally:
+            if outbox is not None:
+                outbox.end_batch()
         # Read after the flag is cleared: a thread that took a job with others queued behind
         # it, and saw the flag set, counts on this look (see _work).
         if self._jobs and not self._waking:

@@ -22,6 +22,7 @@ from bastion.engine.listeners import (
     parse_bind,
     refusing_new_connections,
 )
+from bastion.engine.outbox import Outbox
 from bastion.engine.pool import ThreadPool
 from bastion.engine.proxy import ProxyHeaders, TrustedPeers
 from bastion.engine.stats import RequestObserver, Stats
@@ -49,13 +50,14 @@ class ServerState:
         self.config = config
         self.stats = Stats()
         self.connections: set[HTTPConnection] = set()
-        self.pool = ThreadPool(loop, config.threads, config.queue_size)
         self.draining = False
         self.sockets: list[socket.socket] = []
         self.now = loop.time()
         self._second = 0
         self.date_line = b""
         self.server_lines = b""
+        self.outbox = Outbox(loop)
+        self.pool = ThreadPool(loop, config.threads, config.queue_size, outbox=self.outbox)
         self.tick_clock()
 
     def tick_clock(self) -> None:

@@ -1,0 +1,78 @@
+"""What the connections write in one turn of the event loop leaves together, at its end.
+
+A response written the moment it is ready wakes a client that waits on the same machine (a
+local proxy, a load generator, a sidecar) once per response, and on a virtual machine each
+wake-up is an interrupt to another core that costs the writer more than the write. When
+one turn of the loop answers many connections, holding their bytes until the turn has
+served every connection that was ready and then writing them back to back lets the peer
+find many responses at one wake-up. The system calls are the same, one ``send`` per
+connection per turn; what goes is the wake-ups (docs/benchmarks.md has the figures).
+
+The thread pool hands its results out as one batch (:meth:`Outbox.begin_batch`), so what
+they write leaves when the last is handed out, with no callback of its own.
+
+A long turn (a handler that blocks the loop, or a flood of ready connections) lets what it
+holds go early: a held response waits for at most about ``HOLD_TIME`` of other work, or
+behind at most ``HOLD_COUNT`` other connections. Bytes go straight to the socket, whatever
+was held, when a write is large (backpressure must apply at once), before a connection
+closes, before a file is sent or a tunnel half-closed, and when a stream waits for room in
+the transport (what it wrote must count against the backpressure it waits on).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from time import perf_counter
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from bastion.engine.connection import HTTPConnection
+
+HOLD_TIME: Final = 0.0005
+HOLD_COUNT: Final = 64
+# The clock is read on every eighth hold, not on each: a response then waits for at most
+# HOLD_TIME plus seven other handlers.
+_CLOCK_EVERY: Final = 7
+_CLOCK: Final = perf_counter
+
+
+class Outbox:
+    """The connections holding writes in this turn; released together by one callback."""
+
+    __slots__ = ("_loop", "_held", "_opened", "_batch")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._held: list[HTTPConnection] = []
+        self._opened = 0.0
+        self._batch = False
+
+    def hold(self, conn: HTTPConnection) -> None:
+        """``conn`` has begun holding writes: release them when this turn's work is done."""
+        held = self._held
+        held.append(conn)
+        count = len(held)
+        if count == 1:
+            self._opened = _CLOCK()
+            if not self._batch:
+                self._loop.call_soon(self.release)
+        elif count & _CLOCK_EVERY == 0 and (
+            count >= HOLD_COUNT or _CLOCK() - self._opened > HOLD_TIME
+        ):
+            self.release()
+
+    def release(self) -> None:
+        held = self._held
+        if held:
+            self._held = []
+            for conn in held:
+                conn.release_writes()
+
+    def begin_batch(self) -> None:
+        """Work done in one callback until :meth:`end_batch` (the thread pool handing out its
+        results) writes together, and needs no callback of its own to release it."""
+        self._batch = True
+
+    def end_batch(self) -> None:
+        self._batch = False
+        self.release()
