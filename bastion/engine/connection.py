@@ -75,6 +75,7 @@ class HTTPConnection(asyncio.Protocol):
         "_out",
         "_outbox",
         "_held",
+        "_shut",
         "_pumping",
         "_close_after_flush",
         "write_paused",
@@ -107,6 +108,7 @@ class HTTPConnection(asyncio.Protocol):
         self._out: list[bytes] | None = None
         self._outbox: Outbox = state.outbox
         self._held = 0  # bytes in _out
+        self._shut = False  # the transport was told to close or abort
         self._pumping = False
         self._close_after_flush = False
         self.write_paused = False
@@ -361,7 +363,7 @@ class HTTPConnection(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         out = self._out
         if out is None:
-            if self.closed:
+            if self.closed or self._shut:
                 return
             if len(data) > _BATCH_LIMIT:
                 self.transport.write(data)  # type: ignore[union-attr]
@@ -401,7 +403,8 @@ class HTTPConnection(asyncio.Protocol):
             self._flush_batch(out)
 
     def _flush_batch(self, out: list[bytes]) -> None:
-        if not self.closed:
+        # (A transport closed or aborted may refuse writes before connection_lost arrives.)
+        if not self.closed and not self._shut:
             self.transport.write(b"".join(out) if len(out) > 1 else out[0])  # type: ignore[union-attr]
         out.clear()
         self._held = 0
@@ -555,11 +558,13 @@ class HTTPConnection(asyncio.Protocol):
             self._close_after_flush = True
             return
         if not self.closed and self.transport is not None:
+            self._shut = True
             self.transport.close()
 
     def abort(self) -> None:
         self.closing = True
         if self.transport is not None:
+            self._shut = True
             self.transport.abort()
 
     def check_deadlines(self, now: float) -> None:

@@ -22,6 +22,7 @@ the transport (what it wrote must count against the backpressure it waits on).
 from __future__ import annotations
 
 import asyncio
+import logging
 from time import perf_counter
 from typing import TYPE_CHECKING, Final
 
@@ -34,6 +35,8 @@ HOLD_COUNT: Final = 64
 # HOLD_TIME plus seven other handlers.
 _CLOCK_EVERY: Final = 7
 _CLOCK: Final = perf_counter
+
+logger = logging.getLogger("bastion.error")
 
 
 class Outbox:
@@ -66,7 +69,12 @@ class Outbox:
         if held:
             self._held = []
             for conn in held:
-                conn.release_writes()
+                try:
+                    conn.release_writes()
+                except Exception:
+                    # One connection's failure must not leave the others' responses held.
+                    logger.exception("cannot send a held response")
+                    conn.abort()
 
     def begin_batch(self) -> None:
         """Work done in one callback until :meth:`end_batch` (the thread pool handing out its
