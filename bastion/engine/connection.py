@@ -469,8 +469,7 @@ class HTTPConnection(asyncio.Protocol):
     def write_eof(self) -> None:
         """For a tunnel's peer: the other side is done sending; so is this one."""
         if not self.closed and self.transport is not None and self.transport.can_write_eof():
-            if self._out:
-                self._flush_batch(self._out)
+            self._send_held()
             self.transport.write_eof()
 
     def _pause_reading(self, reason: int) -> None:

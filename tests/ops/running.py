@@ -86,26 +86,19 @@ class Supervisor:
             return []
         return [pid for pid in pids if _alive(pid)]
 
-    def wait_workers(self, count: int, timeout: float = 15.0) -> list[int]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            pids = self.workers()
-            if len(pids) == count:
-                return pids
-            time.sleep(0.05)
-        raise AssertionError(f"expected {count} workers, have {self.workers()}:\n{self.text}")
-
-    def wait_replaced(self, gone: int, count: int, timeout: float = 15.0) -> list[int]:
-        """The workers once ``gone`` has been replaced, judged on one reading of the list: a
-        killed worker may still be alive at one reading and a zombie at the next, before its
-        replacement is forked."""
+    def wait_workers(self, count: int, timeout: float = 15.0, gone: int | None = None) -> list[int]:
+        """The workers once there are ``count`` of them and ``gone`` (a worker killed) is not
+        among them, judged on one reading of the list: a killed worker may still be alive at
+        one reading and a zombie at the next, before its replacement is forked."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             pids = self.workers()
             if len(pids) == count and gone not in pids:
                 return pids
             time.sleep(0.05)
-        raise AssertionError(f"{gone} not replaced, have {self.workers()}:\n{self.text}")
+        raise AssertionError(
+            f"expected {count} workers without {gone}, have {self.workers()}:\n{self.text}"
+        )
 
     def get(self, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)

@@ -61,7 +61,7 @@ def test_broadcasts_reach_every_worker_and_a_new_one_gets_the_state(
 
         victim, survivor = pids
         os.kill(victim, signal.SIGKILL)
-        (fresh,) = set(server.wait_replaced(victim, 2)) - {survivor}
+        (fresh,) = set(server.wait_workers(2, gone=victim)) - {survivor}
         wait_until(lambda: len(received(tmp_path, fresh)) >= 3, what="the new worker's messages")
         messages = received(tmp_path, fresh)
         assert in_order(messages), messages

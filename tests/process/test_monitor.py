@@ -94,7 +94,7 @@ def test_counts_are_exact_and_never_go_backwards(admin_port: int) -> None:
         victim = server.workers()[0]
         subprocess.run(["kill", "-9", str(victim)], check=True)
         seen = [requests_total(admin_port)]
-        server.wait_replaced(victim, 3)
+        server.wait_workers(3, gone=victim)
         # A reload under load: the total only grows.
         stop = threading.Event()
 
