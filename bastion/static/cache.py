@@ -1,6 +1,10 @@
-"""Small files kept in memory, and never served stale: every hit is checked with one ``stat``.
+"""Small files kept in memory, and never served stale: a hit is checked with one ``stat``.
 
-A hit costs one ``lstat`` of the path instead of ``open``, ``fstat``, ``read`` and ``close``.
+A hit costs one ``lstat`` of the path instead of ``open``, ``fstat``, ``read`` and ``close``,
+and once a file is found unchanged it is trusted for the rest of that turn of the event loop
+(:meth:`SmallFiles.confirm`): the requests a turn answers came in together, and they get the
+file as it was at the turn's first look. A client that changes a file after one answer and
+then asks again is read in a later turn, so it sees the change.
 The entry is used only while the file's identity and state are unchanged: device, inode,
 size, modification and change times (nanoseconds) and mode. Any write, rename over the path,
 ``chmod`` or ``touch`` changes at least one of them, and the next request reads the file again.
@@ -74,6 +78,26 @@ class SmallFiles:
         self.used = 0
         self._entries: dict[str, Representation] = {}
         self._stat: Callable[[str], os.stat_result] = os.stat if follow_symlinks else os.lstat
+        # Entries checked in the current turn of the loop; emptied when the turn ends.
+        self.confirmed: dict[str, Representation] = {}
+        self._at_turn_end: Callable[[Callable[[], None]], object] | None = None
+
+    def bind(self, call_soon: Callable[[Callable[[], None]], object]) -> None:
+        """Let :meth:`confirm` trust an entry until the turn ends (``loop.call_soon``).
+
+        Unbound, every hit is checked.
+        """
+        self._at_turn_end = call_soon
+
+    def confirm(self, path: str, entry: Representation) -> None:
+        """``entry`` was just found current: answer from it without a check until the turn ends."""
+        at_turn_end = self._at_turn_end
+        if at_turn_end is None:
+            return
+        confirmed = self.confirmed
+        if not confirmed:
+            at_turn_end(confirmed.clear)
+        confirmed[path] = entry
 
     def __len__(self) -> int:
         return len(self._entries)

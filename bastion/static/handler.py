@@ -4,13 +4,14 @@ Per request, on the event loop: the target is checked (remembered per target str
 :mod:`bastion.static.paths`), the file is opened and ``fstat``-ed, and
 
 - a file of up to ``SMALL`` bytes is read and leaves with its head in one write (and is kept
-  in memory for the next request, checked against one ``lstat`` each time: :mod:`.cache`);
+  in memory for the next request, checked against one ``lstat`` per loop turn: :mod:`.cache`);
 - a larger one leaves by ``Exchange.send_file`` (zero-copy ``sendfile`` on plain TCP);
 - a directory listing is built on the thread pool (it may ``stat`` thousands of entries).
 
 ``open``/``fstat``/``lstat`` and a read of at most ``SMALL`` bytes are cheap syscalls against
 the page cache; handing each to the pool would cost more than it saves and would cap
-throughput at the pool's hand-off rate. Every request sees the file as it is now.
+throughput at the pool's hand-off rate. Every request sees the file as it was when the loop's
+turn that answers it first looked.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ class StaticFiles:
     - ``prefix``: the URL path the tree is served under (``/static``); other paths are 404.
     - ``precompressed``: serve ``name.br``/``name.gz`` beside ``name`` when the client accepts
       that encoding and the sibling is at least as new as ``name``.
-    - ``cache_bytes``: memory for small files, revalidated by ``lstat`` on every request
+    - ``cache_bytes``: memory for small files, revalidated by ``lstat`` once per loop turn
       (0 turns it off).
 
     To serve files beside another handler (an ``App``, WSGI or ASGI app), see :func:`mount`.
@@ -164,6 +165,8 @@ class StaticFiles:
 
     async def startup(self, state: ServerState) -> None:
         self._state = state
+        if self.cache is not None:
+            self.cache.bind(state.loop.call_soon)
 
     def handle(self, exchange: Exchange) -> None:
         exchange.route = self.route
@@ -194,8 +197,15 @@ class StaticFiles:
             # A client that may get a precompressed sibling takes the full path.
             if accept is None or not self.precompressed or not preferences(accept):
                 path = self.resolver.path_of(segments)
-                found = cache.get(path)
-                if found is not None and self.resolver.directories_ok(segments):
+                found = cache.confirmed.get(path)
+                if found is None:
+                    found = cache.get(path)
+                    if found is not None:
+                        if self.resolver.directories_ok(segments):
+                            cache.confirm(path, found)
+                        else:
+                            found = None
+                if found is not None:
                     extra = self._extra
                     if accept is not None and self.precompressed and _has_siblings(path):
                         extra = [*extra, ("vary", "accept-encoding")]

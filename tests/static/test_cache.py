@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from bastion.static import StaticFiles, cache
-from tests.serving import RunningServer, serve
+from tests.serving import RunningServer, read_response, serve
 from tests.static.support import get, write
 
 OLD = 1_600_000_000
@@ -65,6 +66,33 @@ def test_second_request_is_served_from_memory(
     assert get(server, "/a.txt", {"Range": "bytes=9-"})[0] == 416
     assert get(server, "/a.txt", method="HEAD")[1]["content-length"] == "5"
     assert not [p for p in opened if p.startswith(str(root))]
+
+
+def test_one_check_serves_the_requests_of_one_turn(
+    settled: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    root = tmp_path / "root"
+    write(root / "a.txt", "first", mtime=OLD)
+    checked: list[str] = []
+    real = os.lstat
+
+    def recording(path: str, *args: object, **kwargs: object) -> os.stat_result:
+        checked.append(os.fspath(path))
+        return real(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "lstat", recording)  # before the cache takes it
+    target = str(root / "a.txt")
+    with serve(StaticFiles(root)) as server:
+        assert get(server, "/a.txt")[2] == b"first"  # read from disk, then kept
+        checked.clear()
+        with socket.create_connection((server.host, server.port), timeout=10) as sock:
+            sock.sendall(b"GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n" * 20)  # one read, one turn
+            answers = [read_response(sock) for _ in range(20)]
+        assert [(status, body) for status, _, body in answers] == [(200, b"first")] * 20
+        assert checked.count(target) == 1
+        # The next turn looks again, and sees a change made in between.
+        write(root / "a.txt", "FIRST", mtime=OLD + 1)
+        assert get(server, "/a.txt")[2] == b"FIRST"
 
 
 def test_every_kind_of_change_is_seen(
