@@ -93,9 +93,56 @@ class Escapes:
         return text
 
 
+class _Quoted:
+    """One target's quoted request line and status, and what they were made from."""
+
+    def __init__(self, method: str, version: str, status: int, text: str) -> None:
+        self.method = method
+        self.version = version
+        self.status = status
+        self.text = text
+
+
+class RequestLines:
+    """``"METHOD TARGET HTTP/VERSION" STATUS`` as a line shows it, remembered per target.
+
+    Most requests repeat the method, version and status of the last one for their target,
+    and then the line's middle is one lookup instead of three escapes and a join. Bounded as
+    :class:`Escapes` is; a target seen with another method, version or status is made anew.
+    """
+
+    def __init__(self, escapes: Escapes) -> None:
+        self._escapes = escapes
+        self._known: dict[bytes, _Quoted] = {}
+
+    def quoted(self, method: str, target: bytes, version: str, status: int) -> str:
+        known = self._known.get(target)
+        if (
+            known is not None
+            and known.status == status
+            and known.method == method
+            and known.version == version
+        ):
+            return known.text
+        escapes = self._escapes
+        # Escaping works character by character: the request line's parts can be escaped apart.
+        method_text = escapes[method]
+        target_text = escapes[target]
+        version_text = escapes[version]
+        status_text = str(status)
+        text = f'"{method_text} {target_text} HTTP/{version_text}" {status_text}'
+        if len(target) <= _REMEMBERED_LENGTH and (
+            known is not None or len(self._known) < _REMEMBERED_VALUES
+        ):
+            self._known[target] = _Quoted(method, version, status, text)
+        return text
+
+
 # Final, so that compiled code reaches them without a lookup in the module's namespace.
 ESCAPED: Final = Escapes(escape)
 CONTROL_ESCAPED: Final = Escapes(control_escape)
+REQUEST_LINES: Final = RequestLines(ESCAPED)
+CONTROL_REQUEST_LINES: Final = RequestLines(CONTROL_ESCAPED)
 
 
 def basic_user(value: str) -> str:
@@ -233,15 +280,11 @@ def _common(
     head = exchange.head
     address = DASH if client is None else client[0]
     user = DASH if authorization is None else basic_user(authorization.decode("latin-1"))
-    status = str(exchange.status)
     sent = str(exchange.bytes_sent) if exchange.bytes_sent else DASH
     # Every field is a str named here: compiled, an f-string of plain str values is joined
     # directly, while a conversion or a non-str value falls back to str.format.
-    method = ESCAPED[head.method]
-    target = ESCAPED[head.target]
-    version = ESCAPED[head.version]
-    # Escaping works character by character: the request line's parts can be escaped apart.
-    return f'{address} - {user} {clock.now()} "{method} {target} HTTP/{version}" {status} {sent}'
+    request = REQUEST_LINES.quoted(head.method, head.target, head.version, exchange.status)
+    return f"{address} - {user} {clock.now()} {request} {sent}"
 
 
 class HTTPServerFormat(NamedFormat):
@@ -256,13 +299,11 @@ class HTTPServerFormat(NamedFormat):
         head = exchange.head
         client = exchange.client
         address = client[0] if client else DASH
-        escaped = CONTROL_ESCAPED
-        method = escaped[head.method]
-        target = escaped[head.target]
-        version = escaped[head.version]
-        status = str(exchange.status)
+        request = CONTROL_REQUEST_LINES.quoted(
+            head.method, head.target, head.version, exchange.status
+        )
         now = self.clock.now()
-        return f'{address} - - [{now}] "{method} {target} HTTP/{version}" {status} -'
+        return f"{address} - - [{now}] {request} -"
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)

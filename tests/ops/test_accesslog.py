@@ -187,6 +187,8 @@ def _exchange(
     status: int = 200,
     bytes_sent: int = 0,
     forwarded: bool = True,
+    method: str = "GET",
+    version: str = "1.1",
 ) -> Exchange:
     """A real exchange, served, then given a head the parser would refuse (to test escaping)."""
     served: list[Exchange] = []
@@ -195,7 +197,7 @@ def _exchange(
             sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
             assert answers(sock, 1) == [200]
     exchange = served[0]
-    exchange.head = RequestHead("GET", target, "1.1", headers, True, None, False, False)
+    exchange.head = RequestHead(method, target, version, headers, True, None, False, False)
     exchange.conn.client = ("10.0.0.2", 6)
     exchange.forwarded_client = ("10.0.0.1", 5) if forwarded else None
     exchange.status = status
@@ -254,6 +256,12 @@ def test_the_hand_written_formats_write_what_their_format_strings_say() -> None:
             bytes_sent=7,
         ),
         _exchange(b"/", [(b"Authorization", b"Bearer t"), (b"X-Referer", b"no")]),
+        # The same target again with another status, method or version: a line is never
+        # the one remembered for the target's last request.
+        _exchange(b"/", [], status=304),
+        _exchange(b"/", [], method="HEAD"),
+        _exchange(b"/", [], version="1.0"),
+        _exchange(b"/", [(b"Host", b"h")]),
     ]
     for name, spelt_out in accesslog.NAMED_FORMATS.items():
         for spec in (name, spelt_out):
@@ -262,6 +270,25 @@ def test_the_hand_written_formats_write_what_their_format_strings_say() -> None:
             generated = accesslog._generated(spelt_out)[0]
             for exchange in cases:
                 assert hand_written(exchange, 0.0) == generated(exchange, 0.0), spec
+
+
+def test_each_line_shows_its_own_request_to_a_target_seen_before() -> None:
+    exchange = _exchange(b"/same", [])
+    renders = {name: compile_format(name) for name in ("http.server", "common")}
+    for method, version, status in [
+        ("GET", "1.1", 200),
+        ("GET", "1.1", 304),
+        ("HEAD", "1.1", 304),
+        ("HEAD", "1.0", 304),
+        ("GET", "1.1", 200),
+    ]:
+        exchange.head = RequestHead(method, b"/same", version, [], True, None, False, False)
+        exchange.status = status
+        request = f'"{method} /same HTTP/{version}" {status}'
+        line = re.sub(r"\[[^]]*\]", "[]", renders["http.server"](exchange, 0.0))
+        assert line == f"10.0.0.1 - - [] {request} -"
+        line = re.sub(r"\[[^]]*\]", "[]", renders["common"](exchange, 0.0))
+        assert line == f"10.0.0.1 - - [] {request} -"
 
 
 def test_a_regular_file_is_written(tmp_path: Path) -> None:
