@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-import threading
+from typing import TYPE_CHECKING
 
-from tests.ops.apps import app
+from bastion import App, Request, Response
 
-threading.Timer(0.2, os._exit, (7,)).start()
+if TYPE_CHECKING:
+    from bastion.engine.server import ServerState
 
-__all__ = ["app"]
+
+class CrashingApp(App):
+    async def startup(self, state: ServerState) -> None:
+        await super().startup(state)
+        # A timer on the loop, not a thread: it can only fire once the worker has told the
+        # supervisor it is serving, however slow the machine is.
+        asyncio.get_running_loop().call_later(0.2, os._exit, 7)
+
+
+app = CrashingApp()
+
+
+@app.get("/")
+async def hello(request: Request) -> Response:
+    return Response(b"Hello, world!")
