@@ -21,17 +21,22 @@ import logging
 import ssl
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import Final, Protocol
 
 from bastion._compiled import awaiting
 from bastion.balancer.config import ConnectionLimits, Upstream
 from bastion.balancer.errors import Overloaded
 from bastion.balancer.tunnel import Tunnel
+from bastion.engine.outbox import Outbox
 from bastion.http import ResponseHead, ResponseParser
 from bastion.http.errors import BadGateway
 from bastion.http.limits import Limits
 
 logger = logging.getLogger("bastion.error")
+
+# A request head (with its buffered body) larger than this is written at once, not held for
+# the end of the loop's turn: the bound on what one connection holds, as for responses.
+_HOLD_LIMIT: Final = 16 * 1024
 
 
 class ResponseSink(Protocol):
@@ -72,6 +77,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._writable: list[Callable[[], None]] = []
         # Set once the upstream switched protocols: bytes then go straight to the client.
         self.tunnel: Tunnel | None = None
+        # A request sent in this turn of the loop, written when the turn's writes are
+        # released (bastion.engine.outbox), or before anything written after it.
+        self._unsent: bytes | None = None
 
     # asyncio.Protocol ----------------------------------------------------------------------
 
@@ -167,23 +175,52 @@ class UpstreamConnection(asyncio.Protocol):
 
     # used by the proxy ---------------------------------------------------------------------
 
-    def send(self, sink: ResponseSink, method: str, head: bytes, *, upgrade: bool = False) -> None:
-        """Make ``sink`` the owner and send a request head (its body follows with write)."""
+    def send(
+        self,
+        sink: ResponseSink,
+        method: str,
+        head: bytes,
+        *,
+        upgrade: bool = False,
+        outbox: Outbox | None = None,
+    ) -> None:
+        """Make ``sink`` the owner and send a request head (its body follows with write).
+
+        With ``outbox``, the head is written when the loop's turn releases its writes, with
+        the other requests and responses of the turn, so that an upstream on this machine
+        is woken once for many of them.
+        """
         self.sink = sink
         self.requests += 1
         self.parser.expect(method, upgrade=upgrade)
-        self.transport.write(head)  # type: ignore[union-attr]
+        if outbox is None or upgrade or len(head) > _HOLD_LIMIT:
+            self.transport.write(head)  # type: ignore[union-attr]
+        else:
+            self._unsent = head
+            outbox.later(self.send_unsent)
+
+    def send_unsent(self) -> None:
+        """Write the request held for the end of the turn, if it is still unsent."""
+        head = self._unsent
+        if head is not None:
+            self._unsent = None
+            if not self.closed:
+                self.transport.write(head)  # type: ignore[union-attr]
 
     def write(self, data: bytes) -> None:
         if not self.closed:
+            if self._unsent is not None:
+                self.send_unsent()
             self.transport.write(data)  # type: ignore[union-attr]
 
     def write_eof(self) -> None:
         if not self.closed and self.transport.can_write_eof():  # type: ignore[union-attr]
+            self.send_unsent()
             self.transport.write_eof()  # type: ignore[union-attr]
 
     async def drain(self) -> None:
         """Wait while the upstream reads the request body slower than it is sent."""
+        self.send_unsent()
         while self.write_paused and not self.closed:
             waiter = self._drain_waiter
             if waiter is None:

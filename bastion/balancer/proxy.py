@@ -603,7 +603,13 @@ class Forward:
         if buffered is not None:
             head += buffered
         try:
-            conn.send(self, self.exchange.head.method, head, upgrade=self.websocket)
+            conn.send(
+                self,
+                self.exchange.head.method,
+                head,
+                upgrade=self.websocket,
+                outbox=self.exchange.conn.state.outbox,
+            )
         except RuntimeError:  # the connection turned unusable between the check and now
             self._failed_before_response("connection unusable", sent=False)
             return

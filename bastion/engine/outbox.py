@@ -9,7 +9,9 @@ find many responses at one wake-up. The system calls are the same, one ``send`` 
 connection per turn; what goes is the wake-ups (docs/benchmarks.md has the figures).
 
 The thread pool hands its results out as one batch (:meth:`Outbox.begin_batch`), so what
-they write leaves when the last is handed out, with no callback of its own.
+they write leaves when the last is handed out, with no callback of its own. Other senders
+than the engine's connections hold their writes here too (:meth:`Outbox.later`): the
+balancer's requests to its upstreams leave together in the same way.
 
 A long turn (a handler that blocks the loop, or a flood of ready connections) lets what it
 holds go early: a held response waits for at most about ``HOLD_TIME`` of other work, or
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from time import perf_counter
 from typing import TYPE_CHECKING, Final
 
@@ -42,13 +45,16 @@ logger = logging.getLogger("bastion.error")
 class Outbox:
     """The connections holding writes in this turn; released together by one callback."""
 
-    __slots__ = ("_loop", "_held", "_opened", "_batch")
+    __slots__ = ("_loop", "_held", "_sends", "_opened", "_batch", "_due")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._held: list[HTTPConnection] = []
+        self._sends: list[Callable[[], None]] = []
         self._opened = 0.0
         self._batch = False
+        # A release is scheduled for the end of this turn (an early one leaves it scheduled).
+        self._due = False
 
     def hold(self, conn: HTTPConnection) -> None:
         """``conn`` has begun holding writes: release them when this turn's work is done."""
@@ -57,14 +63,36 @@ class Outbox:
         count = len(held)
         if count == 1:
             self._opened = _CLOCK()
-            if not self._batch:
-                self._loop.call_soon(self.release)
+            if not self._due and not self._batch:
+                self._due = True
+                self._loop.call_soon(self._release_due)
         elif count & _CLOCK_EVERY == 0 and (
             count >= HOLD_COUNT or _CLOCK() - self._opened > HOLD_TIME
         ):
             self.release()
 
+    def later(self, send: Callable[[], None]) -> None:
+        """Call ``send`` when this turn's held writes are released; it writes what its owner
+        held back (which goes out at once, instead, if anything else is written after it)."""
+        self._sends.append(send)
+        if not self._due and not self._batch:
+            self._due = True
+            self._loop.call_soon(self._release_due)
+
+    def _release_due(self) -> None:
+        self._due = False
+        self.release()
+
     def release(self) -> None:
+        sends = self._sends
+        if sends:
+            # First: a proxy's upstream requests have the longer way to go.
+            self._sends = []
+            for send in sends:
+                try:
+                    send()
+                except Exception:
+                    logger.exception("cannot send a held request")
         held = self._held
         if held:
             self._held = []

@@ -75,6 +75,37 @@ def test_round_robin_alternates_and_reuses_upstream_connections(two: Pair) -> No
     assert b.stats.connections_opened == 1
 
 
+@pytest.mark.parametrize("request_buffer", [65536, 0], ids=["buffered", "streamed"])
+def test_requests_read_in_one_turn_each_reach_the_upstream_and_get_their_own_answer(
+    two: Pair, request_buffer: int
+) -> None:
+    # The requests a turn sends upstream are held until it ends, as its responses are; a
+    # body streamed after its head (no request buffer) must still follow the head.
+    a, _ = two
+    with balancer(single_route([a.url], request_buffer=request_buffer)) as lb:
+        socks = [lb.connect() for _ in range(80)]
+        try:
+            time.sleep(0.2)  # every connection accepted
+            lb.loop.call_soon_threadsafe(time.sleep, 0.3)  # the next turn reads them all
+            time.sleep(0.05)
+            for n, sock in enumerate(socks):
+                sock.sendall(f"GET /{n}?q HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+            for n, sock in enumerate(socks):
+                status, _, body = read_response(sock)
+                assert status == 200 and f"path=/{n}?q\n" in body.decode()
+            body = b"x" * 100
+            for n, sock in enumerate(socks):
+                sock.sendall(
+                    b"POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n%s"
+                    % (len(body) + n, body + b"y" * n)
+                )
+            for n, sock in enumerate(socks):
+                assert read_response(sock)[2] == body + b"y" * n
+        finally:
+            for sock in socks:
+                sock.close()
+
+
 def test_a_proxied_request_leaves_no_cycle_for_the_garbage_collector(two: Pair) -> None:
     # Cycles are freed only by the collector, whose passes stall the loop for milliseconds
     # under load; everything a request allocates must go when its last reference does.

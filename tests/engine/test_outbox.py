@@ -4,12 +4,16 @@ a handler blocks the turn, and when a stream paces itself by the transport's bac
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator
 
+import pytest
+
 from bastion import App, Request, Response, StreamingResponse
 from bastion.engine import ServerConfig
+from bastion.engine.outbox import Outbox
 from tests.serving import read_response, serve
 
 app = App()
@@ -114,3 +118,22 @@ def test_a_stream_paced_by_backpressure_holds_a_bounded_amount() -> None:
             assert buffered <= high + 8192
         finally:
             sock.close()
+
+
+def test_a_held_send_that_fails_holds_back_no_other(caplog: pytest.LogCaptureFixture) -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        outbox = Outbox(loop)
+        sent: list[str] = []
+
+        def broken() -> None:
+            raise OSError("gone")
+
+        outbox.later(broken)
+        outbox.later(lambda: sent.append("second"))
+        assert sent == []  # held until the turn ends
+        loop.run_until_complete(asyncio.sleep(0))
+        assert sent == ["second"]
+        assert "cannot send a held request" in caplog.text
+    finally:
+        loop.close()
