@@ -81,13 +81,20 @@ class SmallFiles:
         # Entries checked in the current turn of the loop; emptied when the turn ends.
         self.confirmed: dict[str, Representation] = {}
         self._at_turn_end: Callable[[Callable[[], None]], object] | None = None
+        self._bound: Callable[[Callable[[], None]], object] | None = None
 
     def bind(self, call_soon: Callable[[Callable[[], None]], object]) -> None:
         """Let :meth:`confirm` trust an entry until the turn ends (``loop.call_soon``).
 
-        Unbound, every hit is checked.
+        Unbound, or bound by more than one loop (one handler served by several servers),
+        every hit is checked. What an earlier loop trusted is forgotten: a loop that stopped
+        may never have run the callback that would have.
         """
-        self._at_turn_end = call_soon
+        self.confirmed.clear()
+        if self._bound is None:
+            self._bound = self._at_turn_end = call_soon
+        elif call_soon != self._bound:
+            self._at_turn_end = None
 
     def confirm(self, path: str, entry: Representation) -> None:
         """``entry`` was just found current: answer from it without a check until the turn ends."""

@@ -95,6 +95,26 @@ def test_one_check_serves_the_requests_of_one_turn(
         assert get(server, "/a.txt")[2] == b"FIRST"
 
 
+def test_trust_ends_with_the_loop_that_gave_it(settled: None, tmp_path: Path) -> None:
+    # One StaticFiles served by one server, then by another on a new loop (or by two at
+    # once): an entry trusted in a turn the old loop never finished is not trusted after.
+    write(tmp_path / "a.txt", "first", mtime=OLD)
+    static = StaticFiles(tmp_path)
+    assert static.cache is not None
+    with serve(static) as server:
+        assert get(server, "/a.txt")[2] == b"first"
+        assert get(server, "/a.txt")[2] == b"first"
+        kept = static.cache._entries[str(tmp_path / "a.txt")]
+    static.cache.confirmed[str(tmp_path / "a.txt")] = kept  # a turn cut short by the stop
+    write(tmp_path / "a.txt", "FIRST", mtime=OLD + 1)
+    with serve(static) as server:
+        for _ in range(3):
+            assert get(server, "/a.txt")[2] == b"FIRST"
+            write(tmp_path / "a.txt", "first", mtime=OLD)
+            assert get(server, "/a.txt")[2] == b"first"
+            write(tmp_path / "a.txt", "FIRST", mtime=OLD + 1)
+
+
 def test_every_kind_of_change_is_seen(
     settled: None, served: tuple[StaticFiles, RunningServer, Path]
 ) -> None:
