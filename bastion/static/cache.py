@@ -5,9 +5,10 @@ and once a file is found unchanged it is trusted for the rest of that turn of th
 (:meth:`SmallFiles.confirm`): the requests a turn answers came in together, and they get the
 file as it was at the turn's first look. A client that changes a file after one answer and
 then asks again is read in a later turn, so it sees the change.
+
 The entry is used only while the file's identity and state are unchanged: device, inode,
 size, modification and change times (nanoseconds) and mode. Any write, rename over the path,
-``chmod`` or ``touch`` changes at least one of them, and the next request reads the file again.
+``chmod`` or ``touch`` changes at least one of them, and the next check reads the file again.
 A symlink never matches (``lstat`` sees the link, not a regular file), so symlinked files take
 the full path with its checks every time.
 
