@@ -21,22 +21,18 @@ import logging
 import ssl
 from collections import deque
 from collections.abc import Callable
-from typing import Final, Protocol
+from typing import Protocol
 
 from bastion._compiled import awaiting
 from bastion.balancer.config import ConnectionLimits, Upstream
 from bastion.balancer.errors import Overloaded
 from bastion.balancer.tunnel import Tunnel
-from bastion.engine.outbox import Outbox
+from bastion.engine.outbox import HOLD_BYTES, Outbox
 from bastion.http import ResponseHead, ResponseParser
 from bastion.http.errors import BadGateway
 from bastion.http.limits import Limits
 
 logger = logging.getLogger("bastion.error")
-
-# A request head (with its buffered body) larger than this is written at once, not held for
-# the end of the loop's turn: the bound on what one connection holds, as for responses.
-_HOLD_LIMIT: Final = 16 * 1024
 
 
 class ResponseSink(Protocol):
@@ -193,7 +189,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.sink = sink
         self.requests += 1
         self.parser.expect(method, upgrade=upgrade)
-        if outbox is None or upgrade or len(head) > _HOLD_LIMIT:
+        if outbox is None or upgrade or len(head) > HOLD_BYTES:
             self.transport.write(head)  # type: ignore[union-attr]
         else:
             self._unsent = head
@@ -209,8 +205,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         if not self.closed:
-            if self._unsent is not None:
-                self.send_unsent()
+            self.send_unsent()
             self.transport.write(data)  # type: ignore[union-attr]
 
     def write_eof(self) -> None:

@@ -21,7 +21,7 @@ from bastion._compiled import awaiting
 from bastion.engine.body import BodyStream
 from bastion.engine.errors import ClientDisconnected
 from bastion.engine.exchange import Exchange
-from bastion.engine.outbox import Outbox
+from bastion.engine.outbox import HOLD_BYTES, Outbox
 from bastion.engine.tunnel import TunnelFeed, TunnelPeer
 from bastion.http import ProtocolError, RequestHead, RequestParser, error_response
 from bastion.http.errors import RequestTimeout
@@ -37,9 +37,6 @@ _WAIT_HEAD: Final = 1
 _WAIT_BODY: Final = 2
 _WAIT_IDLE: Final = 3
 
-# Writes are held and coalesced up to this size; a larger one goes out at once, with what is
-# held before it, so that the transport applies backpressure while the handler still runs.
-_BATCH_LIMIT: Final = 16 * 1024
 
 # Functions called per request from other modules, held as constants: compiled code looks an
 # imported name up in the module's dictionary on every use, a Final one not.
@@ -365,7 +362,7 @@ class HTTPConnection(asyncio.Protocol):
         if out is None:
             if self.closed or self._shut:
                 return
-            if len(data) > _BATCH_LIMIT:
+            if len(data) > HOLD_BYTES:
                 self.transport.write(data)  # type: ignore[union-attr]
                 return
             self._out = [data]
@@ -374,7 +371,7 @@ class HTTPConnection(asyncio.Protocol):
         else:
             out.append(data)
             self._held += len(data)
-            if self._held > _BATCH_LIMIT:
+            if self._held > HOLD_BYTES:
                 self._flush_batch(out)
 
     def hold_writes(self) -> bool:

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 HOLD_TIME: Final = 0.0005
 HOLD_COUNT: Final = 64
+# What one sender holds at most: a larger write goes out at once, with what is held before it,
+# so that the transport applies backpressure while its writer still runs.
+HOLD_BYTES: Final = 16 * 1024
 # The clock is read on every eighth hold, not on each: a response then waits for at most
 # HOLD_TIME plus seven other handlers.
 _CLOCK_EVERY: Final = 7
@@ -63,9 +66,7 @@ class Outbox:
         count = len(held)
         if count == 1:
             self._opened = _CLOCK()
-            if not self._due and not self._batch:
-                self._due = True
-                self._loop.call_soon(self._release_due)
+            self._schedule()
         elif count & _CLOCK_EVERY == 0 and (
             count >= HOLD_COUNT or _CLOCK() - self._opened > HOLD_TIME
         ):
@@ -75,6 +76,9 @@ class Outbox:
         """Call ``send`` when this turn's held writes are released; it writes what its owner
         held back (which goes out at once, instead, if anything else is written after it)."""
         self._sends.append(send)
+        self._schedule()
+
+    def _schedule(self) -> None:
         if not self._due and not self._batch:
             self._due = True
             self._loop.call_soon(self._release_due)
