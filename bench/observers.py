@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bastion.engine import ServerConfig, new_event_loop
 from bastion.engine.connection import HTTPConnection
-from bastion.engine.server import ServerState
+from bastion.engine.state import ServerState
 from bastion.engine.stats import RequestObserver
 from bastion.observe.accesslog import AccessLog
 from bastion.observe.telemetry import WorkerTelemetry

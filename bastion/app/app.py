@@ -24,7 +24,7 @@ from bastion.websocket import (
 )
 
 if TYPE_CHECKING:
-    from bastion.engine.server import ServerState
+    from bastion.engine.state import ServerState
 
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 

@@ -13,8 +13,9 @@ lands here without a Python frame in between.
 
 :meth:`Dispatcher.run` is :func:`bastion.engine.eager.run_eagerly`'s eager path for one
 request, with the same semantics on each Python version: before 3.12 the first step runs
-inline, in a copy of the context, with no current task; from 3.12 it runs in an eager task,
-as ``asyncio.eager_task_factory`` makes one. What follows a first step that suspends (the
+inline, in a copy of the context, with no current task (through the server's
+``FirstSteps``, ``bastion/engine/steps.py``); from 3.12 it runs in an eager task, as
+``asyncio.eager_task_factory`` makes one. What follows a first step that suspends (the
 hand-over to a Task), the WebSocket handshake and streamed bodies stay in Python modules.
 """
 
@@ -35,7 +36,6 @@ from bastion.engine.eager import (
     RAISED,
     SUSPENDED,
     continue_as_task,
-    first_step,
     report,
     run_eagerly,
 )
@@ -59,7 +59,6 @@ _SYNC_REQUEST: Final = SyncRequest
 _PARTIAL: Final = partial
 _RESPONSE: Final = Response
 _COPY_CONTEXT: Final = contextvars.copy_context
-_FIRST_STEP: Final = first_step
 # Python 3.12+ runs the first step in an eager task: what asyncio.eager_task_factory makes,
 # a Task of this class with eager_start=True (bastion/engine/eager.py, NATIVE_EAGER).
 _NATIVE_EAGER: Final = sys.version_info >= (3, 12)
@@ -168,10 +167,12 @@ class Dispatcher:
                 if error is None:
                     result = task.result()
         else:
-            step: tuple[int, Any] = context.run(_FIRST_STEP, coro)
-            outcome, value = step
+            steps = exchange.conn.first_steps
+            value = steps.run(context, coro)
+            outcome = steps.outcome
             if outcome == SUSPENDED:
-                continue_as_task(loop, context, coro, value, self.on_done, exchange)
+                waiting = steps.take_waiting()
+                continue_as_task(loop, context, waiting, value, self.on_done, exchange)
                 return
             if outcome == RAISED:
                 error = value

@@ -55,7 +55,7 @@ from bastion.websocket import (
 )
 
 if TYPE_CHECKING:
-    from bastion.engine.server import ServerState
+    from bastion.engine.state import ServerState
 
 logger = logging.getLogger("bastion.error")
 

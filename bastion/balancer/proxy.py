@@ -62,7 +62,7 @@ from bastion.http.response import STATUS_LINES
 
 if TYPE_CHECKING:
     from bastion.engine.exchange import Exchange
-    from bastion.engine.server import ServerState
+    from bastion.engine.state import ServerState
 
 logger = logging.getLogger("bastion.error")
 

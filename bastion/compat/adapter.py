@@ -29,7 +29,7 @@ from bastion.engine.errors import ClientDisconnected
 from bastion.engine.exchange import Exchange
 
 if TYPE_CHECKING:
-    from bastion.engine.server import ServerState
+    from bastion.engine.state import ServerState
 
 logger = logging.getLogger("bastion.error")
 

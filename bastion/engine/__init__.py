@@ -6,7 +6,8 @@ from bastion.engine.errors import ClientDisconnected
 from bastion.engine.exchange import Exchange, ThreadWriter
 from bastion.engine.handler import Handler
 from bastion.engine.listeners import BindSpec, parse_bind
-from bastion.engine.server import Server, ServerState, new_event_loop, run
+from bastion.engine.server import Server, new_event_loop, run
+from bastion.engine.state import ServerState
 from bastion.engine.stats import Stats
 
 __all__ = [

@@ -22,12 +22,13 @@ from bastion.engine.body import BodyStream
 from bastion.engine.errors import ClientDisconnected
 from bastion.engine.exchange import Exchange
 from bastion.engine.outbox import HOLD_BYTES, Outbox
+from bastion.engine.steps import FirstSteps
 from bastion.engine.tunnel import TunnelFeed, TunnelPeer
 from bastion.http import ProtocolError, RequestHead, RequestParser, error_response
 from bastion.http.errors import RequestTimeout
 
 if TYPE_CHECKING:
-    from bastion.engine.server import ServerState
+    from bastion.engine.state import ServerState
 
 logger = logging.getLogger("bastion.error")
 
@@ -71,6 +72,8 @@ class HTTPConnection(asyncio.Protocol):
         "_receiving",
         "_out",
         "_outbox",
+        "first_steps",
+        "_handle",
         "_held",
         "_shut",
         "_pumping",
@@ -104,6 +107,9 @@ class HTTPConnection(asyncio.Protocol):
         self._receiving: Exchange | None = None
         self._out: list[bytes] | None = None
         self._outbox: Outbox = state.outbox
+        self.first_steps: FirstSteps = state.first_steps
+        # Bound once: looked up through the state and the handler, it cost two lookups a request.
+        self._handle: Callable[[Exchange], None] = state.handler.handle
         self._held = 0  # bytes in _out
         self._shut = False  # the transport was told to close or abort
         self._pumping = False
@@ -134,7 +140,7 @@ class HTTPConnection(asyncio.Protocol):
         self.server_address = _address(transport.get_extra_info("sockname"))
         if transport.get_extra_info("sslcontext") is not None:
             self.scheme = "https"
-        self.deadline = state.now + state.config.header_timeout
+        self.deadline = state.now + state.header_timeout
         if len(state.connections) > state.config.max_connections:
             self.stats.count_error("connection-limit")
             logger.warning("connection limit (%d) reached", state.config.max_connections)
@@ -166,9 +172,14 @@ class HTTPConnection(asyncio.Protocol):
             return
         if self.wait_kind == _WAIT_IDLE:
             self.wait_kind = _WAIT_HEAD
-            self.deadline = self.state.now + self.state.config.header_timeout
+            self.deadline = self.state.now + self.state.header_timeout
+        parser = self.parser
         try:
-            self.parser.feed(data)
+            if isinstance(parser, RequestParser):
+                # Called as what it is, compiled code calls the parser directly, not by name.
+                parser.feed(data)
+            else:
+                parser.feed(data)
         except ProtocolError as error:
             self._protocol_error(error)
         finally:
@@ -247,7 +258,7 @@ class HTTPConnection(asyncio.Protocol):
             # pool thread) can ask for it.
             exchange._body = self.new_body_stream(exchange)
             self.wait_kind = _WAIT_BODY
-            self.deadline = self.state.now + self.state.config.body_timeout
+            self.deadline = self.state.now + self.state.body_timeout
         else:
             self.wait_kind = _WAIT_NONE
         if self.current is None and not self.queue:
@@ -258,14 +269,14 @@ class HTTPConnection(asyncio.Protocol):
         self.queue.append(exchange)
         if self.current is None:
             self._pump()
-        elif len(self.queue) >= self.state.config.max_pipelined:
+        elif len(self.queue) >= self.state.max_pipelined:
             self._pause_reading(1)
 
     def on_body(self, data: bytes) -> None:
         exchange = self._receiving
         if exchange is None or exchange.finished:
             return  # the rest of a body the handler chose not to read
-        self.deadline = self.state.now + self.state.config.body_timeout
+        self.deadline = self.state.now + self.state.body_timeout
         if exchange._body.feed(data):  # type: ignore[union-attr]
             self._pause_reading(2)
 
@@ -277,7 +288,7 @@ class HTTPConnection(asyncio.Protocol):
         if self.current is None and not self.queue:
             # The parser is between requests and nothing is in flight: keep-alive idle.
             self.wait_kind = _WAIT_IDLE
-            self.deadline = self.state.now + self.state.config.keepalive_timeout
+            self.deadline = self.state.now + self.state.keepalive_timeout
         elif self.wait_kind == _WAIT_BODY:
             self.wait_kind = _WAIT_NONE
 
@@ -291,7 +302,7 @@ class HTTPConnection(asyncio.Protocol):
         try:
             while self.current is None and self.queue and not self.closing:
                 exchange = self.current = self.queue.popleft()
-                if len(self.queue) < self.state.config.max_pipelined:
+                if len(self.queue) < self.state.max_pipelined:
                     self._resume_reading(1)
                 self._dispatch(exchange)
         finally:
@@ -303,7 +314,7 @@ class HTTPConnection(asyncio.Protocol):
             # less than a millisecond.
             exchange.start_time = _CLOCK()
         try:
-            self.state.handler.handle(exchange)
+            self._handle(exchange)
         except Exception as error:
             exchange.fail(error)
 
@@ -350,10 +361,10 @@ class HTTPConnection(asyncio.Protocol):
             if self.parser.in_request:
                 if self.parser.reading_head:
                     self.wait_kind = _WAIT_HEAD
-                    self.deadline = self.state.now + self.state.config.header_timeout
+                    self.deadline = self.state.now + self.state.header_timeout
             else:
                 self.wait_kind = _WAIT_IDLE
-                self.deadline = self.state.now + self.state.config.keepalive_timeout
+                self.deadline = self.state.now + self.state.keepalive_timeout
 
     # writing ------------------------------------------------------------------------------------
 
@@ -480,7 +491,7 @@ class HTTPConnection(asyncio.Protocol):
         if self._reading_paused and not self._pause_reasons and not self.closing:
             self._reading_paused = False
             if self.wait_kind == _WAIT_BODY:
-                self.deadline = self.state.now + self.state.config.body_timeout
+                self.deadline = self.state.now + self.state.body_timeout
             self.transport.resume_reading()  # type: ignore[union-attr]
 
     def _protocol_error(self, error: ProtocolError) -> None:

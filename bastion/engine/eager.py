@@ -12,8 +12,9 @@ way: adapters hosting third-party code (ASGI) pass ``eager=False`` on 3.11.
 
 The native App runs its handlers through a compiled copy of :func:`run_eagerly`'s eager path
 (``bastion/app/dispatch.py``), which uses the pieces here that are better left to Python: the
-first step itself before 3.12 (:func:`first_step`), the hand-over of a coroutine that
-suspended to a Task (:func:`continue_as_task`) and the report of how that Task ended.
+generator its first steps run through before 3.12 (:func:`stepping`, kept by
+``bastion/engine/steps.py``), the hand-over of a coroutine that suspended to a Task
+(:func:`continue_as_task`) and the report of how that Task ended.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import sys
+import types
 from collections.abc import Callable, Coroutine, Generator
 from functools import partial
 from typing import Any, Final
@@ -56,6 +58,9 @@ class _Resume:
                     yielded = coro.send(None)
                 except StopIteration as stop:
                     return stop.value
+            if yielded.__class__ is tuple and len(yielded) == 2 and yielded[0] is STEP_DONE:
+                # The coroutine waited inside stepping(), which has now passed on its result.
+                return yielded[1]
 
 
 async def _continue(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
@@ -92,6 +97,27 @@ def first_step(coro: Coroutine[Any, Any, Any]) -> tuple[int, Any]:
         return RAISED, exc
 
 
+# What stepping() yields with a coroutine's result: a private marker, so that it is never
+# taken for what a coroutine yields when it waits (asyncio's coroutines yield futures).
+STEP_DONE: Final = object()
+
+
+@types.coroutine
+def stepping() -> Generator[Any, Any, None]:
+    """Run each coroutine sent in to its first suspension; yield ``(STEP_DONE, result)``
+    when it returned. For :class:`bastion.engine.steps.FirstSteps`.
+
+    ``yield from`` receives the coroutine's return value without a StopIteration, and the
+    generator's one frame serves coroutine after coroutine. A coroutine that waits yields
+    through it (the generator is then its own, to be resumed by a Task); one that raises
+    ends it. The last coroutine is held until the next arrives: it has finished by then,
+    and its result went out with the marker.
+    """
+    coro = yield None
+    while True:
+        coro = yield (STEP_DONE, (yield from coro))
+
+
 def continue_as_task(
     loop: asyncio.AbstractEventLoop,
     context: contextvars.Context,
@@ -101,7 +127,8 @@ def continue_as_task(
     arg: Any,
 ) -> asyncio.Task[Any]:
     """Hand ``coro``, suspended at its first step (which yielded ``yielded``), over to a Task
-    in ``context``; ``on_done(arg, result, error)`` is called when it ends."""
+    in ``context``; ``on_done(arg, result, error)`` is called when it ends. ``coro`` may be
+    the :func:`stepping` generator the coroutine waits in."""
     task = context.run(loop.create_task, _continue(coro, yielded))
     task.add_done_callback(partial(report, on_done, arg))
     return task

@@ -235,17 +235,15 @@ class Exchange:
         if reason is None:
             reason = self.reason
         line = STATUS_LINES.get(status) if reason is None else None
-        head = (
-            line or status_line(status, reason),
-            header_block,
-            conn.state.server_lines if self.add_server_lines else b"",
-            length_line,
-            b"\r\n" if keep_alive and self.head.version == "1.1" else self._connection_header(),
-        )
+        if line is None:
+            line = status_line(status, reason)
+        server_lines = conn.state.server_lines if self.add_server_lines else b""
+        end = b"\r\n" if keep_alive and self.head.version == "1.1" else self._connection_header()
+        # One tuple literal per branch: joining (*head, body) built two tuples a response.
         if len(body) <= _JOIN_LIMIT:
-            conn.write(b"".join((*head, body)))
+            conn.write(b"".join((line, header_block, server_lines, length_line, end, body)))
         else:
-            conn.write(b"".join(head))
+            conn.write(b"".join((line, header_block, server_lines, length_line, end)))
             conn.write(body)
         self.bytes_sent = len(body)
         self.finished = True

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from bastion.engine.exchange import Exchange
-    from bastion.engine.server import ServerState
+    from bastion.engine.state import ServerState
 
 
 @runtime_checkable

@@ -10,7 +10,6 @@ import os
 import signal
 import socket
 import ssl
-import time
 from collections.abc import Iterable
 
 from bastion.engine.config import ServerConfig
@@ -22,11 +21,9 @@ from bastion.engine.listeners import (
     parse_bind,
     refusing_new_connections,
 )
-from bastion.engine.outbox import Outbox
-from bastion.engine.pool import ThreadPool
 from bastion.engine.proxy import ProxyHeaders, TrustedPeers
-from bastion.engine.stats import RequestObserver, Stats
-from bastion.http import format_date
+from bastion.engine.state import ServerState
+from bastion.engine.stats import RequestObserver
 
 logger = logging.getLogger("bastion.server")
 
@@ -37,43 +34,6 @@ IDLE_GRACE = 1.0
 # still served so that handshakes already under way, a round trip from completing, are not
 # reset by its close.
 HANDSHAKE_SETTLE = 0.5
-
-
-class ServerState:
-    """What every connection of one server shares; read on the hot path, so kept flat."""
-
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, handler: Handler, config: ServerConfig
-    ) -> None:
-        self.loop = loop
-        self.handler = handler
-        self.config = config
-        self.stats = Stats()
-        self.connections: set[HTTPConnection] = set()
-        self.draining = False
-        self.sockets: list[socket.socket] = []
-        self.now = loop.time()
-        self._second = 0
-        self.date_line = b""
-        self.server_lines = b""
-        self.outbox = Outbox(loop)
-        self.pool = ThreadPool(loop, config.threads, config.queue_size, outbox=self.outbox)
-        self.tick_clock()
-
-    def tick_clock(self) -> None:
-        """Refresh the coarse clock and, once a second, the cached Date/Server header lines."""
-        self.now = self.loop.time()
-        wall = time.time()
-        second = int(wall)
-        if second != self._second:
-            self._second = second
-            self.date_line = format_date(wall)
-            server = (
-                f"server: {self.config.server_name}\r\n".encode("latin-1")
-                if self.config.server_header
-                else b""
-            )
-            self.server_lines = server + self.date_line
 
 
 class Server:

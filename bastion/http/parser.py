@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from typing import Final, NoReturn, Protocol
 
 import httptools
@@ -170,7 +171,11 @@ class RequestParser:
         "_limits",
         "_max_header_count",
         "_max_header_bytes",
-        "_parser",
+        "_feed_data",
+        "_get_method",
+        "_get_http_version",
+        "_should_upgrade",
+        "_should_keep_alive",
         "_error",
         "_phase",
         "_url",
@@ -195,7 +200,7 @@ class RequestParser:
         # Copied out of the limits object: read once per header on the hot path.
         self._max_header_count = limits.max_header_count
         self._max_header_bytes = limits.max_header_bytes
-        self._parser = httptools.HttpRequestParser(self)
+        self._use(httptools.HttpRequestParser(self))
         self._error: ProtocolError | None = None
         self._phase = _IDLE
         self._url = b""
@@ -218,6 +223,15 @@ class RequestParser:
         # byte (after any empty lines); else None.
         self._line_start: bytes | None = None
 
+    def _use(self, parser: httptools.HttpRequestParser) -> None:
+        """Parse with ``parser`` from now on. Its methods are kept bound: called through the
+        parser object, each would be looked up on its type again on every request."""
+        self._feed_data: Callable[[bytes], None] = parser.feed_data
+        self._get_method: Callable[[], bytes] = parser.get_method
+        self._get_http_version: Callable[[], str] = parser.get_http_version
+        self._should_upgrade: Callable[[], bool] = parser.should_upgrade
+        self._should_keep_alive: Callable[[], bool] = parser.should_keep_alive
+
     @property
     def in_request(self) -> bool:
         """True once any byte of a request has been parsed and until that request ends."""
@@ -237,7 +251,7 @@ class RequestParser:
                 clean = self._replay is _CLEAN and not self._idle_prefix
                 self._line_start = data if clean else None
             try:
-                self._parser.feed_data(data)
+                self._feed_data(data)
             except httptools.HttpParserUpgrade as upgrade:
                 # We never switch protocols inside the parser, so the request was read as
                 # plain HTTP/1.1; the parser is left in "upgraded" mode, so the bytes after it
@@ -245,7 +259,7 @@ class RequestParser:
                 # it runs would take the upgrade as its context and hide the ProtocolError
                 # httptools chained.
                 data = data[int(upgrade.args[0]) :]
-                self._parser = httptools.HttpRequestParser(self)
+                self._use(httptools.HttpRequestParser(self))
                 self._replay = _CLEAN
                 self._idle_prefix = b""
             except httptools.HttpParserCallbackError as callback_error:
@@ -337,7 +351,7 @@ class RequestParser:
             self._fail(URITooLong("request line too long"))
         if size == len(request):
             # The method is still arriving: hold it until its end is here.
-            self._parser = _HeldMethod()  # type: ignore[assignment]
+            self._feed_data = _HeldMethod().feed_data
             self._replay = _CLEAN
             self._idle_prefix = request
             return b""
@@ -348,7 +362,7 @@ class RequestParser:
         # already saw the target, and the request starts over.
         self._phase = _IDLE
         self._url = b""
-        self._parser = httptools.HttpRequestParser(self)
+        self._use(httptools.HttpRequestParser(self))
         self._replay = _CLEAN
         self._idle_prefix = b""
         self._unseen_bytes = 0
@@ -435,11 +449,10 @@ class RequestParser:
             framing.add(lowered, value)
 
     def on_headers_complete(self) -> None:
-        parser = self._parser
-        raw_method = parser.get_method()
+        raw_method = self._get_method()
         version = self._line_version(raw_method)
         if version is None:
-            version = parser.get_http_version()
+            version = self._get_http_version()
         if version not in _SUPPORTED_VERSIONS:
             self._fail(VersionNotSupported(f"HTTP/{version} is not supported"))
         if version == "1.0":
@@ -464,7 +477,7 @@ class RequestParser:
             length = framing.content_length
             chunked = framing.chunked
             expect_continue = framing.expect_continue
-        upgrade = parser.should_upgrade()
+        upgrade = self._should_upgrade()
         if upgrade and (chunked or length):
             self._fail(NotImplementedByServer("protocol upgrade with a request body"))
         self._phase = _BODY
@@ -474,7 +487,7 @@ class RequestParser:
             self._url,
             version,
             self._headers,
-            parser.should_keep_alive() and not upgrade,
+            self._should_keep_alive() and not upgrade,
             length,
             chunked,
             expect_continue,

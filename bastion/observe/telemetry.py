@@ -32,7 +32,7 @@ from bastion.websocket.stats import websocket_stats
 
 if TYPE_CHECKING:
     from bastion.engine.handler import Handler
-    from bastion.engine.server import ServerState
+    from bastion.engine.state import ServerState
 
 logger = logging.getLogger("bastion.error")
 

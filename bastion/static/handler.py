@@ -38,7 +38,7 @@ from bastion.static.paths import Resolver, allowed_name, split_target
 
 if TYPE_CHECKING:
     from bastion.engine.exchange import Exchange
-    from bastion.engine.server import ServerState
+    from bastion.engine.state import ServerState
 
 SMALL: Final = 64 * 1024
 CACHE_BYTES: Final = 16 * 1024 * 1024

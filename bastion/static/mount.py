@@ -14,7 +14,7 @@ from bastion.static.handler import StaticFiles, prefix_segments, segments_url
 
 if TYPE_CHECKING:
     from bastion.engine.exchange import Exchange
-    from bastion.engine.server import ServerState
+    from bastion.engine.state import ServerState
 
 
 class Mount:

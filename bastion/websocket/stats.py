@@ -8,10 +8,9 @@ are 1000-4999, and anything else is counted as 0).
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-from weakref import WeakKeyDictionary
 
 if TYPE_CHECKING:
-    from bastion.engine.server import ServerState
+    from bastion.engine.state import ServerState
 
 
 class WebSocketStats:
@@ -56,13 +55,11 @@ class WebSocketStats:
         }
 
 
-# One per server, found from the connection's server state: the engine needs no field for it.
-_by_server: WeakKeyDictionary[ServerState, WebSocketStats] = WeakKeyDictionary()
-
-
 def websocket_stats(state: ServerState) -> WebSocketStats:
-    """The WebSocket counters of the server behind ``state`` (made on first use)."""
-    stats = _by_server.get(state)
+    """The WebSocket counters of the server behind ``state`` (made on first use, kept with
+    the state's other attachments)."""
+    stats = state.attached.get(WebSocketStats)
     if stats is None:
-        stats = _by_server[state] = WebSocketStats()
+        stats = state.attached[WebSocketStats] = WebSocketStats()
+    assert isinstance(stats, WebSocketStats)
     return stats

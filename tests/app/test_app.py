@@ -7,6 +7,7 @@ import http.client
 import json
 import logging
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from typing import Any
 
@@ -154,6 +155,12 @@ async def set_context_then_wait(request: Request) -> dict[str, object]:
     return {"seen": seen, "kept": _SET_BY_A_HANDLER.get()}
 
 
+@app.get("/wait/{n:int}")
+async def waits(request: Request) -> dict[str, object]:
+    await asyncio.sleep(0.02)
+    return {"n": request.path_params["n"]}
+
+
 @app.get("/current-task")
 async def current_task(request: Request) -> dict[str, object]:
     first_step = asyncio.current_task() is not None
@@ -285,6 +292,35 @@ def test_an_async_handlers_first_step_runs_as_eager_tasks_do_on_this_python(
         "first_step": sys.version_info >= (3, 12),
         "after_await": True,
     }
+
+
+def test_handlers_that_return_raise_and_wait_answer_in_turn() -> None:
+    # The first steps share one generator per server (bastion/engine/steps.py): one that
+    # raised or waited must leave the next request a working one.
+    expected = [
+        ("/users/1", 200),
+        ("/raise", 500),
+        ("/users/2", 200),
+        ("/raise-after-await", 500),
+        ("/wait/3", 200),
+        ("/context-after-await/x", 200),
+        ("/not-a-response", 500),
+        ("/users/4", 200),
+    ]
+    with serve(app) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+        for path, status in expected:
+            assert client.get(path).status_code == status, path
+        assert client.get("/users/5").json() == {"id": 5, "type": "int"}
+
+
+def test_handlers_waiting_at_once_each_get_their_own_answer() -> None:
+    with serve(app) as server:
+
+        def fetch(n: int) -> object:
+            return httpx.get(f"{server.url}/wait/{n}", timeout=10).json()["n"]
+
+        with ThreadPoolExecutor(16) as pool:
+            assert list(pool.map(fetch, range(48))) == list(range(48))
 
 
 def test_route_conflicts_are_refused() -> None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from bastion import App, Request, Response
 
 if TYPE_CHECKING:
-    from bastion.engine.server import ServerState
+    from bastion.engine.state import ServerState
 
 
 class CrashingApp(App):
