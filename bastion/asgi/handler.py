@@ -196,7 +196,7 @@ class ASGIHandler:
         exchange.state = cycle
         call = self.app(scope, cycle.receive, cycle.send)
         # The type test first: asyncio.iscoroutine is a Python function call per request.
-        if call.__class__ is not _COROUTINE and not asyncio.iscoroutine(call):
+        if type(call) is not _COROUTINE and not asyncio.iscoroutine(call):
             call = _await(call)
         task = _RUN_EAGERLY(exchange.loop, call, self._finish, cycle, self.eager)
         if task is not None:
@@ -236,7 +236,7 @@ class ASGIHandler:
         exchange.state = cycle
         call = self.app(scope, cycle.receive, cycle.send)
         # The type test first: asyncio.iscoroutine is a Python function call per request.
-        if call.__class__ is not _COROUTINE and not asyncio.iscoroutine(call):
+        if type(call) is not _COROUTINE and not asyncio.iscoroutine(call):
             call = _await(call)
         # Always a task, never eager: an application that accepts in its first step would
         # switch the connection while the read that brought the handshake is still being
@@ -417,7 +417,7 @@ class _Cycle:
         elif kind == "http.response.start":
             if state == _IDLE:
                 status = message["status"]
-                if status.__class__ is not int or not 200 <= status <= 999:
+                if type(status) is not int or not 200 <= status <= 999:
                     self._violation(f"invalid status {status!r} in 'http.response.start'")
                 self.status = status
                 self.headers = message.get("headers", ())
@@ -535,7 +535,7 @@ def _response_fields(raw: Iterable[Any]) -> tuple[bytes, int | None, int]:
     flags = 0
     cache = _field_lines
     for name, value in raw:
-        if name.__class__ is not bytes or value.__class__ is not bytes:
+        if type(name) is not bytes or type(value) is not bytes:
             name, value = _byte_string(name), _byte_string(value)
         size = len(name)
         if size == 14 or size == 17 or size == 10:

@@ -167,7 +167,9 @@ class RequestParser:
     """Parses a stream of pipelined HTTP/1.x requests from one connection."""
 
     __slots__ = (
-        "_sink",
+        "_on_request",
+        "_on_body",
+        "_on_request_end",
         "_limits",
         "_max_header_count",
         "_max_header_bytes",
@@ -195,7 +197,10 @@ class RequestParser:
     )
 
     def __init__(self, sink: RequestSink, limits: Limits | None = None) -> None:
-        self._sink = sink
+        # Bound once, like the httptools parser's methods (see _use).
+        self._on_request: Callable[[RequestHead], None] = sink.on_request
+        self._on_body: Callable[[bytes], None] = sink.on_body
+        self._on_request_end: Callable[[], None] = sink.on_request_end
         limits = self._limits = limits or Limits()
         # Copied out of the limits object: read once per header on the hot path.
         self._max_header_count = limits.max_header_count
@@ -494,7 +499,7 @@ class RequestParser:
             upgrade,
             origin,
         )
-        self._sink.on_request(head)
+        self._on_request(head)
 
     def _line_version(self, raw_method: bytes) -> str | None:
         """The version the request line ends with, read from the bytes when the line is where
@@ -579,7 +584,7 @@ class RequestParser:
         self._body_bytes += len(data)
         if self._body_bytes > self._limits.max_body_bytes:
             self._fail(ContentTooLarge("request body too large"))
-        self._sink.on_body(data)
+        self._on_body(data)
 
     def on_message_complete(self) -> None:
         self._progressed = True
@@ -589,7 +594,7 @@ class RequestParser:
         self._header_bytes = 0
         self._host_count = 0
         self._framing = None
-        self._sink.on_request_end()
+        self._on_request_end()
 
 
 class _Framing:

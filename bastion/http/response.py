@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Final
+from typing import Any, Final
 
 _REASONS: Final[dict[int, str]] = {s.value: s.phrase for s in HTTPStatus}
 _REASONS[413] = "Content Too Large"  # RFC 9110's name; older tables say "Request Entity Too Large"
@@ -57,16 +57,20 @@ def encode_header(name: str, value: str) -> bytes:
     return f"{name}: {value}\r\n".encode("latin-1")
 
 
-def encode_headers(headers: Iterable[tuple[str, str]]) -> bytes:
+def encode_headers(headers: Iterable[tuple[str, object]]) -> bytes:
     """Serialize ``(name, value)`` pairs, refusing anything that could split the response.
+    A value that is not a ``str`` (a number) is written as ``str(value)``.
 
     Most responses repeat the same few lines (``content-type: text/plain``), so validated
     lines are remembered; the memory is bounded and later lines are simply not remembered.
     """
-    lines = []
+    # Items typed loosely: compiled code checks each against its declared type, and would
+    # refuse a number where the pure build writes it.
+    pairs: list[tuple[Any, Any]] = headers if type(headers) is list else list(headers)
+    lines: list[bytes] = []
     cache = _line_cache
-    for name, value in headers:
-        if value.__class__ is not str:
+    for name, value in pairs:
+        if type(value) is not str:
             value = str(value)
         key = (name, value)
         line = cache.get(key)
@@ -75,7 +79,7 @@ def encode_headers(headers: Iterable[tuple[str, str]]) -> bytes:
             if len(cache) < _LINE_CACHE_SIZE:
                 cache[key] = line
         lines.append(line)
-    return b"".join(lines)
+    return lines[0] if len(lines) == 1 else b"".join(lines)
 
 
 def encode_chunk(data: bytes) -> bytes:

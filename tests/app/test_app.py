@@ -130,6 +130,11 @@ async def bad_header(request: Request) -> Response:
     return Response(b"x", headers={"x-injected": "a\r\nset-cookie: evil=1"})
 
 
+@app.get("/numbered")
+async def numbered(request: Request) -> Response:
+    return Response(b"n", headers={"x-count": 7})  # type: ignore[dict-item]
+
+
 @app.get("/not-a-response")
 async def wrong_type(request: Request) -> object:
     return 42
@@ -246,6 +251,12 @@ def test_handler_errors_are_500_and_logged(
     assert "set-cookie" not in response.headers
     assert any("handler error" in r.getMessage() for r in caplog.records)
     assert client.get("/users/1").status_code == 200  # still serving
+
+
+def test_a_number_as_a_header_value_is_written_as_one(client: httpx.Client) -> None:
+    response = client.get("/numbered")
+    assert response.status_code == 200
+    assert response.headers["x-count"] == "7"
 
 
 def test_wrong_return_type_is_500(client: httpx.Client) -> None:

@@ -1028,6 +1028,13 @@ def test_encode_headers() -> None:
     assert encode_headers([("X-Latin", "café")]) == b"X-Latin: caf\xe9\r\n"
 
 
+def test_encode_headers_writes_numbers_and_takes_any_iterable_of_pairs() -> None:
+    # The same on the compiled build, which checks declared types, as on the pure one.
+    assert encode_headers([("X-Count", 5), ("X-Ratio", 0.5)]) == b"X-Count: 5\r\nX-Ratio: 0.5\r\n"
+    assert encode_headers((("A", "1"), ("B", "2"))) == b"A: 1\r\nB: 2\r\n"
+    assert encode_headers(pair for pair in [("A", "1")]) == b"A: 1\r\n"
+
+
 @pytest.mark.parametrize(
     "value",
     [
