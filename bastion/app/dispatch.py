@@ -167,7 +167,7 @@ class Dispatcher:
                 if error is None:
                     result = task.result()
         else:
-            steps = exchange.conn.first_steps
+            steps = exchange.conn.state.first_steps
             value = steps.run(context, coro)
             outcome = steps.outcome
             if outcome == SUSPENDED:

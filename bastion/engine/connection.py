@@ -22,7 +22,6 @@ from bastion.engine.body import BodyStream
 from bastion.engine.errors import ClientDisconnected
 from bastion.engine.exchange import Exchange
 from bastion.engine.outbox import HOLD_BYTES, Outbox
-from bastion.engine.steps import FirstSteps
 from bastion.engine.tunnel import TunnelFeed, TunnelPeer
 from bastion.http import ProtocolError, RequestHead, RequestParser, error_response
 from bastion.http.errors import RequestTimeout
@@ -72,7 +71,6 @@ class HTTPConnection(asyncio.Protocol):
         "_receiving",
         "_out",
         "_outbox",
-        "first_steps",
         "_handle",
         "_held",
         "_shut",
@@ -107,7 +105,6 @@ class HTTPConnection(asyncio.Protocol):
         self._receiving: Exchange | None = None
         self._out: list[bytes] | None = None
         self._outbox: Outbox = state.outbox
-        self.first_steps: FirstSteps = state.first_steps
         # Bound once: looked up through the state and the handler, it cost two lookups a request.
         self._handle: Callable[[Exchange], None] = state.handler.handle
         self._held = 0  # bytes in _out
